@@ -1,0 +1,316 @@
+"""The ``sslbench`` command line: parse, validate, call one library function, render.
+
+Heavy modules (torch, the store, pandas) are imported inside the commands that need them, so
+``sslbench --help`` stays instant. Expected failures (SSLBenchError) print one line to stderr and
+exit with code 1; anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import typer
+
+from sslbench.errors import SSLBenchError
+
+app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False,
+                  help="Pretrain, evaluate and compare SSL criteria; every run lands in a SQL store.")
+runs_app = typer.Typer(no_args_is_help=True, help="List and inspect runs in the store.")
+report_app = typer.Typer(no_args_is_help=True, help="Regenerate the paper's tables from the store.")
+bench_app = typer.Typer(no_args_is_help=True, help="Speed benchmarks that print JSON.")
+app.add_typer(runs_app, name="runs")
+app.add_typer(report_app, name="report")
+app.add_typer(bench_app, name="bench")
+
+FORMATS = ("table", "json")
+
+
+def handle_errors(fn: Callable) -> Callable:
+    """Turns SSLBenchError into one line on stderr and exit code 1."""
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except SSLBenchError as err:
+            typer.echo(f"error: {err}", err=True)
+            raise typer.Exit(1) from None
+    return wrapper
+
+
+class _State:
+    db: Optional[str] = None
+
+
+@app.callback()
+def _main(db: Optional[str] = typer.Option(
+        None, "--db", envvar="SSLBENCH_DB", metavar="URL",
+        help="SQLAlchemy URL of the store (default: sqlite file in $SSLBENCH_HOME/db/).")) -> None:
+    _State.db = db
+
+
+def open_store(create: bool = True):
+    from sslbench.db import Store
+
+    return Store.open(_State.db, create=create)
+
+
+def _command() -> list[str]:
+    return ["sslbench", *sys.argv[1:]]
+
+
+def _echo_json(obj: Any) -> None:
+    typer.echo(json.dumps(obj, indent=2, default=str))
+
+
+def _check_format(fmt: str, allowed: tuple[str, ...] = FORMATS) -> None:
+    if fmt not in allowed:
+        from sslbench.errors import ConfigError
+
+        raise ConfigError(f"unknown --format {fmt!r}: choose one of {', '.join(allowed)}")
+
+
+# --------------------------------------------------------------------------- train
+
+@app.command()
+@handle_errors
+def train(
+    method: str = typer.Option("simclr", help="Criterion: simclr, vicreg, vicreg-exp, ... "
+                               "(see `sslbench methods`)."),
+    dataset: str = typer.Option("shapes", help="shapes, digits, cifar10, cifar100, stl10, "
+                                "imagefolder, imagenet100, synthetic."),
+    data_root: str = typer.Option("", help="Folder holding the dataset (not needed for the "
+                                  "embedded shapes and digits)."),
+    backbone: str = typer.Option("small", help="small, resnet18 or resnet50."),
+    projector: str = typer.Option("2048-d", help="Projector widths, 'd' = --dim: 8192-8192-d, "
+                                  "d-d-d, 2048-d, 512-512-128, none."),
+    dim: int = typer.Option(128, help="Embedding dimension d (projector output)."),
+    epochs: int = typer.Option(10, help="Pretraining epochs."),
+    batch_size: int = typer.Option(256, help="Batch size (per step, both views)."),
+    lr: float = typer.Option(0.3, help="Base learning rate, scaled by batch_size/256."),
+    optimizer: str = typer.Option("lars", help="lars, sgd or adamw."),
+    weight_decay: float = typer.Option(1e-6, help="Weight decay (not on biases and norms)."),
+    warmup_epochs: Optional[int] = typer.Option(None, help="Linear warm-up epochs "
+                                                "(default: epochs/10, at most 10)."),
+    augment: Optional[str] = typer.Option(None, help="Augmentation recipe: byol, cifar, small "
+                                          "(default: by dataset)."),
+    image_size: Optional[int] = typer.Option(None, help="Training resolution (default: the "
+                                             "dataset's)."),
+    cifar_stem: Optional[bool] = typer.Option(None, "--cifar-stem/--imagenet-stem",
+                                              help="ResNet stem for small images (default: "
+                                              "cifar stem when image size <= 64)."),
+    train_samples: int = typer.Option(0, help="Use only this many training images (0 = all)."),
+    seed: int = typer.Option(0, help="Random seed (CPU runs are repeatable)."),
+    temperature: Optional[float] = typer.Option(None, help="Loss temperature (SimCLR/DCL "
+                                                "families, VICReg-exp/ctr)."),
+    sim_coeff: Optional[float] = typer.Option(None, help="VICReg invariance weight (lambda)."),
+    std_coeff: Optional[float] = typer.Option(None, help="VICReg variance weight (mu)."),
+    cov_coeff: Optional[float] = typer.Option(None, help="VICReg covariance weight (nu)."),
+    lambd: Optional[float] = typer.Option(None, help="Barlow Twins off-diagonal weight."),
+    impl: Optional[str] = typer.Option(None, help="Frobenius terms: auto, direct or dual."),
+    probe_lr: float = typer.Option(1e-3, help="Learning rate of the online linear probe."),
+    device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
+    num_workers: int = typer.Option(0, help="DataLoader workers for image folders."),
+    progress: bool = typer.Option(True, "--progress/--quiet", help="Show a progress bar."),
+    fmt: str = typer.Option("table", "--format", help="table or json (the finished run)."),
+) -> None:
+    """Pretrain one SSL criterion with an online linear probe; resumes or reuses its run."""
+    _check_format(fmt)
+    from sslbench.train.setup import resolve_train_config
+
+    options = dict(method=method, dataset=dataset, data_root=data_root, backbone=backbone,
+                   projector=projector, dim=dim, epochs=epochs, batch_size=batch_size, lr=lr,
+                   optimizer=optimizer, weight_decay=weight_decay, warmup_epochs=warmup_epochs,
+                   augment=augment, image_size=image_size, cifar_stem=cifar_stem,
+                   train_samples=train_samples, seed=seed, probe_lr=probe_lr, device=device,
+                   num_workers=num_workers)
+    loss = {k: v for k, v in dict(temperature=temperature, sim_coeff=sim_coeff,
+                                  std_coeff=std_coeff, cov_coeff=cov_coeff, lambd=lambd,
+                                  impl=impl).items() if v is not None}
+    cfg = resolve_train_config(options, loss)
+    from sslbench.train.loop import pretrain
+
+    store = open_store()
+    result = pretrain(cfg, store, command=_command(), progress=progress and sys.stderr.isatty())
+    if fmt == "json":
+        _echo_json(store.get_run(result.run_id).to_dict(summary=store.summary(result.run_id)))
+    else:
+        verb = "reused completed run" if result.reused else f"run {result.status}"
+        top1 = result.summary.get("online_top1")
+        acc = f", online top-1 {top1:.2f}%" if top1 is not None else ""
+        typer.echo(f"{result.run_id}: {verb}{acc} ({result.run_dir})")
+    if result.status == "interrupted":
+        typer.echo("interrupted: re-run the same command to resume from the checkpoint", err=True)
+        raise typer.Exit(1)
+
+
+# --------------------------------------------------------------------------- eval
+
+@app.command("eval")
+@handle_errors
+def eval_(
+    run_id: Optional[str] = typer.Argument(None, help="Pretraining run to evaluate."),
+    random_init: bool = typer.Option(False, "--random-init", help="Evaluate a randomly "
+                                     "initialised backbone instead (a baseline)."),
+    backbone: str = typer.Option("small", help="With --random-init: the backbone."),
+    dataset: str = typer.Option("shapes", help="With --random-init: the dataset."),
+    data_root: str = typer.Option("", help="With --random-init: the dataset folder."),
+    seed: Optional[int] = typer.Option(None, help="Seed (default: the run's)."),
+    linear_epochs: int = typer.Option(100, help="Epochs of the linear probe on cached features."),
+    device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
+    fmt: str = typer.Option("table", "--format", help="table or json."),
+) -> None:
+    """Linear probe and k-NN sweep on frozen features; results go to the store."""
+    _check_format(fmt)
+    from sslbench.config import require_positive
+    from sslbench.errors import ConfigError
+
+    require_positive("linear_epochs", linear_epochs)
+    if (run_id is None) == (not random_init):
+        raise ConfigError("give a RUN_ID to evaluate, or --random-init for a baseline (not both)")
+    from sslbench.evaluate.run import eval_config_for, evaluate
+
+    store = open_store()
+    opts = dict(seed=seed, linear_epochs=linear_epochs, device=device)
+    if random_init:
+        cfg = _random_init_config(store, backbone=backbone, dataset=dataset,
+                                  data_root=data_root, **opts)
+    else:
+        cfg = eval_config_for(store, run_id, **opts)
+    result = evaluate(cfg, store, command=_command())
+    if fmt == "json":
+        _echo_json(store.get_run(result.run_id).to_dict(summary=store.summary(result.run_id)))
+        return
+    s = result.summary
+    typer.echo(f"{result.run_id}: linear top-1 {s['linear_top1']:.2f}%, k-NN top-1 "
+               f"{s['knn_top1']:.2f}% (k={s['knn_k']:g}, T={s['knn_temperature']:g})"
+               + (" [reused]" if result.reused else ""))
+
+
+def _random_init_config(store, *, backbone: str, dataset: str, data_root: str, **opts):
+    from sslbench.data import DATASETS
+    from sslbench.evaluate.run import eval_config_for
+    from sslbench.models import backbone_names
+    from sslbench.config import require_choice
+
+    require_choice("backbone", backbone, backbone_names())
+    require_choice("dataset", dataset, list(DATASETS))
+    size = DATASETS[dataset].image_size or 224
+    return eval_config_for(store, None, backbone=backbone, dataset=dataset, data_root=data_root,
+                           image_size=size, cifar_stem=size <= 64, **opts)
+
+
+@app.command("export-features")
+@handle_errors
+def export_features(
+    run_id: str = typer.Argument(..., help="Pretraining run."),
+    split: str = typer.Option("test", help="train or test."),
+    out: Path = typer.Option(..., help="Output .npz file (arrays: features, labels)."),
+    device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
+) -> None:
+    """Write a run's frozen backbone representations of a split to an .npz file."""
+    from sslbench.evaluate.run import export_features as export
+
+    info = export(open_store(), run_id, split, out, device=device)
+    typer.echo(f"wrote {info['path']}: features {tuple(info['features'])}, "
+               f"labels ({info['labels']},)")
+
+
+# --------------------------------------------------------------------------- runs
+
+@runs_app.command("list")
+@handle_errors
+def runs_list(
+    kind: Optional[str] = typer.Option(None, help="pretrain or eval."),
+    status: Optional[str] = typer.Option(None, help="queued, running, completed, failed, ..."),
+    method: Optional[str] = typer.Option(None, help="Only this method."),
+    fmt: str = typer.Option("table", "--format", help="table or json."),
+) -> None:
+    """All runs, newest first, with their status and main metric."""
+    _check_format(fmt)
+    from sslbench.runs.views import runs_table
+
+    store = open_store(create=False)
+    records = store.find_runs(kind=kind, status=status, method=method)
+    rows = [r.to_dict(summary=store.summary(r.run_id)) for r in records]
+    if fmt == "json":
+        _echo_json(rows)
+    else:
+        typer.echo(runs_table(rows))
+
+
+@runs_app.command("show")
+@handle_errors
+def runs_show(
+    run_id: str = typer.Argument(..., help="Run id (or a unique prefix)."),
+    fmt: str = typer.Option("table", "--format", help="table or json."),
+) -> None:
+    """One run: config, status, environment, final metrics and artifacts."""
+    _check_format(fmt)
+    store = open_store(create=False)
+    record = store.get_run(run_id)
+    data = record.to_dict(summary=store.summary(record.run_id))
+    data["artifacts"] = store.artifacts(record.run_id)
+    if fmt == "json":
+        _echo_json(data)
+    else:
+        from sslbench.runs.views import run_details
+
+        typer.echo(run_details(data))
+
+
+# --------------------------------------------------------------------------- report
+
+@report_app.command("dims")
+@handle_errors
+def report_dims(
+    metric: str = typer.Option("linear_top1", help="linear_top1, knn_top1 or online_top1."),
+    dataset: Optional[str] = typer.Option(None, help="Only this dataset."),
+    fmt: str = typer.Option("table", "--format", help="table, markdown, csv, json or latex."),
+) -> None:
+    """SimCLR vs VICReg across embedding dimensions, beside a random-init baseline."""
+    from sslbench.report.dims import dims_frame
+    from sslbench.report.render import render
+
+    frame = dims_frame(open_store(create=False), metric=metric, dataset=dataset)
+    typer.echo(render(frame, fmt, title=f"Top-1 (%) by embedding dimension: {metric}"))
+
+
+# --------------------------------------------------------------------------- demo
+
+@app.command()
+@handle_errors
+def demo(
+    epochs: int = typer.Option(None, help="Pretraining epochs per run (default: the demo's)."),
+    dims: str = typer.Option(None, help="Comma-separated embedding dims (default: the demo's)."),
+    device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
+) -> None:
+    """Train SimCLR and VICReg at several embedding dims on the embedded data, evaluate, report."""
+    from sslbench.runs.demo import run_demo
+
+    dim_list = _parse_ints(dims, "--dims") if dims else None
+    run_demo(open_store(), epochs=epochs, dims=dim_list, device=device, command=_command(),
+             echo=typer.echo)
+
+
+def _parse_ints(text: str, flag: str) -> list[int]:
+    from sslbench.errors import ConfigError
+
+    try:
+        values = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise ConfigError(f"{flag} must be comma-separated integers, got {text!r}") from None
+    if not values or any(v <= 0 for v in values):
+        raise ConfigError(f"{flag} must list positive integers, got {text!r}")
+    return values
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,26 @@
+"""User-facing errors.
+
+Anything a user can cause (a bad flag, a missing dataset, a foreign database) raises a subclass of
+:class:`SSLBenchError` whose message is one line naming the problem and the fix. The CLI prints it
+and exits with code 1, without a traceback. Every other exception is a bug and keeps its traceback.
+"""
+
+
+class SSLBenchError(Exception):
+    """An expected failure, reported to the user as one line."""
+
+
+class ConfigError(SSLBenchError):
+    """An invalid or inconsistent configuration value."""
+
+
+class DataError(SSLBenchError):
+    """A dataset that is missing, incomplete or unreadable."""
+
+
+class StoreError(SSLBenchError):
+    """A results store that cannot be reached, is foreign, or has another schema version."""
+
+
+class UnknownRunError(StoreError):
+    """A run id that the store does not hold."""

@@ -1,0 +1,1 @@
+"""Evaluation of frozen backbones: features, linear probes, k-NN (analyses come later)."""

@@ -1,0 +1,1 @@
+"""Run orchestration: identity, environment capture, lifecycle (and, later, scheduling)."""

@@ -1,0 +1,74 @@
+"""Text views of runs for the terminal (``sslbench runs list`` / ``runs show``)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+
+def _to_text(renderable: Any, width: int = 120) -> str:
+    from rich.console import Console
+
+    console = Console(width=width, record=True, file=_Null(), color_system=None)
+    console.print(renderable)
+    return console.export_text().rstrip()
+
+
+class _Null:
+    def write(self, _: str) -> int:
+        return 0
+
+    def flush(self) -> None:
+        pass
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def runs_table(rows: list[dict]) -> str:
+    """One line per run: id, kind, status, method, dataset, dim, main metric, created."""
+    from rich.table import Table
+
+    if not rows:
+        return "no runs yet: try `sslbench demo` or `sslbench train`"
+    table = Table(show_edge=False, pad_edge=False)
+    for col in ("run_id", "kind", "status", "method", "dataset", "projector", "dim", "top-1",
+                "created"):
+        table.add_column(col, justify="right" if col in ("dim", "top-1") else "left")
+    for r in rows:
+        cfg, summary = r.get("config") or {}, r.get("summary") or {}
+        top1 = summary.get("online_top1", summary.get("linear_top1"))
+        table.add_row(r["run_id"], r.get("kind") or "-", r.get("status") or "-",
+                      r.get("method") or "-", r.get("dataset") or "-",
+                      _fmt(cfg.get("projector")), _fmt(cfg.get("dim")),
+                      f"{top1:.2f}" if top1 is not None else "-",
+                      str(r.get("created_at") or "-")[:19])
+    return _to_text(table, width=140)
+
+
+def run_details(data: dict) -> str:
+    """A readable page about one run."""
+    lines = [f"run {data['run_id']}  ({data.get('kind')}, {data.get('status')})"]
+    for key in ("method", "dataset", "parent_id", "created_at", "started_at", "ended_at"):
+        if data.get(key):
+            lines.append(f"  {key:<11} {data[key]}")
+    lines.append("config:")
+    lines += [f"  {k:<15} {json.dumps(v)}" for k, v in sorted((data.get("config") or {}).items())]
+    summary = data.get("summary") or {}
+    if summary:
+        lines.append("final metrics:")
+        lines += [f"  {k:<24} {_fmt(v)}" for k, v in sorted(summary.items())
+                  if not k.startswith("knn_top1/")]
+    if data.get("artifacts"):
+        lines.append("artifacts:")
+        lines += [f"  {a.get('kind', '-'):<11} {a.get('path')} ({a.get('size') or '?'} bytes)"
+                  for a in data["artifacts"]]
+    if data.get("error"):
+        lines.append("error:")
+        lines.append("  " + str(data["error"]).strip().replace("\n", "\n  "))
+    return "\n".join(lines)

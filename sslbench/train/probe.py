@@ -1,0 +1,53 @@
+"""The online linear probe: a linear classifier on detached representations (PAPER.md §6).
+
+It trains alongside pretraining on the augmented views, with its own optimiser, and its gradient
+never reaches the backbone. Its test accuracy at the end of each epoch is the paper's main metric.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+UNLABELED = -1
+
+
+class OnlineProbe(nn.Module):
+    def __init__(self, representation_dim: int, num_classes: int):
+        super().__init__()
+        self.linear = nn.Linear(representation_dim, num_classes)
+
+    def loss(self, h: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Cross-entropy on ``h.detach()``; unlabeled samples (label -1) are ignored.
+
+        Returns (loss, number of correct predictions among labelled samples).
+        """
+        logits = self.linear(h.detach().float())
+        labelled = labels != UNLABELED
+        if not bool(labelled.any()):
+            return logits.sum() * 0.0, torch.zeros((), device=h.device)
+        loss = F.cross_entropy(logits, labels, ignore_index=UNLABELED)
+        correct = (logits.argmax(1) == labels)[labelled].sum()
+        return loss, correct
+
+
+@torch.no_grad()
+def probe_accuracy(backbone: nn.Module, probe: OnlineProbe, batches, transform,
+                   device: torch.device) -> float:
+    """Top-1 (percent) of the probe on ``batches`` of (uint8 images, labels), backbone in eval mode."""
+    from sslbench.device import autocast, memory_format, to_device
+
+    was_training = backbone.training
+    backbone.eval()
+    correct = total = 0
+    for images, labels in batches:
+        x = transform(to_device(images, device)).contiguous(memory_format=memory_format(device))
+        with autocast(device):
+            h = backbone(x)
+        pred = probe.linear(h.float()).argmax(1).cpu()
+        keep = labels != UNLABELED
+        correct += int((pred[keep] == labels[keep]).sum())
+        total += int(keep.sum())
+    backbone.train(was_training)
+    return 100.0 * correct / max(total, 1)

@@ -1,0 +1,79 @@
+import dataclasses
+
+import pytest
+
+from sslbench.config import (EvalConfig, TrainConfig, embedding_dim, parse_projector, replace,
+                             run_id_of, validate_train)
+from sslbench.errors import ConfigError
+
+
+@pytest.mark.parametrize("spec,dim,widths", [
+    ("8192-8192-d", 512, [8192, 8192, 512]),
+    ("d-d-d", 256, [256, 256, 256]),
+    ("2048-d", 64, [2048, 64]),
+    ("2048-2048-d", 1024, [2048, 2048, 1024]),
+    ("512-512-128", 999, [512, 512, 128]),
+    ("D", 7, [7]),
+    ("none", 7, []),
+])
+def test_projector_specs(spec, dim, widths):
+    assert parse_projector(spec, dim) == widths
+
+
+@pytest.mark.parametrize("spec", ["8192--d", "abc", "0-d", "-d", "d-", "8192-x", "1.5-d", "d d"])
+def test_malformed_projector_specs(spec):
+    with pytest.raises(ConfigError) as err:
+        parse_projector(spec, 128)
+    assert "\n" not in str(err.value)
+    assert spec in str(err.value)
+
+
+def test_embedding_dim_falls_back_to_representation():
+    assert embedding_dim("none", 64, 512) == 512
+    assert embedding_dim("2048-d", 64, 512) == 64
+
+
+def test_identity_ignores_execution_fields():
+    a = TrainConfig()
+    b = replace(a, data_root="/elsewhere", device="cpu", num_workers=4, log_every=1)
+    assert a.run_id == b.run_id
+    assert replace(a, seed=1).run_id != a.run_id
+    assert replace(a, loss={"temperature": 0.2}).run_id != a.run_id
+
+
+def test_identity_is_canonical():
+    a = replace(TrainConfig(), loss={"temperature": 0.2, "impl": "auto"})
+    b = replace(TrainConfig(), loss={"impl": "auto", "temperature": 0.2})
+    assert a.run_id == b.run_id
+    assert len(a.run_id) == 12 and int(a.run_id, 16) >= 0
+
+
+def test_kind_enters_identity():
+    assert run_id_of("pretrain", {"x": 1}) != run_id_of("eval", {"x": 1})
+
+
+def test_eval_identity_marks_random_init():
+    assert EvalConfig().identity()["random_init"] is True
+    assert EvalConfig(source_run="abc").identity()["random_init"] is False
+    assert EvalConfig().run_id != EvalConfig(source_run="abc").run_id
+
+
+def test_to_dict_roundtrip_covers_every_field():
+    cfg = TrainConfig()
+    d = cfg.to_dict()
+    assert set(d) == {f.name for f in dataclasses.fields(cfg)}
+
+
+@pytest.mark.parametrize("change,flag", [
+    (dict(epochs=0), "--epochs"), (dict(batch_size=-1), "--batch-size"), (dict(dim=0), "--dim"),
+    (dict(lr=0.0), "--lr"), (dict(lr=float("nan")), "--lr"), (dict(optimizer="adam"), "optimizer"),
+    (dict(projector="8192--d"), "projector"),
+])
+def test_validate_train_rejects(change, flag):
+    with pytest.raises(ConfigError, match=flag):
+        validate_train(replace(TrainConfig(), **change))
+
+
+def test_replace_rejects_unknown_keys():
+    with pytest.raises(ConfigError, match="unknown config key"):
+        replace(TrainConfig(), epochz=3)
