@@ -75,45 +75,49 @@ def _check_format(fmt: str, allowed: tuple[str, ...] = FORMATS) -> None:
 
 # --------------------------------------------------------------------------- train
 
+def _opt(help: str, *decls: str) -> Any:
+    """An option whose absence means "use the preset's or the built-in default"."""
+    return typer.Option(None, *decls, help=help, show_default=False)
+
+
 @app.command()
 @handle_errors
 def train(
-    method: str = typer.Option("simclr", help="Criterion: simclr, vicreg, vicreg-exp, ... "
-                               "(see `sslbench methods`)."),
-    dataset: str = typer.Option("shapes", help="shapes, digits, cifar10, cifar100, stl10, "
-                                "imagefolder, imagenet100, synthetic."),
-    data_root: str = typer.Option("", help="Folder holding the dataset (not needed for the "
-                                  "embedded shapes and digits)."),
-    backbone: str = typer.Option("small", help="small, resnet18 or resnet50."),
-    projector: str = typer.Option("2048-d", help="Projector widths, 'd' = --dim: 8192-8192-d, "
-                                  "d-d-d, 2048-d, 512-512-128, none."),
-    dim: int = typer.Option(128, help="Embedding dimension d (projector output)."),
-    epochs: int = typer.Option(10, help="Pretraining epochs."),
-    batch_size: int = typer.Option(256, help="Batch size (per step, both views)."),
-    lr: float = typer.Option(0.3, help="Base learning rate, scaled by batch_size/256."),
-    optimizer: str = typer.Option("lars", help="lars, sgd or adamw."),
-    weight_decay: float = typer.Option(1e-6, help="Weight decay (not on biases and norms)."),
-    warmup_epochs: Optional[int] = typer.Option(None, help="Linear warm-up epochs "
-                                                "(default: epochs/10, at most 10)."),
-    augment: Optional[str] = typer.Option(None, help="Augmentation recipe: byol, cifar, small "
-                                          "(default: by dataset)."),
-    image_size: Optional[int] = typer.Option(None, help="Training resolution (default: the "
-                                             "dataset's)."),
-    cifar_stem: Optional[bool] = typer.Option(None, "--cifar-stem/--imagenet-stem",
-                                              help="ResNet stem for small images (default: "
-                                              "cifar stem when image size <= 64)."),
-    train_samples: int = typer.Option(0, help="Use only this many training images (0 = all)."),
-    seed: int = typer.Option(0, help="Random seed (CPU runs are repeatable)."),
-    temperature: Optional[float] = typer.Option(None, help="Loss temperature (SimCLR/DCL "
-                                                "families, VICReg-exp/ctr)."),
-    sim_coeff: Optional[float] = typer.Option(None, help="VICReg invariance weight (lambda)."),
-    std_coeff: Optional[float] = typer.Option(None, help="VICReg variance weight (mu)."),
-    cov_coeff: Optional[float] = typer.Option(None, help="VICReg covariance weight (nu)."),
-    lambd: Optional[float] = typer.Option(None, help="Barlow Twins off-diagonal weight."),
-    impl: Optional[str] = typer.Option(None, help="Frobenius terms: auto, direct or dual."),
-    probe_lr: float = typer.Option(1e-3, help="Learning rate of the online linear probe."),
-    device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
-    num_workers: int = typer.Option(0, help="DataLoader workers for image folders."),
+    method: Optional[str] = _opt("Criterion [simclr]: simclr, vicreg, vicreg-exp, vicreg-ctr, "
+                                 "barlow, dcl, scl, tcr, ... (see `sslbench methods`)."),
+    preset: Optional[str] = _opt("Bundle of values that explicit flags override: paper "
+                                 "(Table S6), cifar, tiny."),
+    dataset: Optional[str] = _opt("Dataset [shapes]: shapes, digits, cifar10, cifar100, stl10, "
+                                  "imagefolder, synthetic."),
+    data_root: Optional[str] = _opt("Folder holding the dataset (not needed for the embedded "
+                                    "shapes and digits)."),
+    backbone: Optional[str] = _opt("Backbone [small]: small, resnet18, resnet50."),
+    projector: Optional[str] = _opt("Projector [2048-d], widths with d = --dim: 8192-8192-d, "
+                                    "d-d-d, 2048-d, 512-512-128, none."),
+    dim: Optional[int] = _opt("Embedding dimension d, the projector output [128]."),
+    epochs: Optional[int] = _opt("Pretraining epochs [10]."),
+    batch_size: Optional[int] = _opt("Global batch size [256] (split across processes)."),
+    lr: Optional[float] = _opt("Base learning rate [0.3], scaled by batch_size/256."),
+    optimizer: Optional[str] = _opt("lars [default], sgd or adamw."),
+    weight_decay: Optional[float] = _opt("Weight decay [1e-6], not on biases and norms."),
+    warmup_epochs: Optional[int] = _opt("Linear warm-up epochs [epochs/10, at most 10]."),
+    augment: Optional[str] = _opt("Augmentation recipe: byol, cifar, small [by dataset]."),
+    image_size: Optional[int] = _opt("Training resolution [the dataset's]."),
+    cifar_stem: Optional[bool] = _opt("ResNet stem for small images [cifar when size <= 64].",
+                                      "--cifar-stem/--imagenet-stem"),
+    train_samples: Optional[int] = _opt("Use only this many training images [0 = all]."),
+    seed: Optional[int] = _opt("Random seed [0]; CPU runs are repeatable."),
+    temperature: Optional[float] = _opt("Loss temperature (SimCLR/DCL families, VICReg-exp/ctr)."),
+    sim_coeff: Optional[float] = _opt("VICReg-family invariance weight (lambda)."),
+    std_coeff: Optional[float] = _opt("VICReg-family variance weight (mu)."),
+    cov_coeff: Optional[float] = _opt("VICReg-family covariance weight (nu)."),
+    lambd: Optional[float] = _opt("Barlow Twins off-diagonal weight."),
+    impl: Optional[str] = _opt("Squared-Frobenius terms: auto [default], direct or dual."),
+    probe_lr: Optional[float] = _opt("Learning rate of the online linear probe [1e-3]."),
+    sync_bn: Optional[bool] = _opt("SyncBatchNorm across processes under torchrun [off].",
+                                   "--sync-bn/--no-sync-bn"),
+    device: Optional[str] = _opt("auto [default], cpu, cuda or cuda:N."),
+    num_workers: Optional[int] = _opt("DataLoader workers for image folders [0]."),
     progress: bool = typer.Option(True, "--progress/--quiet", help="Show a progress bar."),
     fmt: str = typer.Option("table", "--format", help="table or json (the finished run)."),
 ) -> None:
@@ -121,12 +125,12 @@ def train(
     _check_format(fmt)
     from sslbench.train.setup import resolve_train_config
 
-    options = dict(method=method, dataset=dataset, data_root=data_root, backbone=backbone,
+    options = dict(method=method, preset=preset, dataset=dataset, data_root=data_root, backbone=backbone,
                    projector=projector, dim=dim, epochs=epochs, batch_size=batch_size, lr=lr,
                    optimizer=optimizer, weight_decay=weight_decay, warmup_epochs=warmup_epochs,
                    augment=augment, image_size=image_size, cifar_stem=cifar_stem,
-                   train_samples=train_samples, seed=seed, probe_lr=probe_lr, device=device,
-                   num_workers=num_workers)
+                   train_samples=train_samples, seed=seed, probe_lr=probe_lr, sync_bn=sync_bn,
+                   device=device, num_workers=num_workers)
     loss = {k: v for k, v in dict(temperature=temperature, sim_coeff=sim_coeff,
                                   std_coeff=std_coeff, cov_coeff=cov_coeff, lambd=lambd,
                                   impl=impl).items() if v is not None}
@@ -277,6 +281,86 @@ def report_dims(
 
     frame = dims_frame(open_store(create=False), metric=metric, dataset=dataset)
     typer.echo(render(frame, fmt, title=f"Top-1 (%) by embedding dimension: {metric}"))
+
+
+# --------------------------------------------------------------------------- duality
+
+@app.command()
+@handle_errors
+def duality(
+    run_id: Optional[str] = typer.Argument(None, help="Pretraining run (omit for random "
+                                           "Gaussian embeddings)."),
+    samples: int = typer.Option(1024, help="Batch size N of the embedding matrix."),
+    m: int = typer.Option(512, help="Without a run: embedding dimension M."),
+    seed: int = typer.Option(0, help="Without a run: seed of the random embeddings."),
+    device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
+    fmt: str = typer.Option("table", "--format", help="table or json."),
+) -> None:
+    """Theorem 3.3 and the Lemma 3.4 bounds (Table S4) on a batch of a run's embeddings."""
+    _check_format(fmt)
+    from sslbench.config import require_positive
+    from sslbench.evaluate.duality import duality_of_random, duality_of_run
+
+    require_positive("samples", samples)
+    require_positive("m", m)
+    if run_id is None:
+        report = duality_of_random(samples, m, seed=seed)
+    else:
+        report = duality_of_run(open_store(), run_id, samples=samples, device=device,
+                                command=_command())
+    if fmt == "json":
+        _echo_json(report)
+        return
+    from sslbench.runs.views import duality_table
+
+    typer.echo(duality_table(report))
+
+
+@app.command()
+@handle_errors
+def methods(fmt: str = typer.Option("table", "--format", help="table or json.")) -> None:
+    """The registered criteria, their family and default hyperparameters."""
+    _check_format(fmt)
+    from sslbench.losses import CRITERIA, criterion_defaults
+
+    rows = [dict(method=name, family=spec.family, defaults=criterion_defaults(name),
+                 doc=spec.doc) for name, spec in sorted(CRITERIA.items())]
+    if fmt == "json":
+        _echo_json(rows)
+        return
+    for row in rows:
+        params = ", ".join(f"{k}={v}" for k, v in row["defaults"].items())
+        typer.echo(f"{row['method']:<14} {row['family']:<10} {params}\n{'':<25}{row['doc']}")
+
+
+# --------------------------------------------------------------------------- bench
+
+def _bench_output(rows: Any, fmt: str) -> None:
+    _check_format(fmt)
+    if fmt == "json":
+        _echo_json(rows)
+        return
+    from sslbench.runs.views import records_table
+
+    typer.echo(records_table(rows if isinstance(rows, list) else [rows]))
+
+
+@bench_app.command("criteria")
+@handle_errors
+def bench_criteria(fmt: str = typer.Option("table", "--format", help="table or json.")) -> None:
+    """Forward+backward time and peak memory of the criteria, direct vs dual."""
+    from sslbench.bench.criteria import run
+
+    _bench_output(run(), fmt)
+
+
+@bench_app.command("augment")
+@handle_errors
+def bench_augment(fmt: str = typer.Option("table", "--format", help="table or json.")) -> None:
+    """Images/s of the batched augmentations vs torchvision's per-sample PIL pipeline."""
+    from sslbench.bench.augment import run
+
+    _bench_output(run(), fmt)
 
 
 # --------------------------------------------------------------------------- demo

@@ -49,9 +49,11 @@ class TrainConfig:
     image_size: int = 32
     loss: Mapping[str, Any] = field(default_factory=dict)
     probe_lr: float = 1e-3
+    sync_bn: bool = False
     train_samples: int = 0
     seed: int = 0
     # Execution settings: they do not change what is computed, only where and how fast.
+    preset: str = _exec("")
     data_root: str = _exec("")
     device: str = _exec("auto")
     num_workers: int = _exec(0)

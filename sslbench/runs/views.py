@@ -72,3 +72,27 @@ def run_details(data: dict) -> str:
         lines.append("error:")
         lines.append("  " + str(data["error"]).strip().replace("\n", "\n  "))
     return "\n".join(lines)
+
+
+def records_table(rows: list[dict]) -> str:
+    """Any list of flat records (benchmark rows) as an aligned table."""
+    from rich.table import Table
+
+    if not rows:
+        return "(no rows)"
+    table = Table(show_edge=False, pad_edge=False)
+    columns = list(dict.fromkeys(k for r in rows for k in r))
+    for col in columns:
+        table.add_column(col)
+    for r in rows:
+        table.add_row(*(_fmt(r.get(c)) for c in columns))
+    return _to_text(table, width=160)
+
+
+def duality_table(report: dict) -> str:
+    """Theorem 3.3 both sides and the Table S4 bounds, one quantity per line."""
+    lines = [f"embedding matrix: N={report['n']} samples x M={report['m']} dims"
+             + (f" (run {report['run_id']})" if report.get("run_id") else "")]
+    lines += [f"  {k:<28} {_fmt(v)}" for k, v in report.items()
+              if k not in ("n", "m", "run_id", "eval_run_id")]
+    return "\n".join(lines)

@@ -24,6 +24,7 @@ from sslbench import paths
 from sslbench.config import TrainConfig
 from sslbench.errors import SSLBenchError
 from sslbench.train import checkpoint as ckpt
+from sslbench.train import distributed
 from sslbench.train.optim import build_optimizer, lr_at, scaled_lr, set_lr
 from sslbench.train.probe import OnlineProbe, probe_accuracy
 
@@ -66,9 +67,9 @@ class _StopFlag:
             signal.signal(sig, handler)
 
 
-def step_seed(seed: int, step: int) -> int:
+def step_seed(seed: int, step: int, rank: int = 0) -> int:
     """Seed of the augmentation generator at a global step (resume-exact, cheap to set)."""
-    return (seed * 1_000_003 + step) % (2**63 - 1)
+    return (seed * 1_000_003 + step * 8191 + rank) % (2**63 - 1)
 
 
 def load_data(cfg: TrainConfig):
@@ -84,48 +85,69 @@ def load_data(cfg: TrainConfig):
 
 
 def pretrain(cfg: TrainConfig, store, *, command: list[str], progress: bool = True) -> TrainResult:
-    """Runs (or resumes, or reuses) the pretraining run that ``cfg`` identifies."""
-    from sslbench.device import device_names, resolve_device
+    """Runs (or resumes, or reuses) the pretraining run that ``cfg`` identifies.
+
+    Under torchrun every process calls this; only rank 0 touches the store and the run folder.
+    """
+    from sslbench.device import device_names
     from sslbench.runs.environment import capture
 
-    device = resolve_device(cfg.device)
+    info = distributed.from_env()
+    distributed.check_batch(cfg.batch_size, info)
+    device = distributed.setup(info, cfg.device)
     train_ds, test_ds = load_data(cfg)
-    record, _ = store.upsert_run(run_id=cfg.run_id, kind="pretrain", config=cfg.to_dict(),
-                                 command=command, env=capture(device_names(device)),
-                                 method=cfg.method, dataset=cfg.dataset)
     rdir = paths.run_dir(cfg.run_id)
-    if record.status == "completed":
+    status = None
+    if info.is_main:
+        record, _ = store.upsert_run(run_id=cfg.run_id, kind="pretrain", config=cfg.to_dict(),
+                                     command=command, env=capture(device_names(device)),
+                                     method=cfg.method, dataset=cfg.dataset)
+        status = record.status
+    if distributed.broadcast(status, info) == "completed":
         return TrainResult(cfg.run_id, "completed", True, rdir, store.summary(cfg.run_id))
-    rdir.mkdir(parents=True, exist_ok=True)
-    store.set_status(cfg.run_id, "running")
+    writer = store if info.is_main else distributed.NullStore()
+    if info.is_main:
+        rdir.mkdir(parents=True, exist_ok=True)
+    writer.set_status(cfg.run_id, "running")
     try:
         with _StopFlag() as stop:
-            status = _train(cfg, store, device, train_ds, test_ds, rdir, stop, progress)
+            status = _train(cfg, writer, device, train_ds, test_ds, rdir, stop,
+                            progress and info.is_main, info)
     except NonFiniteLoss as err:
-        store.set_status(cfg.run_id, "failed", error=str(err))
+        writer.set_status(cfg.run_id, "failed", error=str(err))
         raise
     except KeyboardInterrupt:
-        store.set_status(cfg.run_id, "interrupted", error="KeyboardInterrupt")
+        writer.set_status(cfg.run_id, "interrupted", error="KeyboardInterrupt")
         raise
     except BaseException:
-        store.set_status(cfg.run_id, "failed", error=traceback.format_exc())
+        writer.set_status(cfg.run_id, "failed", error=traceback.format_exc())
         raise
-    store.set_status(cfg.run_id, status)
-    return TrainResult(cfg.run_id, status, False, rdir, store.summary(cfg.run_id))
+    writer.set_status(cfg.run_id, status)
+    return TrainResult(cfg.run_id, status, False, rdir, writer.summary(cfg.run_id))
 
 
 class _State:
     """Everything a checkpoint holds, built fresh or restored."""
 
-    def __init__(self, cfg: TrainConfig, device: torch.device, num_classes: int):
+    def __init__(self, cfg: TrainConfig, device: torch.device, num_classes: int,
+                 info: distributed.DistInfo):
         from sslbench.device import memory_format
         from sslbench.losses import build_criterion
         from sslbench.models import build_model
 
         torch.manual_seed(cfg.seed)
         self.model = build_model(cfg.backbone, cfg.projector, cfg.dim, cifar_stem=cfg.cifar_stem)
+        if info.enabled and cfg.sync_bn:
+            self.model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
         self.model = self.model.to(device, memory_format=memory_format(device))
         self.probe = OnlineProbe(self.model.representation_dim, num_classes).to(device)
+        # The modules that run forward: DDP wrappers when distributed (they average gradients).
+        self.run_model, self.run_probe = self.model, self.probe
+        if info.enabled:
+            ids = [device.index] if device.type == "cuda" else None
+            ddp = torch.nn.parallel.DistributedDataParallel
+            self.run_model = ddp(self.model, device_ids=ids)
+            self.run_probe = ddp(self.probe, device_ids=ids)
         self.criterion = build_criterion(cfg.method, **cfg.loss)
         self.peak_lr = scaled_lr(cfg.lr, cfg.batch_size)
         self.optimizer = build_optimizer(cfg.optimizer, self.model, lr=self.peak_lr,
@@ -161,18 +183,19 @@ def _save(cfg: TrainConfig, state: _State, store, rdir: Path) -> None:
 
 
 def _train(cfg: TrainConfig, store, device: torch.device, train_ds, test_ds, rdir: Path,
-           stop: _StopFlag, show_progress: bool) -> str:
+           stop: _StopFlag, show_progress: bool, info: distributed.DistInfo) -> str:
     from sslbench.data import iterate_batches, num_batches
     from sslbench.data.augment import build_augment, eval_transform
 
-    state = _State(cfg, device, train_ds.num_classes)
+    state = _State(cfg, device, train_ds.num_classes, info)
+    local_batch = cfg.batch_size // info.world_size
     if (rdir / ckpt.CHECKPOINT).exists():
         state.load_state_dict(ckpt.load(rdir / ckpt.CHECKPOINT, map_location=device))
     aug1, aug2 = build_augment(cfg.augment, image_size=cfg.image_size, mean=train_ds.mean,
                                std=train_ds.std)
     aug1, aug2 = aug1.to(device), aug2.to(device)
     to_eval = eval_transform(image_size=cfg.image_size, mean=test_ds.mean, std=test_ds.std)
-    per_epoch = num_batches(train_ds, cfg.batch_size, drop_last=True)
+    per_epoch = num_batches(train_ds, local_batch, drop_last=True, world_size=info.world_size)
     if per_epoch == 0:
         raise SSLBenchError(f"--batch-size {cfg.batch_size} is larger than the {len(train_ds)} "
                             f"training images of {cfg.dataset}: lower it")
@@ -180,19 +203,20 @@ def _train(cfg: TrainConfig, store, device: torch.device, train_ds, test_ds, rdi
     warmup = per_epoch * cfg.warmup_epochs
     generator = torch.Generator(device=device)
     pending: dict[int, dict[str, float]] = {}
-    with _progress(show_progress, total, state.step) as bar:
+    with _progress(show_progress, total, state.step, cfg.batch_size) as bar:
         while state.epoch < cfg.epochs:
             started = time.perf_counter()
             images_seen = 0
-            batches = iterate_batches(train_ds, cfg.batch_size, shuffle=True, drop_last=True,
+            batches = iterate_batches(train_ds, local_batch, shuffle=True, drop_last=True,
                                       seed=cfg.seed, epoch=state.epoch,
                                       num_workers=cfg.num_workers,
-                                      pin_memory=device.type == "cuda")
+                                      pin_memory=device.type == "cuda",
+                                      rank=info.rank, world_size=info.world_size)
             for images, labels in islice(batches, state.batch, None):
                 lr = lr_at(state.step, total_steps=total, warmup_steps=warmup,
                            peak_lr=state.peak_lr)
                 set_lr(state.optimizer, lr)
-                generator.manual_seed(step_seed(cfg.seed, state.step))
+                generator.manual_seed(step_seed(cfg.seed, state.step, info.rank))
                 terms = _step(state, images, labels, aug1, aug2, generator, device)
                 terms["lr"] = lr
                 for key, value in terms.items():
@@ -204,22 +228,30 @@ def _train(cfg: TrainConfig, store, device: torch.device, train_ds, test_ds, rdi
                 state.batch += 1
                 images_seen += len(images)
                 bar.advance(terms, state.epoch)
-                if stop.requested:
+                if distributed.broadcast(stop.requested, info):
                     _flush(store, cfg.run_id, pending)
-                    _save(cfg, state, store, rdir)
+                    if info.is_main:
+                        _save(cfg, state, store, rdir)
                     return "interrupted"
             elapsed = time.perf_counter() - started
-            test_batches = iterate_batches(test_ds, 512, shuffle=False, drop_last=False)
-            top1 = probe_accuracy(state.model.backbone, state.probe, test_batches, to_eval, device)
-            pending[state.step] = _epoch_metrics(state, top1, images_seen, elapsed)
+            top1 = math.nan
+            if info.is_main:
+                test_batches = iterate_batches(test_ds, 512, shuffle=False, drop_last=False)
+                top1 = probe_accuracy(state.model.backbone, state.probe, test_batches, to_eval,
+                                      device)
+            pending[state.step] = _epoch_metrics(state, top1, images_seen * info.world_size,
+                                                 elapsed)
             bar.epoch_done(top1)
             state.epoch += 1
             state.batch = 0
             state.epoch_sums = {}
             _flush(store, cfg.run_id, pending, epoch=state.epoch)
-            _save(cfg, state, store, rdir)
+            if info.is_main:
+                _save(cfg, state, store, rdir)
             store.heartbeat(cfg.run_id)
-    _export_backbone(cfg, state, store, rdir)
+            distributed.barrier(info)
+    if info.is_main:
+        _export_backbone(cfg, state, store, rdir)
     return "completed"
 
 
@@ -232,7 +264,7 @@ def _step(state: _State, images, labels, aug1, aug2, generator, device) -> dict[
     v1 = aug1(x, generator).contiguous(memory_format=fmt)
     v2 = aug2(x, generator).contiguous(memory_format=fmt)
     with autocast(device):
-        h, z = state.model(torch.cat([v1, v2]))
+        h, z = state.run_model(torch.cat([v1, v2]))
     h1, h2 = h.chunk(2)
     z1, z2 = z.chunk(2)
     out = state.criterion(z1.float(), z2.float())
@@ -241,7 +273,7 @@ def _step(state: _State, images, labels, aug1, aug2, generator, device) -> dict[
         bad = [k for k, v in out.items() if not torch.isfinite(v)]
         raise NonFiniteLoss(f"loss became non-finite at step {state.step} (terms: "
                             f"{', '.join(bad)}): lower --lr or check the loss weights")
-    probe_loss, correct = state.probe.loss(torch.cat([h1, h2]), torch.cat([labels, labels]))
+    probe_loss, correct = state.run_probe(torch.cat([h1, h2]), torch.cat([labels, labels]))
     state.optimizer.zero_grad(set_to_none=True)
     state.probe_optimizer.zero_grad(set_to_none=True)
     (loss + probe_loss).backward()
@@ -281,8 +313,8 @@ def _export_backbone(cfg: TrainConfig, state: _State, store, rdir: Path) -> None
 class _progress:
     """A rich progress bar with loss, probe accuracy and images/s (silent when disabled)."""
 
-    def __init__(self, enabled: bool, total: int, done: int):
-        self.enabled, self.total, self.done = enabled, total, done
+    def __init__(self, enabled: bool, total: int, done: int, batch_size: int):
+        self.enabled, self.total, self.done, self.batch_size = enabled, total, done, batch_size
         self.top1 = float("nan")
 
     def __enter__(self) -> "_progress":
@@ -303,10 +335,10 @@ class _progress:
         if not self.enabled:
             return
         self.done += 1
-        rate = (self.done - self._n0) / max(time.perf_counter() - self._t0, 1e-9)
+        rate = self.batch_size * (self.done - self._n0) / max(time.perf_counter() - self._t0, 1e-9)
         self._bar.update(self._task, advance=1, epoch=epoch + 1,
                          info=f"loss {terms['loss']:.4f}  probe {self.top1:.1f}%  "
-                              f"{rate:.1f} it/s")
+                              f"{rate:.0f} img/s")
 
     def epoch_done(self, top1: float) -> None:
         self.top1 = top1

@@ -18,7 +18,7 @@ class OnlineProbe(nn.Module):
         super().__init__()
         self.linear = nn.Linear(representation_dim, num_classes)
 
-    def loss(self, h: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, h: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Cross-entropy on ``h.detach()``; unlabeled samples (label -1) are ignored.
 
         Returns (loss, number of correct predictions among labelled samples).

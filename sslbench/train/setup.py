@@ -53,8 +53,17 @@ def resolve_loss(method: str, overrides: Mapping[str, Any], batch_size: int) -> 
 
 def resolve_train_config(options: Mapping[str, Any],
                          loss_overrides: Mapping[str, Any] | None = None) -> TrainConfig:
-    """The resolved TrainConfig for explicit ``options`` (None values mean automatic)."""
+    """The resolved TrainConfig: defaults, then ``options["preset"]``, then explicit ``options``
+    (None values mean "not given"), then automatic values for what is still unset."""
     explicit = {k: v for k, v in options.items() if v is not None}
+    preset_loss: dict[str, Any] = {}
+    if explicit.get("preset"):
+        from sslbench.presets import preset_values
+
+        values = preset_values(explicit["preset"], explicit.get("method", TrainConfig.method),
+                               explicit.get("dim"))
+        preset_loss = dict(values.pop("loss", {}))
+        explicit = {**values, **explicit}
     cfg = replace(TrainConfig(), **{k: v for k, v in explicit.items() if k not in AUTO_KEYS})
     validate_train(cfg)
     from sslbench.models import backbone_names
@@ -74,7 +83,10 @@ def resolve_train_config(options: Mapping[str, Any],
     if auto["warmup_epochs"] > cfg.epochs:
         raise ConfigError(f"--warmup-epochs {auto['warmup_epochs']} exceeds --epochs {cfg.epochs}: "
                           "lower the warm-up")
-    loss = resolve_loss(cfg.method, dict(loss_overrides or {}), cfg.batch_size)
+    from sslbench.losses import criterion_defaults
+
+    applicable = {k: v for k, v in preset_loss.items() if k in criterion_defaults(cfg.method)}
+    loss = resolve_loss(cfg.method, {**applicable, **(loss_overrides or {})}, cfg.batch_size)
     cfg = replace(cfg, loss=loss, **auto)
     validate_train(cfg)
     return cfg

@@ -1,0 +1,95 @@
+"""Multi-process training under ``torchrun``: process group, devices, and who writes.
+
+``torchrun --nproc-per-node K -m sslbench train ...`` starts K processes with RANK, WORLD_SIZE and
+LOCAL_RANK set. Each process takes ``batch_size / K`` samples per step and device
+``cuda:LOCAL_RANK`` (gloo on CPU, NCCL on CUDA); the criteria gather embeddings across processes
+with the correct gather (sslbench.losses.gather). Only rank 0 writes the store and checkpoints.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+from sslbench.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def from_env() -> DistInfo:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return DistInfo()
+    return DistInfo(int(os.environ.get("RANK", "0")), world, int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def check_batch(batch_size: int, info: DistInfo) -> int:
+    """The per-process batch; the global batch must split evenly."""
+    if batch_size % info.world_size:
+        raise ConfigError(f"--batch-size {batch_size} does not split across {info.world_size} "
+                          f"processes: use a multiple of {info.world_size}")
+    return batch_size // info.world_size
+
+
+def setup(info: DistInfo, device_spec: str) -> torch.device:
+    """Initialises the process group (once) and returns this process's device."""
+    from sslbench.device import resolve_device
+
+    device = resolve_device(device_spec)
+    if not info.enabled:
+        return device
+    if device.type == "cuda":
+        device = torch.device("cuda", info.local_rank)
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return device
+
+
+def broadcast(obj, info: DistInfo):
+    """Rank 0's value of a picklable ``obj`` on every process."""
+    if not info.enabled:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def barrier(info: DistInfo) -> None:
+    if info.enabled:
+        dist.barrier()
+
+
+class NullStore:
+    """What non-zero ranks use instead of the store: writes are dropped."""
+
+    def log_metrics(self, *args, **kwargs) -> None:
+        pass
+
+    def log_artifact(self, *args, **kwargs) -> None:
+        pass
+
+    def heartbeat(self, *args, **kwargs) -> None:
+        pass
+
+    def set_status(self, *args, **kwargs) -> None:
+        pass
+
+    def summary(self, run_id: str) -> dict:
+        return {}
