@@ -231,19 +231,25 @@ def runs_list(
     kind: Optional[str] = typer.Option(None, help="pretrain or eval."),
     status: Optional[str] = typer.Option(None, help="queued, running, completed, failed, ..."),
     method: Optional[str] = typer.Option(None, help="Only this method."),
+    dataset: Optional[str] = typer.Option(None, help="Only this dataset."),
     fmt: str = typer.Option("table", "--format", help="table or json."),
 ) -> None:
-    """All runs, newest first, with their status and main metric."""
+    """All runs with their status, main settings and final metrics."""
     _check_format(fmt)
-    from sslbench.runs.views import runs_table
+    from sslbench.report.runs import runs_list_frame, runs_list_json
 
     store = open_store(create=False)
-    records = store.find_runs(kind=kind, status=status, method=method)
-    rows = [r.to_dict(summary=store.summary(r.run_id)) for r in records]
+    filters = dict(kind=kind, status=status, method=method, dataset=dataset)
     if fmt == "json":
-        _echo_json(rows)
-    else:
-        typer.echo(runs_table(rows))
+        _echo_json(runs_list_json(store, **filters))
+        return
+    frame = runs_list_frame(store, **filters)
+    if frame.empty:
+        typer.echo("no runs match: try `sslbench demo` or `sslbench train`")
+        return
+    from sslbench.report.render import render
+
+    typer.echo(render(frame.set_index("run_id"), "table"))
 
 
 @runs_app.command("show")
@@ -252,12 +258,11 @@ def runs_show(
     run_id: str = typer.Argument(..., help="Run id (or a unique prefix)."),
     fmt: str = typer.Option("table", "--format", help="table or json."),
 ) -> None:
-    """One run: config, status, environment, final metrics and artifacts."""
+    """One run: config, status, environment, final metrics, artifacts and evaluations."""
     _check_format(fmt)
-    store = open_store(create=False)
-    record = store.get_run(run_id)
-    data = record.to_dict(summary=store.summary(record.run_id))
-    data["artifacts"] = store.artifacts(record.run_id)
+    from sslbench.report.runs import run_show_json
+
+    data = run_show_json(open_store(create=False), run_id)
     if fmt == "json":
         _echo_json(data)
     else:
@@ -276,11 +281,11 @@ def report_dims(
     fmt: str = typer.Option("table", "--format", help="table, markdown, csv, json or latex."),
 ) -> None:
     """SimCLR vs VICReg across embedding dimensions, beside a random-init baseline."""
-    from sslbench.report.dims import dims_frame
+    from sslbench.report.dims import dims_report
     from sslbench.report.render import render
 
-    frame = dims_frame(open_store(create=False), metric=metric, dataset=dataset)
-    typer.echo(render(frame, fmt, title=f"Top-1 (%) by embedding dimension: {metric}"))
+    report = dims_report(open_store(create=False), metric=metric, dataset=dataset)
+    typer.echo(render(report.frame, fmt, title=report.title, caption=report.caption))
 
 
 # --------------------------------------------------------------------------- duality

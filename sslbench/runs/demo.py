@@ -20,7 +20,7 @@ def run_demo(store, *, epochs: int | None, dims: list[int] | None, device: str,
              command: list[str], echo: Callable[[str], None] = print) -> str:
     """Trains, evaluates and reports; returns the rendered dims table."""
     from sslbench.evaluate.run import eval_config_for, evaluate
-    from sslbench.report.dims import dims_frame
+    from sslbench.report.dims import dims_report
     from sslbench.report.render import render
     from sslbench.train.loop import pretrain
     from sslbench.train.setup import resolve_train_config
@@ -48,7 +48,7 @@ def run_demo(store, *, epochs: int | None, dims: list[int] | None, device: str,
     ev = evaluate(baseline, store, command=command)
     echo(f"[baseline] random-init {DEMO_OPTIONS['backbone']}: linear "
          f"{ev.summary['linear_top1']:5.1f}%  k-NN {ev.summary['knn_top1']:5.1f}%")
-    frame = dims_frame(store, metric="linear_top1", dataset=DEMO_OPTIONS["dataset"])
-    table = render(frame, "table", title="shapes: linear-probe top-1 (%) by embedding dimension")
+    report = dims_report(store, metric="linear_top1", dataset=DEMO_OPTIONS["dataset"])
+    table = render(report.frame, "table", title=report.title, caption=report.caption)
     echo(table)
     return table

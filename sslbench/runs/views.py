@@ -30,27 +30,6 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
-def runs_table(rows: list[dict]) -> str:
-    """One line per run: id, kind, status, method, dataset, dim, main metric, created."""
-    from rich.table import Table
-
-    if not rows:
-        return "no runs yet: try `sslbench demo` or `sslbench train`"
-    table = Table(show_edge=False, pad_edge=False)
-    for col in ("run_id", "kind", "status", "method", "dataset", "projector", "dim", "top-1",
-                "created"):
-        table.add_column(col, justify="right" if col in ("dim", "top-1") else "left")
-    for r in rows:
-        cfg, summary = r.get("config") or {}, r.get("summary") or {}
-        top1 = summary.get("online_top1", summary.get("linear_top1"))
-        table.add_row(r["run_id"], r.get("kind") or "-", r.get("status") or "-",
-                      r.get("method") or "-", r.get("dataset") or "-",
-                      _fmt(cfg.get("projector")), _fmt(cfg.get("dim")),
-                      f"{top1:.2f}" if top1 is not None else "-",
-                      str(r.get("created_at") or "-")[:19])
-    return _to_text(table, width=140)
-
-
 def run_details(data: dict) -> str:
     """A readable page about one run."""
     lines = [f"run {data['run_id']}  ({data.get('kind')}, {data.get('status')})"]

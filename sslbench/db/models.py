@@ -1,0 +1,198 @@
+"""The results-store schema: SQLAlchemy 2.0 typed models.
+
+One row per run in ``runs``; its flattened config in ``params``; per-step metrics in ``metrics``
+keyed by (run_id, key, step) so a replay after a resume overwrites instead of duplicating; one row
+per (run, metric) in ``summaries`` (final / best / min / max / count) so listings and reports never
+scan the metric history; checkpoints and other files in ``artifacts``; one row per execution
+attempt in ``attempts`` (pid, host, exit status) for the scheduler of issue 6. ``sslbench_meta``
+holds the schema version and marks a database as an sslbench store.
+
+All timestamps are timezone-aware UTC (SQLite stores them naive; :class:`UTCDateTime` restores
+the zone on read). This module imports neither torch nor any other sslbench module.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Optional
+
+from sqlalchemy import (
+    BigInteger,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+#: Bumped on every schema change; a store of another version is refused with a one-line fix.
+SCHEMA_VERSION = 1
+#: The value of ``sslbench_meta.app``: what tells an sslbench store from a foreign database.
+APP_NAME = "sslbench"
+META_TABLE = "sslbench_meta"
+
+RUN_KINDS = ("pretrain", "eval")
+RUN_STATUSES = ("queued", "running", "completed", "failed", "killed", "interrupted")
+#: Statuses after which a run is over (``ended_at`` is set); 'queued' and 'running' are live.
+TERMINAL_STATUSES = ("completed", "failed", "killed", "interrupted")
+
+
+def utcnow() -> datetime:
+    """The current time, timezone-aware UTC."""
+    return datetime.now(timezone.utc)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A DateTime that accepts only aware datetimes and always returns aware UTC datetimes."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: Optional[datetime], dialect: object) -> Optional[datetime]:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError(f"naive datetime {value!r}: pass a timezone-aware UTC datetime")
+        value = value.astimezone(timezone.utc)
+        # SQLite has no time zones: store naive UTC there, aware elsewhere.
+        return value.replace(tzinfo=None) if getattr(dialect, "name", "") == "sqlite" else value
+
+    def process_result_value(self, value: Optional[datetime],
+                             dialect: object) -> Optional[datetime]:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=timezone.utc)
+        return value.astimezone(timezone.utc)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Meta(Base):
+    """Key/value facts about the store itself: ``app``, ``schema_version``, ``created_at``."""
+
+    __tablename__ = META_TABLE
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+
+
+class Run(Base):
+    """One pretraining or evaluation run; ``run_id`` is the hash of its resolved identity."""
+
+    __tablename__ = "runs"
+    run_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(16), default="queued")
+    method: Mapped[Optional[str]] = mapped_column(String(64))
+    dataset: Mapped[Optional[str]] = mapped_column(String(64))
+    parent_id: Mapped[Optional[str]] = mapped_column(
+        String(64), ForeignKey("runs.run_id", ondelete="SET NULL"))
+    config_json: Mapped[str] = mapped_column(Text)
+    command_json: Mapped[str] = mapped_column(Text, default="[]")
+    env_json: Mapped[str] = mapped_column(Text, default="{}")
+    tags_json: Mapped[str] = mapped_column(Text, default="[]")
+    error: Mapped[Optional[str]] = mapped_column(Text)
+    host: Mapped[Optional[str]] = mapped_column(String(255))
+    pid: Mapped[Optional[int]] = mapped_column(Integer)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    started_at: Mapped[Optional[datetime]] = mapped_column(UTCDateTime())
+    ended_at: Mapped[Optional[datetime]] = mapped_column(UTCDateTime())
+    heartbeat_at: Mapped[Optional[datetime]] = mapped_column(UTCDateTime())
+
+    __table_args__ = (
+        Index("ix_runs_kind_status", "kind", "status"),
+        Index("ix_runs_method_dataset", "method", "dataset"),
+        Index("ix_runs_parent", "parent_id"),
+        Index("ix_runs_status_heartbeat", "status", "heartbeat_at"),
+        Index("ix_runs_created", "created_at"),
+    )
+
+
+class Param(Base):
+    """One flattened config entry (dotted key). Numbers and bools are also in ``value_num``."""
+
+    __tablename__ = "params"
+    run_id: Mapped[str] = mapped_column(
+        String(64), ForeignKey("runs.run_id", ondelete="CASCADE"), primary_key=True)
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    value_type: Mapped[str] = mapped_column(String(8))
+    value_text: Mapped[Optional[str]] = mapped_column(Text)
+    value_num: Mapped[Optional[float]] = mapped_column(Float)
+
+    __table_args__ = (Index("ix_params_key_num", "key", "value_num"),)
+
+
+class Metric(Base):
+    """One logged value. NaN is stored as NULL (SQLite cannot hold NaN) and read back as NaN."""
+
+    __tablename__ = "metrics"
+    run_id: Mapped[str] = mapped_column(
+        String(64), ForeignKey("runs.run_id", ondelete="CASCADE"), primary_key=True)
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    step: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"),
+                                      primary_key=True)
+    epoch: Mapped[Optional[int]] = mapped_column(Integer)
+    value: Mapped[Optional[float]] = mapped_column(Float)
+    logged_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+    __table_args__ = (Index("ix_metrics_key", "key"),)
+
+
+class Summary(Base):
+    """Final and best value of one metric of one run, refreshed on every ``log_metrics``."""
+
+    __tablename__ = "summaries"
+    run_id: Mapped[str] = mapped_column(
+        String(64), ForeignKey("runs.run_id", ondelete="CASCADE"), primary_key=True)
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    goal: Mapped[str] = mapped_column(String(3))
+    final: Mapped[Optional[float]] = mapped_column(Float)
+    final_step: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"))
+    best: Mapped[Optional[float]] = mapped_column(Float)
+    best_step: Mapped[Optional[int]] = mapped_column(BigInteger().with_variant(Integer, "sqlite"))
+    min: Mapped[Optional[float]] = mapped_column(Float)
+    max: Mapped[Optional[float]] = mapped_column(Float)
+    count: Mapped[int] = mapped_column(Integer)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+    __table_args__ = (Index("ix_summaries_key_final", "key", "final"),)
+
+
+class Artifact(Base):
+    """A file a run produced (checkpoint, exported backbone, log); unique per (run, path)."""
+
+    __tablename__ = "artifacts"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    run_id: Mapped[str] = mapped_column(String(64), ForeignKey("runs.run_id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(String(32))
+    path: Mapped[str] = mapped_column(Text)
+    size: Mapped[Optional[int]] = mapped_column(BigInteger().with_variant(Integer, "sqlite"))
+    sha256: Mapped[Optional[str]] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+    __table_args__ = (UniqueConstraint("run_id", "path", name="uq_artifacts_run_path"),)
+
+
+class Attempt(Base):
+    """One execution of a run: opened on 'running', closed by the next terminal status."""
+
+    __tablename__ = "attempts"
+    run_id: Mapped[str] = mapped_column(
+        String(64), ForeignKey("runs.run_id", ondelete="CASCADE"), primary_key=True)
+    attempt: Mapped[int] = mapped_column(Integer, primary_key=True)
+    host: Mapped[Optional[str]] = mapped_column(String(255))
+    pid: Mapped[Optional[int]] = mapped_column(Integer)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    ended_at: Mapped[Optional[datetime]] = mapped_column(UTCDateTime())
+    status: Mapped[Optional[str]] = mapped_column(String(16))
+    failure_class: Mapped[Optional[str]] = mapped_column(String(64))
+    error: Mapped[Optional[str]] = mapped_column(Text)

@@ -1,0 +1,206 @@
+"""Read queries: each takes an open Session and returns records, dicts or DataFrames.
+
+Nothing here formats for display (that is ``sslbench.report``) and nothing here writes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import pandas as pd
+from sqlalchemy import ColumnElement, Select, select
+from sqlalchemy.orm import Session
+
+from sslbench.db.models import (
+    RUN_KINDS,
+    RUN_STATUSES,
+    Artifact,
+    Attempt,
+    Metric,
+    Param,
+    Run,
+    Summary,
+)
+from sslbench.db.records import RunRecord
+from sslbench.db.values import decode_param, from_db_float
+from sslbench.errors import ConfigError, UnknownRunError
+
+#: Shortest prefix accepted in place of a full run id.
+MIN_PREFIX = 4
+RUN_COLUMNS = ("run_id", "kind", "status", "method", "dataset", "parent_id", "host", "pid",
+               "attempts", "error", "created_at", "started_at", "ended_at", "heartbeat_at")
+METRIC_COLUMNS = ["run_id", "key", "step", "epoch", "value"]
+StrFilter = str | Sequence[str] | None
+
+
+def _as_tuple(value: StrFilter) -> tuple[str, ...] | None:
+    if value is None:
+        return None
+    return (value,) if isinstance(value, str) else tuple(value)
+
+
+def _check_choices(name: str, values: tuple[str, ...] | None, valid: tuple[str, ...]) -> None:
+    for value in values or ():
+        if value not in valid:
+            raise ConfigError(f"unknown run {name} {value!r}: use one of {', '.join(valid)}")
+
+
+def run_conditions(*, kind: StrFilter = None, status: StrFilter = None, method: StrFilter = None,
+                   dataset: StrFilter = None, parent_id: str | None = None
+                   ) -> list[ColumnElement[bool]]:
+    """WHERE clauses on ``runs``; each filter takes one value or a sequence of values."""
+    kinds, statuses = _as_tuple(kind), _as_tuple(status)
+    _check_choices("kind", kinds, RUN_KINDS)
+    _check_choices("status", statuses, RUN_STATUSES)
+    conditions: list[ColumnElement[bool]] = []
+    for column, values in ((Run.kind, kinds), (Run.status, statuses),
+                           (Run.method, _as_tuple(method)), (Run.dataset, _as_tuple(dataset))):
+        if values is not None:
+            conditions.append(column.in_(values))
+    if parent_id is not None:
+        conditions.append(Run.parent_id == parent_id)
+    return conditions
+
+
+def resolve_run_id(session: Session, run_id: str) -> str:
+    """The full id of ``run_id`` or of the one run it is a prefix of (>= 4 chars)."""
+    if session.get(Run, run_id) is not None:
+        return run_id
+    if len(run_id) >= MIN_PREFIX:
+        escaped = run_id.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        pattern = Run.run_id.like(f"{escaped}%", escape="\\")
+        matches = session.scalars(select(Run.run_id).where(pattern).limit(6)).all()
+        if len(matches) == 1:
+            return matches[0]
+        if len(matches) > 1:
+            shown = ", ".join(matches[:5]) + (", ..." if len(matches) > 5 else "")
+            raise UnknownRunError(f"run id prefix {run_id!r} matches several runs ({shown}): "
+                                  "give more characters")
+    raise UnknownRunError(f"no run {run_id!r} in the store: list the runs with "
+                          "`sslbench runs list`")
+
+
+def get_run(session: Session, run_id: str) -> RunRecord:
+    row = session.get(Run, resolve_run_id(session, run_id))
+    assert row is not None
+    return RunRecord.from_row(row)
+
+
+def find_runs(session: Session, **filters: Any) -> list[RunRecord]:
+    stmt = select(Run).where(*run_conditions(**filters)).order_by(Run.created_at, Run.run_id)
+    return [RunRecord.from_row(row) for row in session.scalars(stmt)]
+
+
+def params(session: Session, run_id: str) -> dict[str, Any]:
+    rows = session.execute(select(Param.key, Param.value_type, Param.value_text)
+                           .where(Param.run_id == run_id).order_by(Param.key))
+    return {key: decode_param(vtype, text) for key, vtype, text in rows}
+
+
+def summaries(session: Session, run_ids: Sequence[str] | Select[Any] | None = None,
+              keys: Sequence[str] | None = None) -> dict[str, dict[str, dict[str, Any]]]:
+    """``{run_id: {key: {final, final_step, best, best_step, min, max, count, goal}}}``."""
+    stmt = select(Summary)
+    if run_ids is not None:
+        stmt = stmt.where(Summary.run_id.in_(run_ids))
+    if keys is not None:
+        stmt = stmt.where(Summary.key.in_(keys))
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    for row in session.scalars(stmt.order_by(Summary.run_id, Summary.key)):
+        out.setdefault(row.run_id, {})[row.key] = {
+            "final": from_db_float(row.final), "final_step": row.final_step,
+            "best": from_db_float(row.best), "best_step": row.best_step,
+            "min": from_db_float(row.min), "max": from_db_float(row.max),
+            "count": row.count, "goal": row.goal,
+        }
+    return out
+
+
+def metrics_frame(session: Session, run_id: str, key: str | None = None) -> pd.DataFrame:
+    stmt = select(Metric.run_id, Metric.key, Metric.step, Metric.epoch, Metric.value).where(
+        Metric.run_id == run_id)
+    if key is not None:
+        stmt = stmt.where(Metric.key == key)
+    rows = session.execute(stmt.order_by(Metric.key, Metric.step)).all()
+    frame = pd.DataFrame(rows, columns=METRIC_COLUMNS)
+    frame["step"] = frame["step"].astype("int64")
+    frame["epoch"] = frame["epoch"].astype("Int64")
+    frame["value"] = frame["value"].astype("float64")
+    return frame
+
+
+def artifacts(session: Session, run_id: str) -> list[dict[str, Any]]:
+    rows = session.scalars(select(Artifact).where(Artifact.run_id == run_id).order_by(Artifact.id))
+    return [{"kind": a.kind, "path": a.path, "size": a.size, "sha256": a.sha256,
+             "created_at": a.created_at.isoformat()} for a in rows]
+
+
+def attempts(session: Session, run_id: str) -> list[dict[str, Any]]:
+    rows = session.scalars(select(Attempt).where(Attempt.run_id == run_id)
+                           .order_by(Attempt.attempt))
+    return [{"attempt": a.attempt, "host": a.host, "pid": a.pid, "status": a.status,
+             "failure_class": a.failure_class, "error": a.error,
+             "started_at": a.started_at.isoformat(),
+             "ended_at": None if a.ended_at is None else a.ended_at.isoformat()} for a in rows]
+
+
+def runs_frame(session: Session, *, params: Sequence[str] | None = None,
+               summaries: Sequence[str] | None = None, **filters: Any) -> pd.DataFrame:
+    """One row per run: :data:`RUN_COLUMNS`, then ``param.<key>`` and ``final.<key>`` /
+    ``best.<key>`` columns (all keys when ``params`` / ``summaries`` is None, none for ``()``).
+
+    Params and summaries are fetched with two indexed queries joined on the filtered runs, never
+    by pivoting the metric history.
+    """
+    conditions = run_conditions(**filters)
+    ids = select(Run.run_id).where(*conditions)
+    base = pd.DataFrame(session.execute(select(*[getattr(Run, c) for c in RUN_COLUMNS])
+                                        .where(*conditions).order_by(Run.created_at, Run.run_id)
+                                        ).all(), columns=list(RUN_COLUMNS))
+    for column in ("created_at", "started_at", "ended_at", "heartbeat_at"):
+        base[column] = pd.to_datetime(base[column], utc=True)
+    if params is None or len(params):
+        base = base.merge(_params_wide(session, ids, params), how="left", left_on="run_id",
+                          right_index=True)
+    if summaries is None or len(summaries):
+        base = base.merge(_summaries_wide(session, ids, summaries), how="left", left_on="run_id",
+                          right_index=True)
+    return base.reset_index(drop=True)
+
+
+def _params_wide(session: Session, ids: Select[Any], keys: Sequence[str] | None) -> pd.DataFrame:
+    stmt = select(Param.run_id, Param.key, Param.value_type, Param.value_text).where(
+        Param.run_id.in_(ids))
+    if keys is not None:
+        stmt = stmt.where(Param.key.in_(keys))
+    wide: dict[str, dict[str, Any]] = {}
+    for run_id, key, vtype, text in session.execute(stmt):
+        wide.setdefault(run_id, {})[f"param.{key}"] = decode_param(vtype, text)
+    columns = [f"param.{k}" for k in keys] if keys is not None else None
+    return _wide_frame(wide, columns)
+
+
+def _summaries_wide(session: Session, ids: Select[Any], keys: Sequence[str] | None
+                    ) -> pd.DataFrame:
+    stmt = select(Summary.run_id, Summary.key, Summary.final, Summary.best).where(
+        Summary.run_id.in_(ids))
+    if keys is not None:
+        stmt = stmt.where(Summary.key.in_(keys))
+    wide: dict[str, dict[str, Any]] = {}
+    for run_id, key, final, best in session.execute(stmt):
+        row = wide.setdefault(run_id, {})
+        row[f"final.{key}"] = from_db_float(final)
+        row[f"best.{key}"] = from_db_float(best)
+    columns = None if keys is None else [f"{p}.{k}" for k in keys for p in ("final", "best")]
+    frame = _wide_frame(wide, columns)
+    return frame.astype("float64") if len(frame.columns) else frame
+
+
+def _wide_frame(wide: dict[str, dict[str, Any]], columns: list[str] | None) -> pd.DataFrame:
+    frame = pd.DataFrame.from_dict(wide, orient="index")
+    if columns is not None:
+        frame = frame.reindex(columns=columns)
+    else:
+        frame = frame.reindex(columns=sorted(frame.columns))
+    return frame

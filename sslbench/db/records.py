@@ -1,0 +1,89 @@
+"""Plain, immutable records handed out by the store (never live ORM rows)."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sslbench.db.models import Run
+
+
+def _iso(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat()
+
+
+def _json_number(value: float | None) -> float | None:
+    """NaN/inf are not JSON: they become None."""
+    return None if value is None or not math.isfinite(value) else value
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """One run as stored. Timestamps are timezone-aware UTC (or None)."""
+
+    run_id: str
+    kind: str
+    status: str
+    method: str | None
+    dataset: str | None
+    parent_id: str | None
+    config: dict[str, Any]
+    command: list[str]
+    env: dict[str, Any]
+    error: str | None
+    created_at: datetime
+    started_at: datetime | None
+    ended_at: datetime | None
+    heartbeat_at: datetime | None
+    tags: list[str] = field(default_factory=list)
+    host: str | None = None
+    pid: int | None = None
+    attempts: int = 0
+    updated_at: datetime | None = None
+
+    @classmethod
+    def from_row(cls, row: Run) -> "RunRecord":
+        """Copy an ORM row into a record (decoding the JSON columns)."""
+        return cls(
+            run_id=row.run_id, kind=row.kind, status=row.status, method=row.method,
+            dataset=row.dataset, parent_id=row.parent_id, config=json.loads(row.config_json),
+            command=json.loads(row.command_json), env=json.loads(row.env_json), error=row.error,
+            created_at=row.created_at, started_at=row.started_at, ended_at=row.ended_at,
+            heartbeat_at=row.heartbeat_at, tags=json.loads(row.tags_json), host=row.host,
+            pid=row.pid, attempts=row.attempts, updated_at=row.updated_at,
+        )
+
+    @property
+    def duration_s(self) -> float | None:
+        """Seconds from start to end (or None while not both are known)."""
+        if self.started_at is None or self.ended_at is None:
+            return None
+        return (self.ended_at - self.started_at).total_seconds()
+
+    def to_dict(self, summary: dict[str, float] | None = None) -> dict[str, Any]:
+        """A JSON-able dict: identity, status, config, ``summary`` (final metrics), env, times."""
+        return {
+            "run_id": self.run_id,
+            "kind": self.kind,
+            "status": self.status,
+            "method": self.method,
+            "dataset": self.dataset,
+            "parent_id": self.parent_id,
+            "config": self.config,
+            "summary": {k: _json_number(v) for k, v in (summary or {}).items()},
+            "env": self.env,
+            "command": list(self.command),
+            "tags": list(self.tags),
+            "error": self.error,
+            "host": self.host,
+            "pid": self.pid,
+            "attempts": self.attempts,
+            "created_at": _iso(self.created_at),
+            "started_at": _iso(self.started_at),
+            "ended_at": _iso(self.ended_at),
+            "heartbeat_at": _iso(self.heartbeat_at),
+            "duration_s": self.duration_s,
+        }

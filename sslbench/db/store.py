@@ -1,0 +1,342 @@
+"""The results store: one object, one short session per operation, plain data out.
+
+Usage::
+
+    store = Store.open()                    # $SSLBENCH_DB or $SSLBENCH_HOME/db/sslbench.sqlite
+    run, created = store.upsert_run(run_id=cfg.run_id, kind="pretrain", config=cfg.to_dict(),
+                                    command=sys.argv, env=environment())
+    store.set_status(run.run_id, "running")
+    store.log_metrics(run.run_id, step, {"loss": 1.2, "online_top1": 41.0}, epoch=3)
+    store.set_status(run.run_id, "completed")
+
+Every write is one short transaction (``BEGIN IMMEDIATE`` on SQLite), so a failure leaves nothing
+half-written. A ``Store`` must not cross a ``fork``: open one per process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
+
+import pandas as pd
+from sqlalchemy import Engine, delete, func, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.orm import Session
+
+from sslbench.db import queries
+from sslbench.db.engine import (
+    WRITE_OPTION,
+    build_engine,
+    describe_db_error,
+    init_schema,
+    parse_url,
+    prepare_sqlite_folder,
+    resolve_url,
+    safe_url,
+    sqlite_path,
+)
+from sslbench.db.models import (
+    RUN_KINDS,
+    RUN_STATUSES,
+    TERMINAL_STATUSES,
+    Artifact,
+    Attempt,
+    Metric,
+    Param,
+    Run,
+    Summary,
+    utcnow,
+)
+from sslbench.db.records import RunRecord
+from sslbench.db.summaries import FIELDS as SUMMARY_FIELDS
+from sslbench.db.summaries import appended_summaries, from_history
+from sslbench.db.values import encode_param, flatten, to_metric_value
+from sslbench.errors import ConfigError, StoreError, UnknownRunError
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, Mapping):
+        return dict(obj)
+    if isinstance(obj, (set, frozenset)):
+        return sorted(obj, key=str)
+    if isinstance(obj, tuple):
+        return list(obj)
+    return str(obj)  # paths, enums, dtypes: their text is what a reader wants
+
+
+def _to_json(value: Mapping[str, Any]) -> str:
+    return json.dumps(dict(value), sort_keys=True, default=_json_default)
+
+
+class Store:
+    """A connection to an sslbench results store (SQLite file or PostgreSQL database)."""
+
+    def __init__(self, engine: Engine, url: str) -> None:
+        self._engine = engine
+        self._write_engine = engine.execution_options(**{WRITE_OPTION: True})
+        self.url = url
+
+    @classmethod
+    def open(cls, url: str | None = None, *, create: bool = True) -> "Store":
+        """Connect, create the schema if the database is empty, check its version.
+
+        ``url``: explicit URL or SQLite path, else ``$SSLBENCH_DB``, else
+        ``$SSLBENCH_HOME/db/sslbench.sqlite``. With ``create=False`` (read-only commands) a
+        missing store is a StoreError and nothing is created on disk.
+        """
+        text = resolve_url(url)
+        parsed = parse_url(text)
+        engine = build_engine(parsed)
+        path = sqlite_path(parsed) if engine.dialect.name == "sqlite" else None
+        try:
+            if path is not None:
+                prepare_sqlite_folder(path, create)
+            init_schema(engine, parsed, create=create)
+        except BaseException:
+            engine.dispose()
+            raise
+        return cls(engine, text)
+
+    def close(self) -> None:
+        """Release the connections (the store can no longer be used)."""
+        self._engine.dispose()
+
+    def __enter__(self) -> "Store":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def display_url(self) -> str:
+        """The URL with its password masked, for messages."""
+        return safe_url(self.url)
+
+    def __repr__(self) -> str:
+        return f"Store({self.display_url!r})"
+
+    @contextlib.contextmanager
+    def _session(self, *, write: bool = False) -> Iterator[Session]:
+        """One transaction: committed on success, rolled back on any error."""
+        engine = self._write_engine if write else self._engine
+        try:
+            with Session(engine, expire_on_commit=False) as session, session.begin():
+                yield session
+        except DBAPIError as exc:
+            raise StoreError(describe_db_error(exc, self.url)) from None
+
+    @staticmethod
+    def _upsert(session: Session, model: Any, rows: list[dict[str, Any]], keys: tuple[str, ...],
+                update_columns: tuple[str, ...], keep_if_null: tuple[str, ...] = ()) -> None:
+        """INSERT ... ON CONFLICT (keys) DO UPDATE SET update_columns (SQLite and PostgreSQL);
+        columns in ``keep_if_null`` keep their stored value when the new one is NULL."""
+        insert = sqlite_insert if session.get_bind().dialect.name == "sqlite" else pg_insert
+        stmt = insert(model)
+        new = {c: stmt.excluded[c] for c in update_columns}
+        for column in keep_if_null:
+            new[column] = func.coalesce(stmt.excluded[column], getattr(model, column))
+        session.execute(stmt.on_conflict_do_update(index_elements=list(keys), set_=new), rows)
+
+    @staticmethod
+    def _require_run(session: Session, run_id: str) -> None:
+        if session.scalar(select(Run.run_id).where(Run.run_id == run_id)) is None:
+            raise UnknownRunError(f"no run {run_id!r} in the store: create it with upsert_run "
+                                  "first (or list runs with `sslbench runs list`)")
+
+    # ----------------------------------------------------------------------------- runs (writes)
+
+    def upsert_run(self, *, run_id: str, kind: str, config: Mapping[str, Any], command: list[str],
+                   env: Mapping[str, Any], parent_id: str | None = None, method: str | None = None,
+                   dataset: str | None = None, tags: list[str] | None = None
+                   ) -> tuple[RunRecord, bool]:
+        """Create the run (status 'queued') with its flattened params, or return the stored one
+        unchanged. Returns ``(record, created)``. ``method`` / ``dataset`` default to the
+        config's values."""
+        if kind not in RUN_KINDS:
+            raise ConfigError(f"unknown run kind {kind!r}: use one of {', '.join(RUN_KINDS)}")
+        now = utcnow()
+        values = {
+            "run_id": run_id, "kind": kind, "status": "queued",
+            "method": method if method is not None else config.get("method"),
+            "dataset": dataset if dataset is not None else config.get("dataset"),
+            "parent_id": parent_id, "config_json": _to_json(config),
+            "command_json": json.dumps(list(command)), "tags_json": json.dumps(list(tags or [])),
+            "env_json": _to_json(env), "host": env.get("host"),
+            "attempts": 0, "created_at": now, "updated_at": now,
+        }
+        with self._session(write=True) as session:
+            if parent_id is not None and session.get(Run, parent_id) is None:
+                raise UnknownRunError(f"parent run {parent_id!r} of {run_id!r} is not in the "
+                                      "store: record the pretraining run first")
+            insert = sqlite_insert if session.get_bind().dialect.name == "sqlite" else pg_insert
+            result = session.execute(insert(Run).values(**values).on_conflict_do_nothing())
+            created = result.rowcount == 1
+            param_rows = [dict(zip(("value_type", "value_text", "value_num"), encode_param(leaf)),
+                               run_id=run_id, key=key) for key, leaf in flatten(config)]
+            if created and param_rows:
+                session.execute(Param.__table__.insert(), param_rows)
+            record = queries.get_run(session, run_id)
+        return record, created
+
+    def set_status(self, run_id: str, status: str, *, error: str | None = None,
+                   pid: int | None = None, failure_class: str | None = None) -> None:
+        """Move a run to ``status`` and record the attempt.
+
+        'running' opens a new attempt (pid defaults to this process), sets ``started_at`` the
+        first time and clears ``ended_at``; 'queued' clears ``ended_at``; a terminal status sets
+        ``ended_at`` and closes the open attempt. ``error`` (a traceback is fine) replaces the
+        run's error text; None clears it.
+        """
+        if status not in RUN_STATUSES:
+            raise ConfigError(f"unknown run status {status!r}: use one of "
+                              f"{', '.join(RUN_STATUSES)}")
+        now = utcnow()
+        with self._session(write=True) as session:
+            row = session.scalars(select(Run).where(Run.run_id == run_id).with_for_update()).first()
+            if row is None:
+                self._require_run(session, run_id)
+                return
+            row.status, row.error, row.updated_at = status, error, now
+            if status == "running":
+                row.started_at = row.started_at or now
+                row.ended_at, row.heartbeat_at = None, now
+                row.pid, row.host = pid if pid is not None else os.getpid(), socket.gethostname()
+                row.attempts += 1
+                session.add(Attempt(run_id=run_id, attempt=row.attempts, host=row.host,
+                                    pid=row.pid, started_at=now))
+            elif status in TERMINAL_STATUSES:
+                row.ended_at = now
+                session.execute(update(Attempt).where(
+                    Attempt.run_id == run_id, Attempt.attempt == row.attempts,
+                    Attempt.ended_at.is_(None)).values(
+                    ended_at=now, status=status, error=error, failure_class=failure_class))
+            else:  # 'queued' again: the run is live, waiting for its next attempt
+                row.ended_at = None
+
+    def heartbeat(self, run_id: str) -> None:
+        """Record that the run's process is alive now."""
+        now = utcnow()
+        with self._session(write=True) as session:
+            result = session.execute(update(Run).where(Run.run_id == run_id)
+                                     .values(heartbeat_at=now, updated_at=now))
+            if result.rowcount == 0:
+                self._require_run(session, run_id)
+
+    def delete_run(self, run_id: str) -> None:
+        """Delete a run with its params, metrics, summaries, artifacts rows and attempts
+        (children keep existing with ``parent_id`` set to NULL). Files are not touched."""
+        with self._session(write=True) as session:
+            full = queries.resolve_run_id(session, run_id)
+            session.execute(update(Run).where(Run.parent_id == full).values(parent_id=None))
+            for model in (Param, Metric, Summary, Artifact, Attempt):
+                session.execute(delete(model).where(model.run_id == full))
+            session.execute(delete(Run).where(Run.run_id == full))
+
+    # -------------------------------------------------------------------- metrics and artifacts
+
+    def log_metrics(self, run_id: str, step: int, metrics: Mapping[str, Any], *,
+                    epoch: int | None = None) -> None:
+        """Upsert ``metrics`` at ``step`` (a replay overwrites the value; the epoch too unless the
+        replay gives none) and refresh their summaries, in one short write transaction.
+        NaN is stored as NULL, read back as NaN, and ignored by best/min/max."""
+        if not metrics:
+            return
+        now = utcnow()
+        rows = [{"run_id": run_id, "key": key, "step": int(step), "epoch": epoch,
+                 "value": to_metric_value(key, value), "logged_at": now}
+                for key, value in metrics.items()]
+        values = {row["key"]: row["value"] for row in rows}
+        with self._session(write=True) as session:
+            self._require_run(session, run_id)
+            appended = appended_summaries(session, run_id, int(step), values)
+            self._upsert(session, Metric, rows, ("run_id", "key", "step"), ("value", "logged_at"),
+                         keep_if_null=("epoch",))
+            records = [{"run_id": run_id, "key": key, "updated_at": now,
+                        **(appended.get(key) or from_history(session, run_id, key))}
+                       for key in values]
+            self._upsert(session, Summary, records, ("run_id", "key"),
+                         (*SUMMARY_FIELDS, "updated_at"))
+
+    def log_artifact(self, run_id: str, kind: str, path: str, *, size: int | None = None,
+                     sha256: str | None = None) -> None:
+        """Record a file of the run; re-logging the same path updates kind, size and hash.
+        ``size`` defaults to the file's size when it exists."""
+        if size is None and os.path.isfile(path):
+            size = os.path.getsize(path)
+        row = {"run_id": run_id, "kind": kind, "path": str(path), "size": size,
+               "sha256": sha256, "created_at": utcnow()}
+        with self._session(write=True) as session:
+            self._require_run(session, run_id)
+            self._upsert(session, Artifact, [row], ("run_id", "path"),
+                         ("kind", "size", "sha256", "created_at"))
+
+    # -------------------------------------------------------------------------------- reads
+
+    def get_run(self, run_id: str) -> RunRecord:
+        """The run with this id or unique id prefix (>= 4 characters); else UnknownRunError."""
+        with self._session() as session:
+            return queries.get_run(session, run_id)
+
+    def resolve_run_id(self, run_id: str) -> str:
+        """The full id of a run id or unique prefix; else UnknownRunError."""
+        with self._session() as session:
+            return queries.resolve_run_id(session, run_id)
+
+    def find_runs(self, *, kind: queries.StrFilter = None, status: queries.StrFilter = None,
+                  method: queries.StrFilter = None, dataset: queries.StrFilter = None,
+                  parent_id: str | None = None) -> list[RunRecord]:
+        """Runs matching every given filter (each one value or a sequence), oldest first."""
+        with self._session() as session:
+            return queries.find_runs(session, kind=kind, status=status, method=method,
+                                     dataset=dataset, parent_id=parent_id)
+
+    def runs_frame(self, *, params: Iterable[str] | None = None,
+                   summaries: Iterable[str] | None = None, **filters: Any) -> pd.DataFrame:
+        """One row per run; see :func:`sslbench.db.queries.runs_frame` for the columns."""
+        with self._session() as session:
+            return queries.runs_frame(
+                session, params=None if params is None else list(params),
+                summaries=None if summaries is None else list(summaries), **filters)
+
+    def metrics_frame(self, run_id: str, key: str | None = None) -> pd.DataFrame:
+        """The metric history: columns run_id, key, step, epoch, value, sorted by key, step."""
+        with self._session() as session:
+            return queries.metrics_frame(session, queries.resolve_run_id(session, run_id), key)
+
+    def summary(self, run_id: str) -> dict[str, float]:
+        """Final value (at the largest step) of every metric of the run."""
+        return {key: stats["final"] for key, stats in self.summary_stats(run_id).items()}
+
+    def summary_stats(self, run_id: str) -> dict[str, dict[str, Any]]:
+        """Every summary field (final, final_step, best, best_step, min, max, count, goal)."""
+        with self._session() as session:
+            full = queries.resolve_run_id(session, run_id)
+            return queries.summaries(session, [full]).get(full, {})
+
+    def final_summaries(self, run_ids: Iterable[str]) -> dict[str, dict[str, float]]:
+        """``{run_id: {key: final}}`` for many runs in one query (runs without metrics: {})."""
+        ids = list(run_ids)
+        with self._session() as session:
+            found = queries.summaries(session, ids)
+        return {rid: {k: s["final"] for k, s in found.get(rid, {}).items()} for rid in ids}
+
+    def params(self, run_id: str) -> dict[str, Any]:
+        """The flattened config, decoded to Python values, by dotted key."""
+        with self._session() as session:
+            return queries.params(session, queries.resolve_run_id(session, run_id))
+
+    def artifacts(self, run_id: str) -> list[dict[str, Any]]:
+        """Files of the run: kind, path, size, sha256, created_at (ISO)."""
+        with self._session() as session:
+            return queries.artifacts(session, queries.resolve_run_id(session, run_id))
+
+    def attempts(self, run_id: str) -> list[dict[str, Any]]:
+        """Execution attempts of the run, first to last."""
+        with self._session() as session:
+            return queries.attempts(session, queries.resolve_run_id(session, run_id))

@@ -1,0 +1,86 @@
+"""Pure conversions between Python values and store columns (no SQL here).
+
+* Configs are flattened into dotted keys; each leaf becomes ``(value_type, value_text,
+  value_num)``. Numbers and bools also land in ``value_num`` so that SQL can compare them as
+  numbers (``WHERE key = 'lr' AND value_num > 0.1``); strings are stored as is (so
+  ``value_text = 'simclr'`` works); lists, empty dicts and None are stored as JSON text.
+* :func:`metric_goal` says whether a metric is better high or low.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any, Iterator, Mapping
+
+#: Substrings that mark an accuracy-like metric (better when higher).
+_MAX_MARKERS = ("top1", "top5", "acc", "rank")
+
+
+def metric_goal(key: str) -> str:
+    """``"max"`` for accuracy-like keys (containing top1/top5/acc/rank), else ``"min"``."""
+    low = key.lower()
+    return "max" if any(marker in low for marker in _MAX_MARKERS) else "min"
+
+
+def flatten(config: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
+    """Yield ``(dotted_key, leaf)`` pairs; non-empty mappings are descended into.
+
+    ``{"a": 1, "loss": {"tau": 0.1}}`` gives ``("a", 1), ("loss.tau", 0.1)``.
+    """
+    for key in sorted(config, key=str):
+        value = config[key]
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value:
+            yield from flatten(value, prefix=name + ".")
+        else:
+            yield name, value
+
+
+def encode_param(value: Any) -> tuple[str, str | None, float | None]:
+    """One leaf -> ``(value_type, value_text, value_num)``.
+
+    bool -> ("bool", "true"/"false", 1/0); int -> ("int", "128", 128.0); float -> ("float",
+    repr, value, NaN as NULL); str -> ("str", text, None); None -> ("null", None, None);
+    anything else (lists, tuples, empty dicts) -> ("json", JSON text, None).
+    """
+    if isinstance(value, bool):
+        return "bool", "true" if value else "false", float(value)
+    if isinstance(value, int):
+        return "int", str(value), float(value)
+    if isinstance(value, float):
+        return "float", repr(value), None if math.isnan(value) else value
+    if isinstance(value, str):
+        return "str", value, None
+    if value is None:
+        return "null", None, None
+    return "json", json.dumps(value, sort_keys=True, default=str), None
+
+
+def decode_param(value_type: str, value_text: str | None) -> Any:
+    """Inverse of :func:`encode_param` (``float("nan")`` and ``inf`` included)."""
+    if value_type == "bool":
+        return value_text == "true"
+    if value_type == "int":
+        return int(value_text or "0")
+    if value_type == "float":
+        return float(value_text or "nan")
+    if value_type == "str":
+        return value_text
+    if value_type == "null" or value_text is None:
+        return None
+    return json.loads(value_text)
+
+
+def to_metric_value(name: str, value: Any) -> float | None:
+    """A metric as a float, NaN as None (stored as NULL). Non-numbers raise ValueError."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"metric {name!r} must be a number, got {type(value).__name__}") from None
+    return None if math.isnan(number) else number
+
+
+def from_db_float(value: float | None) -> float:
+    """A nullable float column back to a float, NULL as NaN."""
+    return math.nan if value is None else float(value)

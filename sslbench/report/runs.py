@@ -1,0 +1,57 @@
+"""Run listings for ``sslbench runs list`` / ``sslbench runs show``: queries, no formatting."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+
+if TYPE_CHECKING:
+    from sslbench.db import Store
+
+#: Metrics shown as columns of ``runs list`` when some run has them.
+LIST_METRICS = ("online_top1", "linear_top1", "knn_top1", "loss")
+LIST_PARAMS = ("backbone", "projector", "dim", "epochs", "seed")
+
+
+def runs_list_frame(store: Store, **filters: Any) -> pd.DataFrame:
+    """One row per run, oldest first: id, kind, status, method, dataset, the main params, the
+    final value of :data:`LIST_METRICS`, creation time and duration (s). Empty columns dropped."""
+    frame = store.runs_frame(params=LIST_PARAMS, summaries=LIST_METRICS, **filters)
+    out = frame[["run_id", "kind", "status", "method", "dataset", "parent_id"]].copy()
+    for key in LIST_PARAMS:
+        out[key] = _integers_as_int(frame[f"param.{key}"])
+    for key in LIST_METRICS:
+        out[key] = frame[f"final.{key}"]
+    out["created_at"] = frame["created_at"]
+    out["duration_s"] = (frame["ended_at"] - frame["started_at"]).dt.total_seconds()
+    keep = [c for c in out.columns if c in ("run_id", "kind", "status") or out[c].notna().any()]
+    return out[keep]
+
+
+def _integers_as_int(column: pd.Series) -> pd.Series:
+    """A column of ints with gaps stays integral (nullable Int64) instead of turning float."""
+    present = column.dropna()
+    if len(present) and all(isinstance(v, int) and not isinstance(v, bool) for v in present):
+        return column.astype("Int64")
+    return column
+
+
+def runs_list_json(store: Store, **filters: Any) -> list[dict[str, Any]]:
+    """Every matching run as :meth:`RunRecord.to_dict` (config and final summary included)."""
+    records = store.find_runs(**filters)
+    finals = store.final_summaries([r.run_id for r in records])
+    return [r.to_dict(finals.get(r.run_id, {})) for r in records]
+
+
+def run_show_json(store: Store, run_id: str) -> dict[str, Any]:
+    """One run (id or unique prefix) with params, summary stats, artifacts, attempts and the ids
+    of its child runs (evaluations)."""
+    record = store.get_run(run_id)
+    out = record.to_dict(store.summary(record.run_id))
+    out["params"] = store.params(record.run_id)
+    out["summary_stats"] = store.summary_stats(record.run_id)
+    out["artifacts"] = store.artifacts(record.run_id)
+    out["attempts"] = store.attempts(record.run_id)
+    out["children"] = [r.run_id for r in store.find_runs(parent_id=record.run_id)]
+    return out
