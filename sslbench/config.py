@@ -113,6 +113,12 @@ class EvalConfig:
         return run_id_of(self.kind, self.identity())
 
 
+def from_dict(cls: type, data: Mapping[str, Any]) -> Any:
+    """A config from its ``to_dict()`` (derived keys such as ``random_init`` are ignored)."""
+    known = {f.name for f in dataclasses.fields(cls)}
+    return replace(cls(), **{k: v for k, v in data.items() if k in known})
+
+
 def _plain(value: Any) -> Any:
     if isinstance(value, Mapping):
         return {k: _plain(v) for k, v in sorted(value.items())}

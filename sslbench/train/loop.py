@@ -10,6 +10,7 @@ by (run, key, step), so replayed steps overwrite instead of duplicating.
 from __future__ import annotations
 
 import math
+import os
 import signal
 import time
 import traceback
@@ -27,6 +28,9 @@ from sslbench.train import checkpoint as ckpt
 from sslbench.train import distributed
 from sslbench.train.optim import build_optimizer, lr_at, scaled_lr, set_lr
 from sslbench.train.probe import OnlineProbe, probe_accuracy
+
+
+HEARTBEAT_S = 30.0  # a live run touches heartbeat_at at least this often (the reaper's clock)
 
 
 class NonFiniteLoss(SSLBenchError):
@@ -108,19 +112,23 @@ def pretrain(cfg: TrainConfig, store, *, command: list[str], progress: bool = Tr
     writer = store if info.is_main else distributed.NullStore()
     if info.is_main:
         rdir.mkdir(parents=True, exist_ok=True)
-    writer.set_status(cfg.run_id, "running")
+    writer.set_status(cfg.run_id, "running", pid=os.getpid())
     try:
         with _StopFlag() as stop:
             status = _train(cfg, writer, device, train_ds, test_ds, rdir, stop,
                             progress and info.is_main, info)
     except NonFiniteLoss as err:
-        writer.set_status(cfg.run_id, "failed", error=str(err))
+        writer.set_status(cfg.run_id, "failed", error=str(err), failure_class="nonfinite")
         raise
     except KeyboardInterrupt:
         writer.set_status(cfg.run_id, "interrupted", error="KeyboardInterrupt")
         raise
+    except torch.OutOfMemoryError:
+        writer.set_status(cfg.run_id, "failed", error=traceback.format_exc(), failure_class="oom")
+        raise
     except BaseException:
-        writer.set_status(cfg.run_id, "failed", error=traceback.format_exc())
+        writer.set_status(cfg.run_id, "failed", error=traceback.format_exc(),
+                          failure_class="error")
         raise
     writer.set_status(cfg.run_id, status)
     return TrainResult(cfg.run_id, status, False, rdir, writer.summary(cfg.run_id))
@@ -203,6 +211,7 @@ def _train(cfg: TrainConfig, store, device: torch.device, train_ds, test_ds, rdi
     warmup = per_epoch * cfg.warmup_epochs
     generator = torch.Generator(device=device)
     pending: dict[int, dict[str, float]] = {}
+    last_beat = time.monotonic()
     with _progress(show_progress, total, state.step, cfg.batch_size) as bar:
         while state.epoch < cfg.epochs:
             started = time.perf_counter()
@@ -228,6 +237,9 @@ def _train(cfg: TrainConfig, store, device: torch.device, train_ds, test_ds, rdi
                 state.batch += 1
                 images_seen += len(images)
                 bar.advance(terms, state.epoch)
+                if time.monotonic() - last_beat > HEARTBEAT_S:
+                    store.heartbeat(cfg.run_id)
+                    last_beat = time.monotonic()
                 if distributed.broadcast(stop.requested, info):
                     _flush(store, cfg.run_id, pending)
                     if info.is_main:
