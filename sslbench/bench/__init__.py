@@ -1,0 +1,1 @@
+"""Benchmarks that print JSON rows (speed and memory of library pieces)."""

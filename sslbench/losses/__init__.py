@@ -1,0 +1,178 @@
+"""Criteria of the paper: a plain registry, ``build_criterion``, and the modules behind them.
+
+``build_criterion(name, **hparams)`` returns an ``nn.Module``; ``criterion(z1, z2)`` takes the two
+views' (N, M) embeddings (rows are embeddings) and returns a dict of scalar tensors: ``"loss"``,
+the **weighted** total to back-propagate, plus one entry per term, **unweighted**, under the
+names listed in :attr:`CriterionSpec.terms` (e.g. VICReg: ``inv``, ``var``, ``cov``;
+``loss = sim_coeff·inv + std_coeff·var + cov_coeff·cov``). Each criterion's function docstring
+gives its equation, convention and weighting.
+
+Inside the module, half / bfloat16 inputs are cast to float32 and autocast is disabled, so the
+loss math is float32 (or float64 for float64 inputs). Under ``torch.distributed`` with world
+size > 1, batch statistics are gathered automatically (:mod:`sslbench.losses.gather`).
+
+Layering: imports torch and :mod:`sslbench.errors` only (never ``db``, ``cli`` or ``train``).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, Literal
+
+import torch
+from torch import Tensor, nn
+
+from sslbench.errors import ConfigError
+from sslbench.losses import barlow as _barlow
+from sslbench.losses import scl as _scl
+from sslbench.losses import simclr as _simclr
+from sslbench.losses import tcr as _tcr
+from sslbench.losses import vicreg as _vicreg
+from sslbench.losses.gram import IMPLS
+from sslbench.losses.inputs import (EmbeddingShapeError, NonFiniteEmbeddingsError, as_float,
+                                    check_pair)
+
+Family = Literal["sample", "dimension"]
+
+#: hyperparameters that must be > 0; every other numeric one must be >= 0.
+_POSITIVE = frozenset({"temperature", "mu", "eps"})
+
+
+@dataclass(frozen=True)
+class CriterionSpec:
+    """A registered criterion: its pure function, resolved defaults and what it needs.
+
+    Attributes:
+        name: registry name.
+        fn: ``fn(z1, z2, **hparams) -> dict[str, Tensor]``.
+        defaults: every hyperparameter with its default (``impl="auto"`` where it applies).
+        family: ``"sample"`` or ``"dimension"`` contrastive (Prop. 3.2 and §3.3).
+        terms: names of the unweighted terms returned next to ``"loss"``.
+        min_batch_size: smallest batch N (all criteria use batch statistics or negatives).
+        min_dim: smallest embedding dimension M.
+        needs_batch_stats: the loss depends on the whole batch (True for every criterion here).
+    """
+
+    name: str
+    fn: Callable[..., dict[str, Tensor]]
+    defaults: dict[str, float | str]
+    family: Family
+    terms: tuple[str, ...]
+    min_batch_size: int = 2
+    min_dim: int = 1
+    needs_batch_stats: bool = True
+
+    @property
+    def doc(self) -> str:
+        """First line of the criterion function's docstring."""
+        return (self.fn.__doc__ or "").strip().splitlines()[0]
+
+
+def _spec(name: str, fn: Callable[..., dict[str, Tensor]], defaults: dict[str, float | str],
+          family: Family, terms: tuple[str, ...], min_dim: int = 1) -> CriterionSpec:
+    return CriterionSpec(name, fn, defaults, family, terms, min_dim=min_dim)
+
+
+_T = {"temperature": 0.15}
+_T_DCL = {"temperature": 0.1}
+_NCE = ("inv", "reg")
+_VIC = ("inv", "var", "cov")
+
+CRITERIA: dict[str, CriterionSpec] = {s.name: s for s in (
+    _spec("simclr", _simclr.simclr, dict(_T), "sample", _NCE),
+    _spec("simclr-sq", _simclr.simclr_sq, dict(_T), "sample", _NCE),
+    _spec("simclr-abs", _simclr.simclr_abs, dict(_T), "sample", _NCE),
+    _spec("dcl", _simclr.dcl, dict(_T_DCL), "sample", _NCE),
+    _spec("dcl-sq", _simclr.dcl_sq, dict(_T_DCL), "sample", _NCE),
+    _spec("dcl-abs", _simclr.dcl_abs, dict(_T_DCL), "sample", _NCE),
+    _spec("simclr-center", _simclr.simclr_center, dict(_T), "sample", _NCE),
+    _spec("simclr-dimstd", _simclr.simclr_dimstd, dict(_T), "sample", _NCE),
+    _spec("scl", _scl.scl, {"mu": 1.0, "impl": "auto"}, "sample", _NCE),
+    _spec("vicreg", _vicreg.vicreg,
+          {"sim_coeff": 25.0, "std_coeff": 25.0, "cov_coeff": 1.0, "impl": "auto"},
+          "dimension", _VIC),
+    _spec("vicreg-exp", _vicreg.vicreg_exp,
+          {"sim_coeff": 1.0, "std_coeff": 1.0, "cov_coeff": 2.0, "temperature": 0.1},
+          "dimension", _VIC, min_dim=2),
+    _spec("vicreg-ctr", _vicreg.vicreg_ctr,
+          {"sim_coeff": 1.0, "std_coeff": 1.0, "cov_coeff": 1.0, "temperature": 0.15},
+          "sample", _VIC, min_dim=2),
+    _spec("barlow", _barlow.barlow, {"lambd": 0.0051, "impl": "auto"}, "dimension",
+          ("inv", "red")),
+    _spec("tcr", _tcr.tcr, {"sim_coeff": 100.0, "eps": 0.5, "impl": "auto"}, "dimension", _NCE),
+)}
+
+
+def criterion_names() -> list[str]:
+    """Registered criterion names, in registry order."""
+    return list(CRITERIA)
+
+
+def _spec_or_error(name: str) -> CriterionSpec:
+    if name not in CRITERIA:
+        raise ConfigError(f"unknown criterion {name!r}; valid names: {', '.join(CRITERIA)}")
+    return CRITERIA[name]
+
+
+def criterion_defaults(name: str) -> dict[str, float | str]:
+    """Resolved default hyperparameters of ``name`` (a fresh dict)."""
+    return dict(_spec_or_error(name).defaults)
+
+
+def _check_value(name: str, key: str, value: object, default: float | str) -> float | str:
+    where = f"criterion {name!r} hyperparameter {key!r}"
+    if isinstance(default, str):
+        if value not in IMPLS:
+            raise ConfigError(f"{where} must be one of {', '.join(IMPLS)}, got {value!r}")
+        return str(value)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(f"{where} must be a number, got {value!r} ({type(value).__name__})")
+    x = float(value)
+    if not math.isfinite(x) or (x <= 0 if key in _POSITIVE else x < 0):
+        bound = "> 0" if key in _POSITIVE else ">= 0"
+        raise ConfigError(f"{where} must be finite and {bound}, got {value!r}")
+    return x
+
+
+def resolve_hparams(name: str, **hparams: object) -> dict[str, float | str]:
+    """Defaults of ``name`` overridden by ``hparams``, validated (ConfigError on any problem)."""
+    spec = _spec_or_error(name)
+    unknown = sorted(set(hparams) - set(spec.defaults))
+    if unknown:
+        raise ConfigError(f"criterion {name!r} has no hyperparameter {unknown[0]!r}; valid: "
+                          f"{', '.join(spec.defaults) or '(none)'}")
+    out = dict(spec.defaults)
+    for key, value in hparams.items():
+        out[key] = _check_value(name, key, value, spec.defaults[key])
+    return out
+
+
+class Criterion(nn.Module):
+    """``criterion(z1, z2) -> {"loss": weighted total, <term>: unweighted term, ...}``."""
+
+    def __init__(self, spec: CriterionSpec, hparams: dict[str, float | str]) -> None:
+        super().__init__()
+        self.spec = spec
+        self.hparams = dict(hparams)
+
+    def forward(self, z1: Tensor, z2: Tensor) -> dict[str, Tensor]:
+        """Validate (N, M) inputs, cast to float32 outside autocast, evaluate the criterion."""
+        spec = self.spec
+        check_pair(z1, z2, spec.name, spec.min_batch_size, spec.min_dim)
+        with torch.autocast(device_type=z1.device.type, enabled=False):
+            return spec.fn(as_float(z1), as_float(z2), **self.hparams)
+
+    def extra_repr(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.hparams.items())
+        return f"{self.spec.name!r}, {args}"
+
+
+def build_criterion(name: str, **hparams: object) -> nn.Module:
+    """Build criterion ``name`` with ``hparams`` over its defaults; ConfigError when invalid."""
+    return Criterion(_spec_or_error(name), resolve_hparams(name, **hparams))
+
+
+__all__ = ["CRITERIA", "IMPLS", "Criterion", "CriterionSpec", "EmbeddingShapeError",
+           "NonFiniteEmbeddingsError", "build_criterion", "criterion_defaults", "criterion_names",
+           "resolve_hparams"]
