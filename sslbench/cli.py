@@ -157,54 +157,103 @@ def train(
 @handle_errors
 def eval_(
     run_id: Optional[str] = typer.Argument(None, help="Pretraining run to evaluate."),
+    protocol: str = typer.Option("fast-linear,knn", help="Comma-separated: fast-linear (linear "
+                                 "probe on cached features), knn (the paper's k x T sweep), "
+                                 "linear (the paper's offline protocol), analysis; or all."),
+    pending: bool = typer.Option(False, "--pending", help="Evaluate every completed pretraining "
+                                 "run that lacks one of the protocols."),
     random_init: bool = typer.Option(False, "--random-init", help="Evaluate a randomly "
                                      "initialised backbone instead (a baseline)."),
     backbone: str = typer.Option("small", help="With --random-init: the backbone."),
     dataset: str = typer.Option("shapes", help="With --random-init: the dataset."),
     data_root: str = typer.Option("", help="With --random-init: the dataset folder."),
+    projector: str = typer.Option("none", help="With --random-init: projector spec (analysis)."),
+    dim: int = typer.Option(0, help="With --random-init: embedding dim of the projector."),
     seed: Optional[int] = typer.Option(None, help="Seed (default: the run's)."),
-    linear_epochs: int = typer.Option(100, help="Epochs of the linear probe on cached features."),
+    linear_epochs: int = typer.Option(100, help="Epochs of the linear probes."),
+    batch_size: int = typer.Option(256, help="Batch size of the offline linear protocol."),
+    lr: float = typer.Option(0.25, help="Base lr of the offline linear protocol (x batch/256)."),
+    samples: int = typer.Option(1024, help="Images used by the analysis protocol."),
     device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
     fmt: str = typer.Option("table", "--format", help="table or json."),
 ) -> None:
-    """Linear probe and k-NN sweep on frozen features; results go to the store."""
+    """Probe and analyse frozen backbones; every result is an eval run in the store."""
     _check_format(fmt)
     from sslbench.config import require_positive
     from sslbench.errors import ConfigError
+    from sslbench.evaluate.run import (eval_config_for, evaluate_protocols, parse_protocols,
+                                       random_init_config)
+    from sslbench.evaluate.run import pending as pending_runs
 
-    require_positive("linear_epochs", linear_epochs)
-    if (run_id is None) == (not random_init):
-        raise ConfigError("give a RUN_ID to evaluate, or --random-init for a baseline (not both)")
-    from sslbench.evaluate.run import eval_config_for, evaluate
-
+    for name, value in (("linear_epochs", linear_epochs), ("batch_size", batch_size),
+                        ("lr", lr), ("samples", samples)):
+        require_positive(name, value)
+    protocols = parse_protocols(protocol)
+    if sum([run_id is not None, random_init, pending]) != 1:
+        raise ConfigError("give a RUN_ID, or --random-init for a baseline, or --pending")
     store = open_store()
-    opts = dict(seed=seed, linear_epochs=linear_epochs, device=device)
-    if random_init:
-        cfg = _random_init_config(store, backbone=backbone, dataset=dataset,
-                                  data_root=data_root, **opts)
+    opts = dict(seed=seed, linear_epochs=linear_epochs, batch_size=batch_size, lr=lr,
+                samples=samples, device=device)
+    if pending:
+        targets = [(eval_config_for(store, r, **opts), (p,))
+                   for r, p in pending_runs(store, protocols)]
+    elif random_init:
+        targets = [(random_init_config(backbone=backbone, dataset=dataset, data_root=data_root,
+                                       projector=projector, dim=dim, **opts), protocols)]
     else:
-        cfg = eval_config_for(store, run_id, **opts)
-    result = evaluate(cfg, store, command=_command())
+        targets = [(eval_config_for(store, run_id, **opts), protocols)]
+    results = [r for cfg, ps in targets
+               for r in evaluate_protocols(store, cfg, ps, command=_command())]
     if fmt == "json":
-        _echo_json(store.get_run(result.run_id).to_dict(summary=store.summary(result.run_id)))
+        _echo_json([store.get_run(r.run_id).to_dict(summary=store.summary(r.run_id))
+                    for r in results])
         return
-    s = result.summary
-    typer.echo(f"{result.run_id}: linear top-1 {s['linear_top1']:.2f}%, k-NN top-1 "
-               f"{s['knn_top1']:.2f}% (k={s['knn_k']:g}, T={s['knn_temperature']:g})"
-               + (" [reused]" if result.reused else ""))
+    if not results:
+        typer.echo("nothing to evaluate: every completed run has these protocols")
+    for r in results:
+        typer.echo(f"{r.run_id} {r.protocol:<11} {_headline(r.summary)}"
+                   + (" [reused]" if r.reused else ""))
 
 
-def _random_init_config(store, *, backbone: str, dataset: str, data_root: str, **opts):
-    from sslbench.data import DATASETS
-    from sslbench.evaluate.run import eval_config_for
-    from sslbench.models import backbone_names
-    from sslbench.config import require_choice
+def _headline(summary: dict) -> str:
+    keys = ("fast_linear_top1", "linear_top1", "knn_top1", "rankme_repr", "rankme_emb")
+    parts = [f"{k} {summary[k]:.2f}" for k in keys if k in summary]
+    if "knn_k" in summary:
+        parts.append(f"(k={summary['knn_k']:g}, T={summary['knn_temperature']:g})")
+    return "  ".join(parts)
 
-    require_choice("backbone", backbone, backbone_names())
-    require_choice("dataset", dataset, list(DATASETS))
-    size = DATASETS[dataset].image_size or 224
-    return eval_config_for(store, None, backbone=backbone, dataset=dataset, data_root=data_root,
-                           image_size=size, cifar_stem=size <= 64, **opts)
+
+@app.command()
+@handle_errors
+def compare(
+    run_ids: list[str] = typer.Argument(..., help="Pretraining runs to compare."),
+    cka: bool = typer.Option(True, "--cka/--no-cka", help="Linear CKA of the representations."),
+    random: bool = typer.Option(True, "--random/--no-random", help="Include a randomly "
+                                "initialised network of the first run's architecture."),
+    samples: int = typer.Option(1024, help="Test images used."),
+    device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
+    fmt: str = typer.Option("table", "--format", help="table or json."),
+) -> None:
+    """Linear CKA between runs (Figure S2); the matrix is printed and stored."""
+    _check_format(fmt)
+    from sslbench.config import require_positive
+    from sslbench.errors import ConfigError
+    from sslbench.evaluate.compare import cka_between
+
+    if not cka:
+        raise ConfigError("compare computes CKA only for now: drop --no-cka")
+    require_positive("samples", samples)
+    out = cka_between(open_store(), run_ids, samples=samples, random_baseline=random,
+                      device=device, command=_command())
+    if fmt == "json":
+        _echo_json(out)
+        return
+    import pandas as pd
+
+    from sslbench.report.render import render
+
+    frame = pd.DataFrame(out["matrix"], index=out["labels"], columns=out["labels"])
+    typer.echo(render(frame, "table", title=f"linear CKA (eval run {out['eval_run_id']})"))
 
 
 @app.command("export-features")

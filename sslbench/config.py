@@ -73,18 +73,32 @@ class TrainConfig:
         return run_id_of(self.kind, self.identity())
 
 
+EVAL_PROTOCOLS = ("fast-linear", "knn", "linear", "analysis")
+
+
 @dataclass(frozen=True)
 class EvalConfig:
-    """One evaluation of a pretrained run (or of a randomly initialised backbone)."""
+    """One evaluation protocol applied to a pretrained run (or to a random-init network).
+
+    Protocols: ``fast-linear`` (linear probe on cached frozen features), ``knn`` (the paper's
+    k-NN sweep), ``linear`` (the paper's offline protocol: augmented crops, frozen backbone),
+    ``analysis`` (spectra, RankMe, Table S4 bounds, negative-pair cosines), ``duality`` and
+    ``cka`` (written by `sslbench duality` and `sslbench compare`).
+    """
 
     source_run: str | None = None
+    protocol: str = "fast-linear"
     method: str = "random"
     dataset: str = "shapes"
     backbone: str = "small"
     cifar_stem: bool = True
+    projector: str = "none"
+    dim: int = 0
     image_size: int = 32
-    protocol: str = "linear+knn"
     linear_epochs: int = 100
+    batch_size: int = 256
+    lr: float = 0.25
+    samples: int = 1024
     train_samples: int = 0
     seed: int = 0
     data_root: str = _exec("")
@@ -92,14 +106,26 @@ class EvalConfig:
     num_workers: int = _exec(0)
 
     kind = "eval"
+    # Fields that only some protocols read; the others reset them, so they stay out of the id.
+    PROTOCOL_FIELDS = {"fast-linear": ("linear_epochs",), "knn": (),
+                       "linear": ("linear_epochs", "batch_size", "lr"),
+                       "analysis": ("samples",), "duality": ("samples",), "cka": ("samples",)}
 
     @property
     def random_init(self) -> bool:
         return self.source_run is None
 
     def identity(self) -> dict[str, Any]:
-        ident = {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)
-                 if f.metadata.get("identity", True)}
+        used = self.PROTOCOL_FIELDS.get(self.protocol, ())
+        defaults = EvalConfig()
+        ident = {}
+        for f in dataclasses.fields(self):
+            if not f.metadata.get("identity", True):
+                continue
+            value = getattr(self, f.name)
+            if f.name in ("linear_epochs", "batch_size", "lr", "samples") and f.name not in used:
+                value = getattr(defaults, f.name)
+            ident[f.name] = _plain(value)
         ident["random_init"] = self.random_init
         return ident
 

@@ -263,6 +263,25 @@ class Store:
             self._upsert(session, Summary, records, ("run_id", "key"),
                          (*SUMMARY_FIELDS, "updated_at"))
 
+    def log_series(self, run_id: str, key: str, values: Iterable[Any], *, start: int = 0) -> None:
+        """Upsert one metric at consecutive steps ``start, start + 1, ...`` (a spectrum, a
+        histogram) in one write transaction; its summary is recomputed from the history."""
+        now = utcnow()
+        rows = [{"run_id": run_id, "key": key, "step": start + i, "epoch": None,
+                 "value": to_metric_value(key, value), "logged_at": now}
+                for i, value in enumerate(values)]
+        if not rows:
+            return
+        with self._session(write=True) as session:
+            self._require_run(session, run_id)
+            for i in range(0, len(rows), 2000):  # stay under SQLite's bound-variable limit
+                self._upsert(session, Metric, rows[i:i + 2000], ("run_id", "key", "step"),
+                             ("value", "logged_at"), keep_if_null=("epoch",))
+            record = {"run_id": run_id, "key": key, "updated_at": now,
+                      **from_history(session, run_id, key)}
+            self._upsert(session, Summary, [record], ("run_id", "key"),
+                         (*SUMMARY_FIELDS, "updated_at"))
+
     def log_artifact(self, run_id: str, kind: str, path: str, *, size: int | None = None,
                      sha256: str | None = None) -> None:
         """Record a file of the run; re-logging the same path updates kind, size and hash.

@@ -61,12 +61,13 @@ def duality_of_run(store, run_id: str, *, samples: int, device: str, command: li
 
     dev = resolve_device(device)
     cfg = replace(eval_config_for(store, run_id, device=device), protocol="duality",
-                  train_samples=samples)
+                  samples=samples)
     z = run_embeddings(store, cfg.source_run, samples, dev)
     report = duality_report(z)
     store.upsert_run(run_id=cfg.run_id, kind="eval", config=cfg.to_dict(), command=command,
                      env=capture(device_names(dev)), parent_id=cfg.source_run,
                      method=cfg.method, dataset=cfg.dataset)
+    store.set_status(cfg.run_id, "running")
     store.log_metrics(cfg.run_id, 0, {k: float(v) for k, v in report.items()})
     store.set_status(cfg.run_id, "completed")
     return {"run_id": cfg.source_run, "eval_run_id": cfg.run_id, **report}

@@ -1,9 +1,22 @@
-"""Representations of a frozen backbone, extracted once and kept in memory."""
+"""Representations of a frozen backbone: extracted once per checkpoint and kept.
+
+``FeatureCache`` holds, for one command, the datasets, backbones and features it has loaded, and
+keeps the features of pretrained runs on disk beside the run
+(``runs/<run_id>/features/<split>-<key>.pt``), tagged with the hash of the backbone file they
+come from, so a later evaluation of the same checkpoint skips the forward passes.
+"""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 from torch import nn
+
+from sslbench import paths
+from sslbench.config import EvalConfig
+from sslbench.errors import SSLBenchError
+from sslbench.train import checkpoint as ckpt
 
 
 @torch.no_grad()
@@ -30,3 +43,95 @@ def extract_features(backbone: nn.Module, dataset, transform, device: torch.devi
     if not feats:
         return torch.empty(0, 0), torch.empty(0, dtype=torch.long)
     return torch.cat(feats), torch.cat(labels)
+
+
+def backbone_path(run_id: str) -> Path:
+    return paths.run_dir(run_id) / ckpt.BACKBONE
+
+
+class FeatureCache:
+    """Datasets, frozen backbones and their features, loaded at most once per command."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self._datasets: dict[tuple, object] = {}
+        self._backbones: dict[tuple, nn.Module] = {}
+        self._features: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def check_source(self, cfg: EvalConfig) -> None:
+        if cfg.source_run is not None and not backbone_path(cfg.source_run).exists():
+            raise SSLBenchError(f"no backbone file at {backbone_path(cfg.source_run)}: the run's "
+                                "artifacts were moved or deleted; set SSLBENCH_HOME to the folder "
+                                "holding runs/")
+
+    def dataset(self, cfg: EvalConfig, split: str):
+        from sslbench.data import load_dataset, subset
+
+        key = (cfg.dataset, cfg.data_root, split, cfg.image_size, cfg.train_samples, cfg.seed)
+        if key not in self._datasets:
+            ds = load_dataset(cfg.dataset, split, cfg.data_root or None, image_size=cfg.image_size)
+            if split == "train" and cfg.train_samples:
+                ds = subset(ds, cfg.train_samples, seed=cfg.seed)
+            self._datasets[key] = ds
+        return self._datasets[key]
+
+    def backbone(self, cfg: EvalConfig) -> nn.Module:
+        key = (cfg.source_run, cfg.backbone, cfg.cifar_stem, cfg.seed)
+        if key not in self._backbones:
+            self._backbones[key] = self._load_backbone(cfg)
+        return self._backbones[key]
+
+    def _load_backbone(self, cfg: EvalConfig) -> nn.Module:
+        from sslbench.device import memory_format
+        from sslbench.models import build_backbone
+
+        torch.manual_seed(cfg.seed)
+        net, _ = build_backbone(cfg.backbone, cifar_stem=cfg.cifar_stem)
+        if cfg.source_run is not None:
+            self.check_source(cfg)
+            net.load_state_dict(ckpt.load(backbone_path(cfg.source_run))["backbone"])
+        return net.to(self.device, memory_format=memory_format(self.device)).eval()
+
+    def features(self, cfg: EvalConfig, split: str):
+        """(features, labels, dataset) of ``split`` through the frozen backbone."""
+        from sslbench.data.augment import eval_transform
+
+        ds = self.dataset(cfg, split)
+        key = (cfg.source_run, cfg.backbone, cfg.cifar_stem, cfg.seed, cfg.dataset, split,
+               cfg.image_size, cfg.train_samples if split == "train" else 0)
+        if key not in self._features:
+            disk = self._disk_path(cfg, key)
+            cached = self._read(disk, cfg) if disk else None
+            if cached is None:
+                transform = eval_transform(image_size=cfg.image_size, mean=ds.mean, std=ds.std)
+                cached = extract_features(self.backbone(cfg), ds, transform, self.device)
+                if disk:
+                    self._write(disk, cfg, cached)
+            self._features[key] = cached
+        x, y = self._features[key]
+        return x, y, ds
+
+    @staticmethod
+    def _disk_path(cfg: EvalConfig, key: tuple) -> Path | None:
+        if cfg.source_run is None:
+            return None  # random-init features are cheap to recompute and seed-dependent
+        from sslbench.config import canonical_json
+        import hashlib
+
+        digest = hashlib.sha256(canonical_json(list(key)).encode()).hexdigest()[:12]
+        return paths.run_dir(cfg.source_run) / "features" / f"{key[5]}-{digest}.pt"
+
+    @staticmethod
+    def _read(path: Path, cfg: EvalConfig):
+        if not path.exists():
+            return None
+        blob = ckpt.load(path)
+        if blob.get("backbone_sha256") != ckpt.sha256_of(backbone_path(cfg.source_run)):
+            return None  # the checkpoint changed since: extract again
+        return blob["features"], blob["labels"]
+
+    @staticmethod
+    def _write(path: Path, cfg: EvalConfig, cached) -> None:
+        ckpt.atomic_save({"features": cached[0], "labels": cached[1],
+                          "backbone_sha256": ckpt.sha256_of(backbone_path(cfg.source_run))},
+                         path)

@@ -1,34 +1,50 @@
-"""Evaluation runs: a frozen backbone (pretrained, or randomly initialised as a baseline),
-probed with a linear classifier and a k-NN sweep on cached features, recorded in the store.
+"""Evaluation runs: one protocol applied to a frozen backbone, recorded in the store.
 
-An evaluation is a run of kind "eval" whose parent is the pretraining run; its id is the hash of
-its own config, so re-running the same evaluation reuses it.
+An evaluation is a run of kind "eval" whose parent is the pretraining run (no parent for a
+randomly initialised baseline); its id is the hash of its config, so re-running the same
+evaluation reuses it. Protocols and the metrics they write:
+
+- ``fast-linear``: linear probe on cached features -> ``fast_linear_top1``
+- ``knn``: the paper's k x T sweep -> ``knn_top1`` (best cell), ``knn_k``, ``knn_temperature``
+  and every cell as ``knn_top1/k{k}_t{t}``
+- ``linear``: the paper's offline protocol (augmented crops, 100 epochs) -> ``linear_top1``
+- ``analysis``: spectra, RankMe, negative-pair cosines, Table S4 bounds (sslbench.evaluate.analyse)
 """
 
 from __future__ import annotations
 
 import traceback
 from dataclasses import dataclass, field
-from pathlib import Path
-
-import numpy as np
-import torch
 
 from sslbench import paths
-from sslbench.config import EvalConfig, replace
+from sslbench.config import EVAL_PROTOCOLS, EvalConfig, replace, require_choice
 from sslbench.errors import ConfigError, SSLBenchError
-from sslbench.evaluate.features import extract_features
+from sslbench.evaluate.features import FeatureCache
 from sslbench.evaluate.knn import best_cell, knn_sweep
-from sslbench.evaluate.linear import train_linear_probe
-from sslbench.train import checkpoint as ckpt
+from sslbench.evaluate.linear import offline_linear_probe, train_linear_probe
+
+DEFAULT_PROTOCOLS = ("fast-linear", "knn")
 
 
 @dataclass
 class EvalResult:
     run_id: str
+    protocol: str
     status: str
     reused: bool
     summary: dict[str, float] = field(default_factory=dict)
+
+
+def parse_protocols(text: str) -> tuple[str, ...]:
+    """``"fast-linear,knn"`` or ``"all"`` -> a tuple of protocol names."""
+    names = [p.strip() for p in text.split(",") if p.strip()]
+    if names == ["all"]:
+        return EVAL_PROTOCOLS
+    if not names:
+        raise ConfigError("--protocol is empty: use linear, fast-linear, knn, analysis or all")
+    for name in names:
+        require_choice("--protocol", name, EVAL_PROTOCOLS)
+    return tuple(dict.fromkeys(names))
 
 
 def eval_config_for(store, run_id: str | None, **options) -> EvalConfig:
@@ -46,90 +62,131 @@ def eval_config_for(store, run_id: str | None, **options) -> EvalConfig:
                           "pretraining run (re-run its train command to finish it)")
     c = record.config
     inherited = dict(source_run=record.run_id, method=c["method"], dataset=c["dataset"],
-                     backbone=c["backbone"], cifar_stem=c["cifar_stem"],
-                     image_size=c["image_size"], seed=c["seed"], data_root=c.get("data_root", ""))
+                     backbone=c["backbone"], cifar_stem=c["cifar_stem"], projector=c["projector"],
+                     dim=c["dim"], image_size=c["image_size"], seed=c["seed"],
+                     data_root=c.get("data_root", ""))
     return replace(EvalConfig(), **{**inherited, **explicit})
 
 
-def load_backbone(cfg: EvalConfig, device: torch.device) -> torch.nn.Module:
-    from sslbench.models import build_backbone
+def random_init_config(*, backbone: str, dataset: str, **options) -> EvalConfig:
+    """A random-init baseline with the dataset's native resolution and stem."""
+    from sslbench.data import DATASETS
+    from sslbench.models import backbone_names
 
-    torch.manual_seed(cfg.seed)
-    net, _ = build_backbone(cfg.backbone, cifar_stem=cfg.cifar_stem)
-    if cfg.source_run is not None:
-        path = paths.run_dir(cfg.source_run) / ckpt.BACKBONE
-        if not path.exists():
-            raise SSLBenchError(f"no backbone file at {path}: the run's artifacts were moved or "
-                                "deleted; set SSLBENCH_HOME to the folder holding runs/")
-        net.load_state_dict(ckpt.load(path)["backbone"])
-    from sslbench.device import memory_format
-
-    return net.to(device, memory_format=memory_format(device)).eval()
+    require_choice("backbone", backbone, backbone_names())
+    require_choice("dataset", dataset, list(DATASETS))
+    size = options.pop("image_size", None) or DATASETS[dataset].image_size or 224
+    return eval_config_for(None, None, backbone=backbone, dataset=dataset, image_size=size,
+                           cifar_stem=size <= 64, **options)
 
 
-def features_of(cfg: EvalConfig, split: str, device: torch.device,
-                backbone: torch.nn.Module | None = None):
-    """(features, labels, dataset) of a split through the frozen backbone."""
-    from sslbench.data import load_dataset, subset
-    from sslbench.data.augment import eval_transform
-
-    ds = load_dataset(cfg.dataset, split, cfg.data_root or None, image_size=cfg.image_size)
-    if split == "train" and cfg.train_samples:
-        ds = subset(ds, cfg.train_samples, seed=cfg.seed)
-    backbone = backbone if backbone is not None else load_backbone(cfg, device)
-    transform = eval_transform(image_size=cfg.image_size, mean=ds.mean, std=ds.std)
-    x, y = extract_features(backbone, ds, transform, device)
-    return x, y, ds
-
-
-def evaluate(cfg: EvalConfig, store, *, command: list[str]) -> EvalResult:
+def evaluate(cfg: EvalConfig, store, *, command: list[str],
+             cache: FeatureCache | None = None) -> EvalResult:
+    """Runs (or reuses) the evaluation ``cfg`` identifies."""
     from sslbench.device import device_names, resolve_device
     from sslbench.runs.environment import capture
 
+    require_choice("--protocol", cfg.protocol, EVAL_PROTOCOLS)
     device = resolve_device(cfg.device)
-    backbone = load_backbone(cfg, device)
+    cache = cache or FeatureCache(device)
+    cache.check_source(cfg)  # a missing backbone file fails before anything is written
     record, _ = store.upsert_run(run_id=cfg.run_id, kind="eval", config=cfg.to_dict(),
                                  command=command, env=capture(device_names(device)),
                                  parent_id=cfg.source_run, method=cfg.method,
                                  dataset=cfg.dataset)
     if record.status == "completed":
-        return EvalResult(cfg.run_id, "completed", True, store.summary(cfg.run_id))
+        return EvalResult(cfg.run_id, cfg.protocol, "completed", True, store.summary(cfg.run_id))
     store.set_status(cfg.run_id, "running")
     try:
-        metrics = _probe(cfg, backbone, device)
+        series = {}
+        if cfg.protocol == "analysis":
+            from sslbench.evaluate.analyse import analyse
+
+            metrics, series, figures = analyse(cfg, cache, paths.run_dir(cfg.run_id))
+            for kind, path in figures:
+                store.log_artifact(cfg.run_id, kind, str(path), size=path.stat().st_size)
+        else:
+            metrics = PROTOCOL_FUNCTIONS[cfg.protocol](cfg, cache)
     except BaseException as err:
         message = str(err) if isinstance(err, SSLBenchError) else traceback.format_exc()
-        store.set_status(cfg.run_id, "failed", error=message)
+        store.set_status(cfg.run_id, "failed", error=message,
+                         failure_class="error" if not isinstance(err, SSLBenchError) else "input")
         raise
     store.log_metrics(cfg.run_id, 0, metrics)
+    for key, values in series.items():
+        store.log_series(cfg.run_id, key, values)
     store.set_status(cfg.run_id, "completed")
-    return EvalResult(cfg.run_id, "completed", False, store.summary(cfg.run_id))
+    return EvalResult(cfg.run_id, cfg.protocol, "completed", False, store.summary(cfg.run_id))
 
 
-def _probe(cfg: EvalConfig, backbone: torch.nn.Module, device: torch.device) -> dict[str, float]:
-    train_x, train_y, train_ds = features_of(cfg, "train", device, backbone)
-    test_x, test_y, _ = features_of(cfg, "test", device, backbone)
-    linear = train_linear_probe(train_x, train_y, test_x, test_y, train_ds.num_classes,
-                                epochs=cfg.linear_epochs, seed=cfg.seed)
-    grid = knn_sweep(train_x, train_y, test_x, test_y, train_ds.num_classes)
-    (k, t), knn_top1 = best_cell(grid)
-    metrics = {"linear_top1": linear["top1"], "linear_train_top1": linear["train_top1"],
-               "knn_top1": knn_top1, "knn_k": float(k), "knn_temperature": t}
+def evaluate_protocols(store, base: EvalConfig, protocols: tuple[str, ...], *,
+                       command: list[str]) -> list[EvalResult]:
+    """Several protocols on one backbone, sharing extracted features."""
+    from sslbench.device import resolve_device
+
+    cache = FeatureCache(resolve_device(base.device))
+    return [evaluate(replace(base, protocol=p), store, command=command, cache=cache)
+            for p in protocols]
+
+
+def pending(store, protocols: tuple[str, ...]) -> list[tuple[str, str]]:
+    """(run id, protocol) for each completed pretraining run lacking a completed evaluation."""
+    done: dict[str, set[str]] = {}
+    for ev in store.find_runs(kind="eval", status="completed"):
+        if ev.parent_id:
+            done.setdefault(ev.parent_id, set()).add(ev.config.get("protocol", ""))
+    todo = []
+    for run in store.find_runs(kind="pretrain", status="completed"):
+        for protocol in protocols:
+            if protocol not in done.get(run.run_id, set()):
+                todo.append((run.run_id, protocol))
+    return todo
+
+
+def _fast_linear(cfg: EvalConfig, cache: FeatureCache) -> dict[str, float]:
+    train_x, train_y, ds = cache.features(cfg, "train")
+    test_x, test_y, _ = cache.features(cfg, "test")
+    res = train_linear_probe(train_x, train_y, test_x, test_y, ds.num_classes,
+                             epochs=cfg.linear_epochs, seed=cfg.seed)
+    return {"fast_linear_top1": res["top1"], "fast_linear_train_top1": res["train_top1"]}
+
+
+def _knn(cfg: EvalConfig, cache: FeatureCache) -> dict[str, float]:
+    train_x, train_y, ds = cache.features(cfg, "train")
+    test_x, test_y, _ = cache.features(cfg, "test")
+    grid = knn_sweep(train_x, train_y, test_x, test_y, ds.num_classes)
+    (k, t), top1 = best_cell(grid)
+    metrics = {"knn_top1": top1, "knn_k": float(k), "knn_temperature": t}
     metrics.update({f"knn_top1/k{kk}_t{tt:g}": v for (kk, tt), v in grid.items()})
     return metrics
 
 
-def export_features(store, run_id: str, split: str, out: Path, *, device: str = "auto") -> dict:
+def _offline_linear(cfg: EvalConfig, cache: FeatureCache) -> dict[str, float]:
+    train_ds, test_ds = cache.dataset(cfg, "train"), cache.dataset(cfg, "test")
+    res = offline_linear_probe(cache.backbone(cfg), train_ds, test_ds, image_size=cfg.image_size,
+                               epochs=cfg.linear_epochs, batch_size=cfg.batch_size,
+                               base_lr=cfg.lr, seed=cfg.seed, device=cache.device)
+    return {"linear_top1": res["top1"], "linear_train_top1": res["train_top1"]}
+
+
+PROTOCOL_FUNCTIONS = {"fast-linear": _fast_linear, "knn": _knn, "linear": _offline_linear}
+
+
+def export_features(store, run_id: str, split: str, out, *, device: str = "auto") -> dict:
     """Writes ``features`` (N, D) float32 and ``labels`` (N,) int64 to ``out`` (.npz)."""
+    from pathlib import Path
+
+    import numpy as np
+
     from sslbench.device import resolve_device
 
     if split not in ("train", "test"):
         raise ConfigError(f"unknown --split {split!r}: use train or test")
-    cfg = eval_config_for(store, run_id, device=device)
-    x, y, _ = features_of(cfg, split, resolve_device(cfg.device))
     out = Path(out)
     if out.suffix != ".npz":
         raise ConfigError(f"--out {out} must end in .npz")
+    cfg = eval_config_for(store, run_id, device=device)
+    x, y, _ = FeatureCache(resolve_device(device)).features(cfg, split)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp.npz")
     np.savez(tmp, features=x.numpy().astype(np.float32), labels=y.numpy().astype(np.int64))

@@ -1,0 +1,70 @@
+"""The ``analysis`` protocol: what the paper measures beyond accuracy, on one batch of a run.
+
+On ``samples`` training images (a fixed, seeded selection) it computes, for representations and
+embeddings: singular-value spectra and RankMe (Figure S5), negative-pair cosine similarities
+(Figure S4), the Theorem 3.3 / Lemma 3.4 quantities of Table S4 on the embeddings, and draws the
+spectra and the covariance / Gram matrices (Figure S8) as PNG files.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from sslbench.config import EvalConfig
+from sslbench.evaluate import analysis as A
+from sslbench.train import checkpoint as ckpt
+
+HIST_BINS = 80
+
+
+@torch.no_grad()
+def representations_and_embeddings(cfg: EvalConfig, cache) -> tuple[torch.Tensor, torch.Tensor]:
+    """(h, z) of ``cfg.samples`` training images through the run's full model (eval mode)."""
+    from sslbench import paths
+    from sslbench.data import iterate_batches
+    from sslbench.data.augment import eval_transform
+    from sslbench.device import memory_format, to_device
+    from sslbench.models import build_model
+
+    torch.manual_seed(cfg.seed)
+    projector = cfg.projector if cfg.dim > 0 else "none"
+    model = build_model(cfg.backbone, projector, max(cfg.dim, 1), cifar_stem=cfg.cifar_stem)
+    if cfg.source_run is not None:
+        state = ckpt.load(paths.run_dir(cfg.source_run) / ckpt.CHECKPOINT)
+        model.load_state_dict(state["model"])
+    device = cache.device
+    model = model.to(device, memory_format=memory_format(device)).eval()
+    ds = cache.dataset(cfg, "train")
+    transform = eval_transform(image_size=cfg.image_size, mean=ds.mean, std=ds.std)
+    hs, zs, have = [], [], 0
+    for images, _ in iterate_batches(ds, min(cfg.samples, 512), shuffle=True, drop_last=False,
+                                     seed=cfg.seed):
+        x = transform(to_device(images, device)).contiguous(memory_format=memory_format(device))
+        h, z = model(x)
+        hs.append(h.float().cpu())
+        zs.append(z.float().cpu())
+        have += len(images)
+        if have >= cfg.samples:
+            break
+    return torch.cat(hs)[:cfg.samples].double(), torch.cat(zs)[:cfg.samples].double()
+
+
+def analyse(cfg: EvalConfig, cache, out_dir: Path):
+    """(scalar metrics, series by key, [(artifact kind, png path)])."""
+    from sslbench.losses.duality import duality_report
+
+    h, z = representations_and_embeddings(cfg, cache)
+    sv_h, sv_z = A.singular_values(h), A.singular_values(z)
+    hist = A.cosine_histogram(z, bins=HIST_BINS)
+    metrics = {"rankme_repr": A.effective_rank(sv_h), "rankme_emb": A.effective_rank(sv_z),
+               "neg_cos_mean": hist["mean"], "neg_cos_var": hist["var"]}
+    metrics.update({k: float(v) for k, v in duality_report(z).items()})
+    series = {"sv_repr": sv_h.tolist(), "sv_emb": sv_z.tolist(), "neg_cos_hist": hist["counts"]}
+    from sslbench.evaluate.figures import matrices_figure, spectra_figure
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    figures = [("figure", spectra_figure(sv_h, sv_z, out_dir / "spectra.png")),
+               ("figure", matrices_figure(A.covariance(z), A.gram(z), out_dir / "matrices.png"))]
+    return metrics, series, figures
