@@ -17,13 +17,15 @@ import typer
 
 from sslbench.errors import SSLBenchError
 
+# rich_markup_mode=None: help texts show "[default]" literally instead of parsing it as markup.
 app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False,
+                  rich_markup_mode=None,
                   help="Pretrain, evaluate and compare SSL criteria; every run lands in a SQL store.")
-runs_app = typer.Typer(no_args_is_help=True, help="List and inspect runs in the store.")
-report_app = typer.Typer(no_args_is_help=True, help="Regenerate the paper's tables from the store.")
-bench_app = typer.Typer(no_args_is_help=True, help="Speed benchmarks that print JSON.")
+runs_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None,
+                       help="List and inspect runs in the store.")
+bench_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None,
+                        help="Speed benchmarks that print JSON.")
 app.add_typer(runs_app, name="runs")
-app.add_typer(report_app, name="report")
 app.add_typer(bench_app, name="bench")
 
 FORMATS = ("table", "json")
@@ -322,19 +324,56 @@ def runs_show(
 
 # --------------------------------------------------------------------------- report
 
-@report_app.command("dims")
+@app.command()
 @handle_errors
-def report_dims(
-    metric: str = typer.Option("linear_top1", help="linear_top1, knn_top1 or online_top1."),
+def report(
+    name: str = typer.Argument(..., help="dims, table-s5, fig1, table-s2-s3, table-s4, cka, "
+                               "knn, spectra, hparams, or all (one HTML file, needs --out)."),
+    fmt: str = typer.Option("table", "--format", help="table, markdown, csv, json, latex, html, "
+                            "png or svg (figures need --out)."),
+    out: Optional[Path] = typer.Option(None, help="File or folder to write to."),
+    select: str = typer.Option("final", help="final or best value of each run's metric."),
+    metric: Optional[str] = typer.Option(None, help="dims: fast_linear_top1 [default], "
+                                         "linear_top1, knn_top1, online_top1."),
+    sweep: Optional[str] = typer.Option(None, help="Only runs of this sweep."),
     dataset: Optional[str] = typer.Option(None, help="Only this dataset."),
-    fmt: str = typer.Option("table", "--format", help="table, markdown, csv, json or latex."),
+    backbone: Optional[str] = typer.Option(None, help="Only this backbone."),
+    epochs: Optional[int] = typer.Option(None, help="Only runs of this many epochs."),
+    tag: Optional[str] = typer.Option(None, help="Only runs with this tag."),
+    since: Optional[str] = typer.Option(None, help="Only runs created on or after YYYY-MM-DD."),
+    until: Optional[str] = typer.Option(None, help="Only runs created on or before YYYY-MM-DD."),
+    dim: Optional[int] = typer.Option(None, help="spectra: only this embedding dim."),
+    run_id: Optional[str] = typer.Option(None, "--run-id", help="cka: this comparison run."),
+    complete: Optional[bool] = typer.Option(None, "--complete/--partial", help="Grid reports: "
+                                            "list the paper's whole grid [complete] or only "
+                                            "cells with runs."),
 ) -> None:
-    """SimCLR vs VICReg across embedding dimensions, beside a random-init baseline."""
-    from sslbench.report.dims import dims_report
-    from sslbench.report.render import render
+    """Regenerate the paper's tables and figures from the store, beside the published values."""
+    from sslbench.report import ReportFilters, build_report, report_options, write_html, \
+        write_report
 
-    report = dims_report(open_store(create=False), metric=metric, dataset=dataset)
-    typer.echo(render(report.frame, fmt, title=report.title, caption=report.caption))
+    store = open_store(create=False)
+    filters = ReportFilters.from_options(sweep=sweep, dataset=dataset, backbone=backbone,
+                                         epochs=epochs, tag=tag, since=since, until=until)
+    if name == "all":
+        if out is None:
+            from sslbench.errors import ConfigError
+
+            raise ConfigError("report all writes one HTML file: give --out DIR")
+        typer.echo(f"wrote {write_html(store, out, filters=filters, select=select)}")
+        return
+    given = dict(metric=metric, dataset=dataset, dim=dim, run_id=run_id, complete=complete)
+    accepted = set(report_options(name)) if name in _report_names() else set()
+    options = {k: v for k, v in given.items() if k in accepted}
+    result = build_report(name, store, select=select, filters=filters, **options)
+    text = write_report(result, fmt, out)
+    typer.echo(text if out is None else f"wrote {text}")
+
+
+def _report_names() -> tuple[str, ...]:
+    from sslbench.report import REPORTS
+
+    return tuple(REPORTS)
 
 
 # --------------------------------------------------------------------------- duality
@@ -415,6 +454,35 @@ def bench_augment(fmt: str = typer.Option("table", "--format", help="table or js
     from sslbench.bench.augment import run
 
     _bench_output(run(), fmt)
+
+
+@bench_app.command("report")
+@handle_errors
+def bench_report(fmt: str = typer.Option("table", "--format", help="table or json.")) -> None:
+    """`report table-s5` over a store of 10,000 runs and 1,000,000 metric points."""
+    from sslbench.bench.report import run
+
+    _bench_output(run(), fmt)
+
+
+@bench_app.command("train")
+@handle_errors
+def bench_train(fmt: str = typer.Option("table", "--format", help="table or json."),
+                device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N.")) -> None:
+    """Pretraining images/s and data-pipeline overhead on synthetic data."""
+    from sslbench.bench.train import run
+
+    _bench_output(run(device=device), fmt)
+
+
+@bench_app.command("eval")
+@handle_errors
+def bench_eval(fmt: str = typer.Option("table", "--format", help="table or json."),
+               device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N.")) -> None:
+    """The fast linear protocol vs the paper's offline protocol: time and accuracy."""
+    from sslbench.bench.eval import run
+
+    _bench_output(run(device=device), fmt)
 
 
 # --------------------------------------------------------------------------- demo

@@ -121,12 +121,14 @@ def test_online_metric_uses_final_not_best(filled):
 
 
 def test_filters_and_method_order(filled):
-    both = dims_frame(filled)
+    both = dims_frame(filled, metric="linear_top1")
     assert set(both.index.get_level_values("dataset")) == {"cifar10", "shapes"}
-    only = dims_frame(filled, dataset="shapes", methods=("vicreg", "simclr"))
+    only = dims_frame(filled, metric="linear_top1", dataset="shapes",
+                      methods=("vicreg", "simclr"))
     assert list(only.index.get_level_values("method")) == [
         "vicreg", "vicreg", "simclr", "random init"]
-    assert set(dims_frame(filled, methods=("simclr",)).index.get_level_values("method")) == {
+    simclr = dims_frame(filled, metric="linear_top1", methods=("simclr",))
+    assert set(simclr.index.get_level_values("method")) == {
         "simclr", "random init"}
 
 
@@ -206,7 +208,7 @@ GOLDEN_TABLE = """\
 
 
 def test_golden_outputs_in_every_format(filled):
-    frame = dims_frame(filled, dataset="shapes")
+    frame = dims_frame(filled, metric="linear_top1", dataset="shapes")
     title = "linear_top1 (%) by embedding dimension"
     assert render(frame, "markdown", title=title) == GOLDEN_MARKDOWN
     assert render(frame, "csv") == GOLDEN_CSV
@@ -224,7 +226,7 @@ def test_golden_outputs_in_every_format(filled):
 
 
 def test_dims_report_title_and_caption(filled):
-    report = dims_report(filled, dataset="shapes")
+    report = dims_report(filled, metric="linear_top1", dataset="shapes")
     assert "linear_top1" in report.title
     assert "linear probe" in report.caption and "random init" in report.caption
     assert "mean ± std" in report.caption

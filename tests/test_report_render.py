@@ -125,3 +125,71 @@ def test_plain_frames_in_every_format():
 def test_numpy_scalars_become_json_numbers():
     frame = pd.DataFrame({"x": np.array([1, 2], dtype=np.int32), "y": np.float32([0.5, 1.5])})
     assert json.loads(render(frame, "json")) == [{"x": 1, "y": 0.5}, {"x": 2, "y": 1.5}]
+
+
+def _paper_frame() -> pd.DataFrame:
+    """_stat_frame with published values: one cell compared, one only the paper has."""
+    frame = _stat_frame()
+    for label in (16, 256):
+        frame[(label, "paper")] = float("nan")
+    frame[(16, "paper")] = [70.0, float("nan")]
+    frame[(256, "paper")] = [float("nan"), 68.5]
+    for label in (16, 256):
+        frame[(label, "delta")] = frame[(label, "mean")] - frame[(label, "paper")]
+    order = pd.MultiIndex.from_product([[16, 256], ["mean", "std", "n", "paper", "delta"]],
+                                       names=["dim", "stat"])
+    return frame.reindex(columns=order)
+
+
+def test_paper_columns_in_text_formats():
+    frame = _paper_frame()
+    md = render(frame, "markdown").splitlines()
+    assert md[0] == "| method | projector | 16 | 16 paper | 16 Δ | 256 | 256 paper | 256 Δ |"
+    assert md[2] == "| sim_clr & co | 2048-d | 70.12 ± 1.50 (3) | 70.00 | +0.12 | 71.00 | – | – |"
+    assert md[3] == "| vicreg | d-d-d | 72.00 ± 0.25 (2) | – | – | – | 68.50 | – |"
+    latex = render(frame, "latex").splitlines()
+    top = latex.index(r"\toprule")
+    assert latex[top + 1] == r" &  & \multicolumn{3}{c}{16} & \multicolumn{3}{c}{256} \\"
+    assert latex[top + 2] == r"\cmidrule(lr){3-5} \cmidrule(lr){6-8}"
+    assert latex[top + 3] == (r"method & projector & ours & paper & $\Delta$ & ours & paper & "
+                              r"$\Delta$ \\")
+    assert r"\begin{tabular}{llrrrrrr}" in latex
+
+
+def test_paper_columns_in_records_keep_cells_only_the_paper_has():
+    rows = records(_paper_frame())
+    assert [(r["method"], r["dim"]) for r in rows] == [
+        ("sim_clr & co", 16), ("sim_clr & co", 256), ("vicreg", 16), ("vicreg", 256)]
+    assert rows[0]["paper"] == 70.0 and rows[0]["delta"] == pytest.approx(0.125)
+    assert rows[3] == {"method": "vicreg", "projector": "d-d-d", "dim": 256, "mean": None,
+                       "std": None, "n": 0, "paper": 68.5, "delta": None}
+    back = pd.read_csv(io.StringIO(render(_paper_frame(), "csv")))
+    assert list(back.columns) == ["method", "projector", "dim", "mean", "std", "n", "paper",
+                                  "delta"]
+    assert back["paper"].tolist()[0] == 70.0 and math.isnan(back["paper"].tolist()[2])
+
+
+def test_html_table_fragment():
+    from html.parser import HTMLParser
+
+    class Cells(HTMLParser):
+        def __init__(self):
+            super().__init__()
+            self.tags, self.classes, self.text = [], [], []
+
+        def handle_starttag(self, tag, attrs):
+            self.tags.append(tag)
+            self.classes.append(dict(attrs).get("class", ""))
+
+        def handle_data(self, data):
+            self.text.append(data)
+
+    text = render(_paper_frame(), "html", title="T <1>", caption="a & b", tolerance=0.5)
+    parser = Cells()
+    parser.feed(text)
+    assert parser.tags.count("table") == 1 and parser.tags.count("tr") == 4  # 2 header rows
+    assert parser.tags.count("td") == 2 * 8 and "T <1>" in parser.text and "a & b" in parser.text
+    assert "num agree" in parser.classes  # +0.12 is within 0.5 of the paper
+    assert "&amp;" in text and "<1>" not in text
+    plain = render(pd.DataFrame({"a": [1.5], "b": ["x<y"]}), "html")
+    assert "<td>x&lt;y</td>" in plain and '<td class="num">1.50</td>' in plain

@@ -5,6 +5,7 @@ Nothing here formats for display (that is ``sslbench.report``) and nothing here 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from typing import Any
 
@@ -147,17 +148,20 @@ def attempts(session: Session, run_id: str) -> list[dict[str, Any]]:
 
 def runs_frame(session: Session, *, params: Sequence[str] | None = None,
                summaries: Sequence[str] | None = None, **filters: Any) -> pd.DataFrame:
-    """One row per run: :data:`RUN_COLUMNS`, then ``param.<key>`` and ``final.<key>`` /
-    ``best.<key>`` columns (all keys when ``params`` / ``summaries`` is None, none for ``()``).
+    """One row per run: :data:`RUN_COLUMNS`, ``tags`` (a list), then ``param.<key>`` and
+    ``final.<key>`` / ``best.<key>`` columns (all keys when ``params`` / ``summaries`` is None,
+    none for ``()``).
 
     Params and summaries are fetched with two indexed queries joined on the filtered runs, never
     by pivoting the metric history.
     """
     conditions = run_conditions(**filters)
     ids = select(Run.run_id).where(*conditions)
-    base = pd.DataFrame(session.execute(select(*[getattr(Run, c) for c in RUN_COLUMNS])
-                                        .where(*conditions).order_by(Run.created_at, Run.run_id)
-                                        ).all(), columns=list(RUN_COLUMNS))
+    columns = [getattr(Run, c) for c in RUN_COLUMNS] + [Run.tags_json]
+    base = pd.DataFrame(session.execute(select(*columns).where(*conditions)
+                                        .order_by(Run.created_at, Run.run_id)).all(),
+                        columns=[*RUN_COLUMNS, "tags"])
+    base["tags"] = [json.loads(text) if text else [] for text in base["tags"]]
     for column in ("created_at", "started_at", "ended_at", "heartbeat_at"):
         base[column] = pd.to_datetime(base[column], utc=True)
     if params is None or len(params):

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
 from sslbench.errors import SSLBenchError
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 
 class EmptyReportError(SSLBenchError):
@@ -15,10 +20,18 @@ class EmptyReportError(SSLBenchError):
 
 @dataclass(frozen=True)
 class Report:
-    """A report's data (no formatting) with the title and caption a renderer shows."""
+    """A report's data (no formatting) with the title and caption a renderer shows.
+
+    ``frame``: a stat frame or a plain frame (:mod:`sslbench.report.render`); for figure reports
+    it holds the plotted numbers. ``figure``: draws the figure (matplotlib, Agg backend) on
+    demand, None for tables. ``notes``: JSON-able facts (metric, protocol, settings, agreement
+    with the paper, regression, ...). ``digits``: decimals shown in text formats.
+    """
 
     frame: pd.DataFrame
     title: str = ""
     caption: str = ""
-    notes: dict[str, object] = field(default_factory=dict)
-
+    notes: dict[str, Any] = field(default_factory=dict)
+    name: str = ""
+    figure: Callable[[], Figure] | None = None
+    digits: int = 2

@@ -1,0 +1,132 @@
+"""The paper's published numbers (PAPER.md §4), shipped as CSV files in ``published/``.
+
+The CSV files hold the tables exactly as printed (Table S4 keeps its ``1M`` / ``65k``
+abbreviations); this module parses them into lookups keyed the way the reports key their cells:
+
+* :func:`table_s5`: ``{(method, projector family, dim): online top-1}`` (Table S5, Figure 1/S6);
+* :func:`table_s2_s3`: ``{(method, family, dim, probe): top-1}`` with probe ``online`` or
+  ``offline`` (Tables S2 and S3);
+* :func:`table_s4`: one dict per row of Table S4, numbers parsed;
+* :func:`table_s6`: one dict per row of Table S6 (strings as printed, ``""`` for an empty cell);
+* :func:`fig_s2_cka`: ``(labels, matrix)`` of Figure S2.
+
+Paper method labels are the paper's: VICReg, VICReg-exp, VICReg-ctr, SimCLR-Orig, SimCLR-Tuned.
+"""
+
+from __future__ import annotations
+
+import csv
+import functools
+import math
+from importlib import resources
+from typing import Any
+
+#: The setting of every published number (PAPER.md §6).
+PAPER_SETTING = {"dataset": "ImageNet-1k", "backbone": "ResNet-50", "epochs": 100}
+PAPER_SETTING_TEXT = "ImageNet-1k, ResNet-50, 100 epochs"
+#: Table S5's row order (Figure 1's panels, left to right) and projector families.
+PAPER_METHODS = ("VICReg", "VICReg-exp", "VICReg-ctr", "SimCLR-Orig", "SimCLR-Tuned")
+PAPER_FAMILIES = ("d-d-d", "8192-8192-d", "2048-d", "2048-2048-d")
+PAPER_DIMS = (256, 512, 1024, 2048, 8192)
+#: The regression of offline on online top-1 the paper states under Table S3.
+PAPER_REGRESSION = {"slope": 0.97, "intercept": 2.1, "r2": 1.0}
+#: Batch size N of Table S4 (1024 ImageNet images).
+TABLE_S4_N = 1024
+TABLE_S4_COLUMNS = ("n2_over_m", "sum_row4_colsnormalized", "n2", "m2_over_n",
+                    "sum_col4_rowsnormalized", "m2")
+_SUFFIX = {"k": 1e3, "M": 1e6}
+
+
+def read_csv(name: str) -> list[dict[str, str]]:
+    """Rows of ``published/<name>`` as dicts of the printed strings."""
+    text = resources.files("sslbench.report").joinpath("published", name).read_text("utf-8")
+    return list(csv.DictReader(text.splitlines()))
+
+
+def parse_number(text: str) -> float:
+    """A printed number: ``"128.19" -> 128.19``, ``"65k" -> 65000``, ``"1M" -> 1e6``, ``"" ->
+    NaN``."""
+    text = text.strip()
+    if not text:
+        return math.nan
+    if text[-1] in _SUFFIX:
+        return float(text[:-1]) * _SUFFIX[text[-1]]
+    return float(text)
+
+
+@functools.cache
+def table_s5() -> dict[tuple[str, str, int], float]:
+    """Table S5: ``{(method, family, dim): online top-1}`` (100 cells)."""
+    return {(r["method"], r["projector"], int(r["dim"])): float(r["top1"])
+            for r in read_csv("table_s5_online_top1.csv")}
+
+
+@functools.cache
+def table_s2_s3() -> dict[tuple[str, str, int, str], float]:
+    """Tables S2 (VICReg) and S3 (VICReg-exp): ``{(method, family, dim, probe): top-1}``."""
+    out = {}
+    for r in read_csv("table_s2_s3_online_offline.csv"):
+        key = (r["method"], r["projector"], int(r["dim"]))
+        out[(*key, "online")] = float(r["online_top1"])
+        out[(*key, "offline")] = float(r["offline_top1"])
+    return out
+
+
+def s4_bounds(n: float, m: float) -> dict[str, float]:
+    """The Lemma 3.4 bounds (a = 1) for N samples and M dimensions, keyed like Table S4."""
+    return {"n2_over_m": n * n / m, "n2": n * n, "m2_over_n": m * m / n, "m2": m * m}
+
+
+@functools.cache
+def table_s4() -> tuple[dict[str, Any], ...]:
+    """Table S4 rows: ``experiment``, ``projector`` (literal widths), ``m`` (its last width),
+    ``printed`` (the row as printed) and every column of :data:`TABLE_S4_COLUMNS` as a number.
+
+    The bound columns (N²/M, N², M²/N, M²) are exact functions of N = 1024 and M, which the
+    printed ``1M`` / ``65k`` / ``67M`` truncate; they are given exactly. The measured sums are
+    parsed from the print (``83k`` -> 83000)."""
+    rows = []
+    for r in read_csv("table_s4_norm_bounds.csv"):
+        m = int(r["projector"].split("-")[-1])
+        row: dict[str, Any] = {"experiment": r["experiment"], "projector": r["projector"],
+                               "m": m, "printed": dict(r)}
+        row.update({k: parse_number(r[k]) for k in TABLE_S4_COLUMNS})
+        row.update(s4_bounds(TABLE_S4_N, m))
+        rows.append(row)
+    return tuple(rows)
+
+
+@functools.cache
+def table_s6() -> tuple[dict[str, str], ...]:
+    """Table S6 rows as printed: method, dims (``256`` / ``not-8192`` / ``all``), batch_size,
+    base_lr, sim, var, cov, tau (``""`` where the paper has no value)."""
+    return tuple(read_csv("table_s6_hparams.csv"))
+
+
+def s6_row(method: str, dim: int) -> dict[str, str] | None:
+    """The Table S6 row that applies to ``method`` at embedding dimension ``dim`` (or None)."""
+    for row in table_s6():
+        if row["method"] != method:
+            continue
+        dims = row["dims"]
+        if dims == "all" or (dims == "not-8192" and dim != 8192) or (
+                dims.isdigit() and int(dims) == dim):
+            return row
+    return None
+
+
+@functools.cache
+def fig_s2_cka() -> tuple[tuple[str, ...], tuple[tuple[float, ...], ...]]:
+    """Figure S2: row labels (``VICReg-1024`` ... ``SimCLR-8192``, ``Random``) and the
+    symmetric 13 x 13 linear-CKA matrix."""
+    rows = read_csv("fig_s2_cka.csv")
+    labels = tuple(r[""] for r in rows)
+    columns = [c for c in rows[0] if c]
+    matrix = tuple(tuple(float(r[c]) for c in columns) for r in rows)
+    return labels, matrix
+
+
+def cka_lookup() -> dict[tuple[str, str], float]:
+    """``{(row label, column label): CKA}`` of Figure S2, both orders."""
+    labels, matrix = fig_s2_cka()
+    return {(a, b): matrix[i][j] for i, a in enumerate(labels) for j, b in enumerate(labels)}

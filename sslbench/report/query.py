@@ -1,0 +1,167 @@
+"""Store -> normalized run frames for the paper reports (queries only, no formatting).
+
+* :func:`pretrain_runs`: completed pretraining runs that pass the filters, one row each, with
+  the columns every report keys on (dataset, backbone, epochs, method label, projector
+  families, embedding dim, seed) and the requested summaries (``final.<m>`` / ``best.<m>``).
+* :func:`latest_children`: for each pretraining run, its latest completed evaluation that has a
+  given metric (evaluations link to their run by ``parent_id``, else their ``source_run``).
+* :func:`baselines`: completed evaluations of randomly initialised networks.
+* :func:`evaluated_runs`: each kept run with its latest evaluation holding some metrics, plus
+  the random-init evaluations holding them (Table S4, spectra).
+
+Everything reads the summaries table (final / best per run and metric); the metric history is
+only read for series (spectra), run by run.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+
+from sslbench.report.filters import ReportFilters
+from sslbench.report.labels import embedding_dim, method_label, normalize_spec, projector_families
+
+if TYPE_CHECKING:
+    from sslbench.db import Store
+
+PRETRAIN_PARAMS = ("projector", "dim", "backbone", "epochs", "seed", "loss.temperature")
+EVAL_PARAMS = ("protocol", "random_init", "source_run", "backbone", "projector", "dim", "seed")
+
+
+@functools.lru_cache(maxsize=4096)
+def _families(spec: str, dim: Any) -> tuple[str, ...]:
+    return projector_families(spec, dim)
+
+
+@functools.lru_cache(maxsize=4096)
+def _embedding_dim(spec: str, dim: Any) -> int | None:
+    return embedding_dim(spec, dim)
+
+
+def _hashable(value: Any) -> Any:
+    return None if value is None or (isinstance(value, float) and value != value) else value
+
+
+def normalize_runs(frame: pd.DataFrame) -> pd.DataFrame:
+    """Adds the report columns to a ``runs_frame`` of pretraining runs (see the module doc)."""
+    out = frame.copy()
+    out["dataset"] = frame["dataset"].fillna("?").astype(str)
+    out["backbone"] = frame["param.backbone"].fillna("?").astype(str)
+    out["epochs"] = frame["param.epochs"].fillna(0).astype("int64")
+    out["method_name"] = frame["method"].fillna("?").astype(str)
+    out["method"] = [method_label(m, t, tags) for m, t, tags in zip(
+        out["method_name"], frame["param.loss.temperature"], frame["tags"])]
+    specs = [normalize_spec(p) for p in frame["param.projector"]]
+    dims = [_hashable(d) for d in frame["param.dim"]]
+    out["projector"] = specs
+    out["dim"] = pd.array([_embedding_dim(s, d) for s, d in zip(specs, dims)], dtype="Int64")
+    out["families"] = [_families(s, d) for s, d in zip(specs, dims)]
+    out["seed"] = frame["param.seed"]
+    return out
+
+
+def pretrain_runs(store: Store, filters: ReportFilters, *, metrics: Sequence[str] = (),
+                  params: Sequence[str] = ()) -> pd.DataFrame:
+    """Completed pretraining runs passing ``filters``, normalized (:func:`normalize_runs`)."""
+    keys = tuple(dict.fromkeys((*PRETRAIN_PARAMS, *params)))
+    frame = store.runs_frame(kind="pretrain", status="completed", dataset=filters.dataset,
+                             params=keys, summaries=tuple(metrics))
+    runs = normalize_runs(frame)
+    return runs[filters.keep(runs)].reset_index(drop=True)
+
+
+def is_baseline(evals: pd.DataFrame) -> pd.Series:
+    """Evaluations of a random-init network: ``random_init`` true, or (older records) neither a
+    parent nor a source run; CKA comparisons (method ``cka``) are never baselines."""
+    flag = evals["param.random_init"].map(lambda v: v is True or v == 1)
+    orphan = (evals["param.random_init"].isna() & evals["parent_id"].isna()
+              & evals["param.source_run"].isna())
+    return (flag | orphan) & (evals["method"] != "cka")
+
+
+def completed_evals(store: Store, metrics: Sequence[str], *, dataset: str | None = None,
+                    params: Sequence[str] = ()) -> pd.DataFrame:
+    """Completed evaluation runs with :data:`EVAL_PARAMS` (+ ``params``) and ``metrics``."""
+    keys = tuple(dict.fromkeys((*EVAL_PARAMS, *params)))
+    return store.runs_frame(kind="eval", status="completed", dataset=dataset, params=keys,
+                            summaries=tuple(metrics))
+
+
+def latest_children(evals: pd.DataFrame, parents: pd.Series, metric: str,
+                    select: str = "final") -> pd.DataFrame:
+    """One row per parent run id in ``parents`` with a completed evaluation holding ``metric``:
+    the latest such evaluation (by end time), indexed by the parent id, with a ``value`` column
+    (its ``select`` summary of ``metric``) and the child's own columns."""
+    column = f"{select}.{metric}"
+    if column not in evals.columns:
+        return evals.iloc[0:0].assign(value=pd.Series(dtype="float64"))
+    children = evals[~is_baseline(evals)]
+    parent = children["parent_id"].fillna(children["param.source_run"])
+    children = children.assign(parent=parent, value=children[column])
+    children = children[children["parent"].isin(set(parents))].dropna(subset=["value"])
+    children = children.sort_values(["ended_at", "created_at", "run_id"], na_position="first")
+    return children.drop_duplicates("parent", keep="last").set_index("parent")
+
+
+def baselines(evals: pd.DataFrame, filters: ReportFilters, metric: str,
+              select: str = "final") -> pd.DataFrame:
+    """Random-init evaluations with ``metric``: dataset, backbone, projector, dim, value."""
+    column = f"{select}.{metric}"
+    if column not in evals.columns:
+        return pd.DataFrame(columns=["run_id", "dataset", "backbone", "projector", "dim", "value"])
+    random = evals[is_baseline(evals)].assign(value=lambda f: f[column])
+    random = random.dropna(subset=["value"]).assign(
+        dataset=lambda f: f["dataset"].fillna("?").astype(str),
+        backbone=lambda f: f["param.backbone"].fillna("?").astype(str),
+        projector=lambda f: [normalize_spec(p) for p in f["param.projector"]])
+    random = random.assign(dim=[_embedding_dim(s, _hashable(d))
+                                for s, d in zip(random["projector"], random["param.dim"])])
+    return random[filters.keep_baselines(random)].reset_index(drop=True)
+
+
+def evaluated_runs(store: Store, filters: ReportFilters, metrics: Sequence[str], *,
+                   with_baselines: bool = True) -> pd.DataFrame:
+    """One row per evaluated network: each kept pretraining run with its latest completed
+    evaluation holding ``metrics[0]``, plus (``with_baselines``) the random-init evaluations
+    holding it (method ``Random``, epochs 0). Columns: the normalized run columns,
+    ``eval_id`` and ``final.<metric>`` for each metric."""
+    runs = pretrain_runs(store, filters)
+    evals = completed_evals(store, metrics, dataset=filters.dataset)
+    finals = [f"final.{m}" for m in metrics]
+    children = latest_children(evals, runs["run_id"], metrics[0])
+    children = children[["run_id", *finals]].rename(columns={"run_id": "eval_id"})
+    trained = runs.drop(columns=[c for c in finals if c in runs.columns]).merge(
+        children, left_on="run_id", right_index=True)
+    if not with_baselines or evals.empty:
+        return trained.reset_index(drop=True)
+    random = evals[is_baseline(evals)].dropna(subset=[finals[0]])
+    specs = [normalize_spec(p) for p in random["param.projector"]]
+    dims = [_hashable(d) for d in random["param.dim"]]
+    random = pd.DataFrame({
+        "run_id": random["run_id"], "eval_id": random["run_id"],
+        "created_at": random["created_at"], "tags": random["tags"],
+        "dataset": random["dataset"].fillna("?").astype(str),
+        "backbone": random["param.backbone"].fillna("?").astype(str), "epochs": 0,
+        "method_name": "random", "method": "Random", "projector": specs,
+        "dim": pd.array([_embedding_dim(s, d) for s, d in zip(specs, dims)], dtype="Int64"),
+        "families": [_families(s, d) for s, d in zip(specs, dims)],
+        "seed": random["param.seed"], **{c: random[c] for c in finals}})
+    random = random[filters.keep_baselines(random)]
+    if random.empty:
+        return trained.reset_index(drop=True)
+    if trained.empty:
+        return random.reset_index(drop=True)
+    return pd.concat([trained, random], ignore_index=True)
+
+
+def settings_text(runs: pd.DataFrame) -> str:
+    """``"shapes, small, 3 epochs"`` for each distinct (dataset, backbone, epochs) of ``runs``,
+    joined by ``"; "``."""
+    if runs.empty:
+        return "no runs"
+    combos = runs[["dataset", "backbone", "epochs"]].drop_duplicates().sort_values(
+        ["dataset", "backbone", "epochs"])
+    return "; ".join(f"{d}, {b}, {e} epochs" for d, b, e in combos.itertuples(index=False))

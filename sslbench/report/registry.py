@@ -1,0 +1,73 @@
+"""``sslbench report NAME``: the named reports and the one function that builds any of them."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from sslbench.errors import ConfigError
+from sslbench.report.base import Report
+from sslbench.report.cka import cka_report
+from sslbench.report.dims import dims_report
+from sslbench.report.filters import ReportFilters
+from sslbench.report.grid import fig1_report, knn_report, table_s5_report
+from sslbench.report.hparams import hparams_report
+from sslbench.report.norms import table_s4_report
+from sslbench.report.probes import table_s2_s3_report
+from sslbench.report.protocols import check_select
+from sslbench.report.spectra import spectra_report
+
+if TYPE_CHECKING:
+    from sslbench.db import Store
+
+#: Report name -> builder(store, *, select, filters, **options) -> Report.
+REPORTS: dict[str, Callable[..., Report]] = {
+    "dims": dims_report,
+    "table-s5": table_s5_report,
+    "fig1": fig1_report,
+    "table-s2-s3": table_s2_s3_report,
+    "table-s4": table_s4_report,
+    "cka": cka_report,
+    "knn": knn_report,
+    "spectra": spectra_report,
+    "hparams": hparams_report,
+}
+#: One line per report, for ``--help`` and the HTML index.
+DESCRIPTIONS = {
+    "dims": "each method's top-1 across embedding dimensions (any metric), with a random-init "
+            "baseline",
+    "table-s5": "Table S5: online top-1, method x projector family x embedding dim",
+    "fig1": "Figure 1 / S6: Table S5 as five panels of top-1 vs embedding dim",
+    "table-s2-s3": "Tables S2/S3: online vs offline linear probe, with the regression",
+    "table-s4": "Table S4: row/column norm sums vs the Lemma 3.4 bounds",
+    "cka": "Figure S2: linear CKA heat map between networks",
+    "knn": "Figure S1: k-NN top-1, method x projector family x embedding dim",
+    "spectra": "Figure S5: singular-value spectra of representations and embeddings",
+    "hparams": "Table S6: the hyperparameters the runs used",
+}
+_COMMON = ("store", "select", "filters")
+
+
+def report_options(name: str) -> list[str]:
+    """The extra keyword options report ``name`` takes (besides select and filters)."""
+    parameters = inspect.signature(REPORTS[name]).parameters
+    return [p for p in parameters if p not in _COMMON]
+
+
+def build_report(name: str, store: Store, *, select: str = "final",
+                 filters: ReportFilters | None = None, **options: Any) -> Report:
+    """Build report ``name`` from ``store``. ``select``: ``final`` or ``best`` value of each
+    run's online metric; ``filters``: which runs count; ``options`` (None means "not given"):
+    the report's own options (:func:`report_options`). ConfigError for an unknown name, select
+    or option."""
+    if name not in REPORTS:
+        raise ConfigError(f"unknown report {name!r}: use one of {', '.join(REPORTS)} (or all)")
+    check_select(select)
+    given = {k: v for k, v in options.items() if v is not None}
+    valid = report_options(name)
+    unknown = sorted(set(given) - set(valid))
+    if unknown:
+        takes = f"its options are {', '.join(valid)}" if valid else "it takes no options"
+        raise ConfigError(f"report {name} has no option {unknown[0]!r}: {takes}")
+    return REPORTS[name](store, select=select, filters=filters or ReportFilters(), **given)

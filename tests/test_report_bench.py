@@ -1,0 +1,58 @@
+"""The report benchmark on a small synthetic store: the bulk-written store reads back like one
+the Store API writes (summaries agree with the history), covers Table S5's grid, is cached, and
+the result has the documented keys."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from sslbench.bench import report as bench
+from sslbench.db import Store
+from sslbench.db.values import flatten
+from sslbench.report import build_report
+
+
+@pytest.fixture(scope="module")
+def result(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("bench")
+    return bench.run(n_runs=200, n_points=4_000, repeats=2, folder=folder), folder
+
+
+def test_result_keys_and_caching(result):
+    out, folder = result
+    assert set(out) == {"report", "runs", "metric_points", "seconds", "target_s", "repeats",
+                        "store_build_s", "cached"}
+    assert (out["report"], out["runs"], out["metric_points"], out["target_s"]) == (
+        "table-s5", 200, 4_000, 2.0)
+    assert out["seconds"] == min(out["repeats"]) and len(out["repeats"]) == 2
+    assert out["cached"] is False and out["store_build_s"] > 0
+    json.dumps(out)
+    again = bench.run(n_runs=200, n_points=4_000, repeats=1, folder=folder)
+    assert again["cached"] is True and again["store_build_s"] == 0.0
+    assert len(list(folder.glob("*.sqlite"))) == 1  # no temporary file left behind
+
+
+def test_store_reads_back_like_a_store_api_store(result):
+    _, folder = result
+    path = next(folder.glob("*.sqlite"))
+    with Store.open(f"sqlite:///{path}", create=False) as store:
+        runs = store.find_runs(kind="pretrain", status="completed")
+        assert len(runs) == 200
+        history = store.metrics_frame(runs[7].run_id)
+        assert len(history) == 20  # 4000 points / 200 runs
+        stats = store.summary_stats(runs[7].run_id)
+        for key, group in history.groupby("key"):
+            values = group.sort_values("step")["value"]
+            assert stats[key]["final"] == values.iloc[-1]
+            assert stats[key]["count"] == len(values)
+            best = values.max() if key == "online_top1" else values.min()
+            assert stats[key]["best"] == best
+        for run in (runs[7], runs[-1]):  # params are the flattened config, as upsert_run does
+            assert store.params(run.run_id) == dict(flatten(run.config))
+        frame = build_report("table-s5", store).frame
+    counts = frame.xs("n", axis=1, level="stat")
+    assert len(frame) == 20 and set(counts.columns) == {256, 512, 1024, 2048, 8192}
+    # 200 runs over 100 cells: 2 seeds each; d-d-d at 2048/8192 also holds the aliased runs.
+    assert counts.min().min() == 2 and counts.max().max() == 4

@@ -1,0 +1,546 @@
+"""Golden tests of every named report on a small synthetic store written through the Store API
+(the way training and evaluation write it), against numbers computed by hand; filters, select,
+error paths, and the output formats (CSV / JSON round trips, LaTeX structure).
+
+``Builder`` and ``fill_paper_store`` are imported by test_report_figures.py.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import io
+import json
+import math
+import re
+import statistics
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import sslbench.db.store as store_module
+from sslbench.db import Store
+from sslbench.errors import ConfigError, SSLBenchError
+from sslbench.report import (
+    REPORTS,
+    EmptyReportError,
+    ReportFilters,
+    build_report,
+    report_options,
+    write_report,
+)
+from sslbench.report.render import records
+
+SQRT2 = math.sqrt(2)
+
+
+@contextlib.contextmanager
+def _clock(when: dt.datetime | None):
+    """Runs created inside get ``when`` as their creation time."""
+    if when is None:
+        yield
+        return
+    saved = store_module.utcnow
+    store_module.utcnow = lambda: when
+    try:
+        yield
+    finally:
+        store_module.utcnow = saved
+
+
+class Builder:
+    """Records runs as training / evaluation / `sslbench compare` do."""
+
+    def __init__(self, store: Store) -> None:
+        self.store, self.count = store, 0
+
+    def _id(self, prefix: str) -> str:
+        self.count += 1
+        return f"{prefix}{self.count:05d}".ljust(12, "0")
+
+    def pretrain(self, method, projector, dim, seed, online, *, best=None, dataset="imagenet",
+                 backbone="resnet50", epochs=100, temperature=0.15, tags=(), batch_size=1024,
+                 lr=0.3, cov=1.0, status="completed", when=None):
+        rid = self._id("p")
+        loss = ({"temperature": temperature} if method.startswith("simclr") else
+                {"sim_coeff": 25.0, "std_coeff": 25.0, "cov_coeff": cov})
+        cfg = {"method": method, "dataset": dataset, "backbone": backbone, "projector": projector,
+               "dim": dim, "epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed,
+               "optimizer": "lars", "weight_decay": 1e-6, "warmup_epochs": 10, "loss": loss}
+        with _clock(when):
+            self.store.upsert_run(run_id=rid, kind="pretrain", config=cfg, command=["t"],
+                                  env={}, tags=list(tags))
+        self.store.set_status(rid, "running")
+        peak = online + 2.0 if best is None else best
+        for epoch, value in enumerate((online - 10.0, peak, online)):  # final != best
+            self.store.log_metrics(rid, (epoch + 1) * 10, {"online_top1": value,
+                                                           "loss": 3.0 - epoch}, epoch=epoch)
+        self.store.set_status(rid, status)
+        return rid
+
+    def evaluate(self, parent, protocol, metrics, *, series=None, status="completed",
+                 dataset="imagenet", backbone="resnet50", projector="none", dim=0):
+        rid = self._id("e")
+        cfg = {"source_run": parent, "protocol": protocol, "dataset": dataset,
+               "backbone": backbone, "random_init": parent is None, "seed": 0,
+               "projector": projector, "dim": dim, "method": "random"}
+        if parent is not None:
+            pc = self.store.get_run(parent).config
+            cfg.update(projector=pc["projector"], dim=pc["dim"], dataset=pc["dataset"],
+                       backbone=pc["backbone"], method=pc["method"])
+        self.store.upsert_run(run_id=rid, kind="eval", config=cfg, command=["t"], env={},
+                              parent_id=parent)
+        self.store.set_status(rid, "running")
+        self.store.log_metrics(rid, 0, metrics)
+        for key, values in (series or {}).items():
+            self.store.log_series(rid, key, values)
+        self.store.set_status(rid, status)
+        return rid
+
+    def cka(self, run_ids, matrix, *, dataset="imagenet"):
+        rid = self._id("c")
+        cfg = {"protocol": "cka", "runs": run_ids, "samples": 64, "dataset": dataset,
+               "labels": [f"stored-{i}" for i in range(len(run_ids))]}
+        self.store.upsert_run(run_id=rid, kind="eval", config=cfg, command=["t"], env={},
+                              method="cka", dataset=dataset)
+        self.store.set_status(rid, "running")
+        n = len(run_ids)
+        self.store.log_metrics(rid, 0, {f"cka/{i}/{j}": matrix[i][j]
+                                        for i in range(n) for j in range(i, n)})
+        self.store.set_status(rid, "completed")
+        return rid
+
+
+def _analysis(lower, row4, m2_over_n, col4, m, *, n=1024):
+    return {"rankme_repr": 100.0, "rankme_emb": 40.0, "n": n, "m": m,
+            "lemma34_rows_lower": lower, "sum_row4_colsnormalized": row4,
+            "lemma34_rows_upper": float(n * n), "lemma34_cols_lower": m2_over_n,
+            "sum_col4_rowsnormalized": col4, "lemma34_cols_upper": float(m * m)}
+
+
+def fill_paper_store(store: Store) -> dict[str, str]:
+    """The synthetic store of these tests; returns the run ids by name."""
+    b, ids = Builder(store), {}
+    ids["V1"] = b.pretrain("vicreg", "8192-8192-d", 256, 0, 60.0, best=62.0)
+    ids["V2"] = b.pretrain("vicreg", "8192-8192-d", 256, 1, 62.0, best=64.0)
+    ids["V3"] = b.pretrain("vicreg", "8192-8192-d", 8192, 0, 67.0, cov=0.5)
+    ids["E1"] = b.pretrain("vicreg-exp", "8192-8192-d", 1024, 0, 66.0)
+    ids["S1"] = b.pretrain("simclr", "2048-d", 512, 0, 64.0, temperature=0.5)
+    ids["S2"] = b.pretrain("simclr", "8192-8192-512", 512, 0, 68.0, batch_size=2048, lr=0.5)
+    ids["S3"] = b.pretrain("simclr", "2048-d", 512, 1, 63.0, tags=["simclr-orig"])
+    ids["S4"] = b.pretrain("simclr", "8192-8192-d", 8192, 0, 68.5)
+    ids["Q"] = b.pretrain("simclr-sq", "2048-d", 512, 0, 55.0)
+    ids["C"] = b.pretrain("vicreg", "2048-d", 256, 0, 40.0, dataset="cifar10",
+                          backbone="resnet18", epochs=200, tags=["sweep:small"],
+                          when=dt.datetime(2024, 3, 1, 12, tzinfo=dt.timezone.utc))
+    b.pretrain("vicreg", "8192-8192-d", 256, 2, 99.0, status="failed")
+    b.pretrain("vicreg", "8192-8192-d", 256, 3, 99.0, status="running")
+    b.evaluate(ids["V1"], "linear", {"linear_top1": 10.0})  # superseded by the next one
+    for name, offline in (("V1", 60.5), ("V2", 61.5), ("V3", 67.5), ("E1", 65.5), ("S2", 67.0)):
+        b.evaluate(ids[name], "linear", {"linear_top1": offline})
+    b.evaluate(ids["V3"], "linear", {"linear_top1": 99.0}, status="failed")
+    for name, knn in (("V1", 55.0), ("V2", 56.0), ("V3", 62.0), ("S1", 58.0), ("S2", 64.0)):
+        b.evaluate(ids[name], "knn", {"knn_top1": knn, "knn_k": 20.0})
+    for name, value in (("V1", 50.0), ("V2", 52.0)):
+        b.evaluate(ids[name], "fast-linear", {"fast_linear_top1": value})
+    b.evaluate(None, "fast-linear", {"fast_linear_top1": 10.0})
+    b.evaluate(ids["V3"], "analysis", _analysis(128.0, 130.0, 65536.0, 90000.0, 8192),
+               series={"sv_repr": [4.0, 2.0, 1.0, 0.5], "sv_emb": [2.0, 1.0, 0.0]})
+    b.evaluate(ids["S2"], "analysis", _analysis(2048.0, 2100.0, 256.0, 300.0, 512),
+               series={"sv_repr": [3.0, 3.0], "sv_emb": [1.0, 0.1]})
+    b.evaluate(None, "analysis", _analysis(128.0, 300.0, 65536.0, 70000.0, 8192),
+               projector="8192-8192-8192", dim=8192)
+    ids["CKA"] = b.cka([ids["V3"], ids["S4"], "random"],
+                       [[1.0, 0.85, 0.2], [0.85, 1.0, 0.1], [0.2, 0.1, 1.0]])
+    return ids
+
+
+@pytest.fixture(scope="module")
+def paper(tmp_path_factory):
+    path = tmp_path_factory.mktemp("report") / "s.sqlite"
+    with Store.open(f"sqlite:///{path}") as store:
+        ids = fill_paper_store(store)
+        yield store, ids
+
+
+@pytest.fixture
+def empty(tmp_path):
+    with Store.open(f"sqlite:///{tmp_path / 'e.sqlite'}") as store:
+        yield store
+
+
+def _cell(frame, row, column):
+    return {s: frame.loc[row, (column, s)] for s in frame.columns.get_level_values("stat")
+            if (column, s) in frame.columns}
+
+
+ROW = ("imagenet", "resnet50", 100)
+
+
+# ------------------------------------------------------------------------------ table-s5
+
+def test_table_s5_cells_against_hand_computed_numbers(paper):
+    store, _ = paper
+    frame = build_report("table-s5", store).frame
+    assert list(frame.index.names) == ["dataset", "backbone", "epochs", "method", "projector"]
+    vic = _cell(frame, (*ROW, "VICReg", "8192-8192-d"), 256)
+    assert (vic["mean"], vic["n"], vic["paper"]) == (61.0, 2, 65.01)  # failed / running: out
+    assert vic["std"] == pytest.approx(statistics.stdev([60.0, 62.0]))
+    assert vic["delta"] == pytest.approx(61.0 - 65.01)
+    # 8192-8192-d at d = 8192 is d-d-d: the run fills both rows, as in the paper.
+    for family in ("8192-8192-d", "d-d-d"):
+        cell = _cell(frame, (*ROW, "VICReg", family), 8192)
+        assert (cell["mean"], cell["n"], cell["paper"]) == (67.0, 1, 68.13)
+    orig = _cell(frame, (*ROW, "SimCLR-Orig", "2048-d"), 512)  # tau 0.5 + the simclr-orig tag
+    assert (orig["mean"], orig["n"], orig["paper"]) == (63.5, 2, 64.69)
+    assert orig["std"] == pytest.approx(1 / SQRT2)
+    tuned = _cell(frame, (*ROW, "SimCLR-Tuned", "8192-8192-d"), 512)  # literal 8192-8192-512
+    assert (tuned["mean"], tuned["paper"]) == (68.0, 68.61)
+    assert _cell(frame, (*ROW, "VICReg-exp", "8192-8192-d"), 1024)["delta"] == pytest.approx(
+        66.0 - 67.86)
+    sq = _cell(frame, (*ROW, "SimCLR-sq", "2048-d"), 512)
+    assert sq["mean"] == 55.0 and math.isnan(sq["paper"])
+    missing = _cell(frame, (*ROW, "VICReg-ctr", "2048-d"), 2048)
+    assert missing["n"] == 0 and missing["paper"] == 64.81 and math.isnan(missing["delta"])
+    # The paper's whole grid is listed for each setting; ours adds SimCLR-sq.
+    assert len(frame) == 2 * 20 + 1
+    cifar = _cell(frame, ("cifar10", "resnet18", 200, "VICReg", "2048-d"), 256)
+    assert (cifar["mean"], cifar["paper"]) == (40.0, 59.57)
+
+
+def test_table_s5_published_columns_equal_the_paper(paper):
+    from sslbench.report.published import table_s5
+
+    frame = build_report("table-s5", paper[0]).frame
+    for (method, family, dim), value in table_s5().items():
+        assert frame.loc[(*ROW, method, family), (dim, "paper")] == value
+
+
+def test_table_s5_select_best_and_caption(paper):
+    store, _ = paper
+    report = build_report("table-s5", store, select="best")
+    assert _cell(report.frame, (*ROW, "VICReg", "8192-8192-d"), 256)["mean"] == 63.0
+    assert "best value over the epochs" in report.caption
+    final = build_report("table-s5", store)
+    for text in ("value at the final epoch", "Ours: cifar10, resnet18, 200 epochs; imagenet, "
+                 "resnet50, 100 epochs", "Paper (Table S5): ImageNet-1k, ResNet-50, 100 epochs",
+                 "Δ = ours − paper", "SimCLR-Tuned: simclr at temperature 0.15"):
+        assert text in final.caption
+    assert final.notes["agreement"]["compared"] == sum(
+        1 for c in final.frame.columns if c[1] == "delta"
+        for v in final.frame[c] if not math.isnan(v))
+
+
+GOLDEN_S5_MARKDOWN = """\
+**Table S5: online top-1 (%) by method, projector and embedding dim**
+
+| dataset | backbone | epochs | method | projector | 256 | 256 paper | 256 Δ |
+| --- | --- | --- | --- | --- | ---: | ---: | ---: |
+| cifar10 | resnet18 | 200 | VICReg | 2048-d | 40.00 | 59.57 | -19.57 |
+"""
+
+GOLDEN_S5_LATEX = r"""\begin{tabular}{lllllrrr}
+\toprule
+ &  &  &  &  & \multicolumn{3}{c}{256} \\
+\cmidrule(lr){6-8}
+dataset & backbone & epochs & method & projector & ours & paper & $\Delta$ \\
+\midrule
+cifar10 & resnet18 & 200 & VICReg & 2048-d & 40.00 & 59.57 & -19.57 \\
+\bottomrule
+\end{tabular}"""
+
+
+def test_table_s5_golden_outputs_with_a_sweep_filter(paper):
+    report = build_report("table-s5", paper[0], filters=ReportFilters(sweep="small"),
+                          complete=False)
+    markdown = write_report(report, "markdown")
+    assert markdown.startswith(GOLDEN_S5_MARKDOWN)
+    assert GOLDEN_S5_LATEX in write_report(report, "latex")
+    assert write_report(report, "csv") == (
+        "dataset,backbone,epochs,method,projector,dim,mean,std,n,paper,delta\n"
+        "cifar10,resnet18,200,VICReg,2048-d,256,40.0,,1,59.57,-19.57\n")
+    data = json.loads(write_report(report, "json"))
+    assert data["report"] == "table-s5" and data["notes"]["filters"] == "sweep small"
+    assert data["rows"] == [{"dataset": "cifar10", "backbone": "resnet18", "epochs": 200,
+                             "method": "VICReg", "projector": "2048-d", "dim": 256,
+                             "mean": 40.0, "std": None, "n": 1, "paper": 59.57,
+                             "delta": pytest.approx(-19.57)}]
+
+
+@pytest.mark.parametrize(("filters", "settings"), [
+    (ReportFilters(dataset="cifar10"), {("cifar10", 200)}),
+    (ReportFilters(backbone="resnet50"), {("imagenet", 100)}),
+    (ReportFilters(epochs=100), {("imagenet", 100)}),
+    (ReportFilters(tag="sweep:small"), {("cifar10", 200)}),
+    (ReportFilters(since=dt.date(2024, 1, 1), until=dt.date(2024, 12, 31)), {("cifar10", 200)}),
+    (ReportFilters(until=dt.date(2024, 2, 29)), None),
+])
+def test_filters_select_runs(paper, filters, settings):
+    if settings is None:
+        with pytest.raises(EmptyReportError, match="until 2024-02-29"):
+            build_report("table-s5", paper[0], filters=filters)
+        return
+    frame = build_report("table-s5", paper[0], filters=filters, complete=False).frame
+    assert set(zip(frame.index.get_level_values("dataset"),
+                   frame.index.get_level_values("epochs"))) == settings
+
+
+# ---------------------------------------------------------------------- fig1 / knn / dims
+
+def test_fig1_frame_is_the_table_and_figure_s6_switch(paper):
+    store, _ = paper
+    s6 = build_report("fig1", store)
+    assert s6.figure is not None
+    assert s6.frame.equals(build_report("table-s5", store).frame)
+    fig1 = build_report("fig1", store, figure_s6=False)
+    assert "2048-2048-d" not in set(fig1.frame.index.get_level_values("projector"))
+    assert fig1.title.startswith("Figure 1")
+
+
+def test_knn_cells_and_the_tuned_orig_gap(paper):
+    report = build_report("knn", paper[0])
+    frame = report.frame
+    assert "paper" not in frame.columns.get_level_values("stat")  # no per-point values
+    cell = _cell(frame, (*ROW, "VICReg", "8192-8192-d"), 256)
+    assert cell["mean"] == 55.5 and cell["n"] == 2
+    assert _cell(frame, (*ROW, "SimCLR-Orig", "2048-d"), 512)["n"] == 1  # S3 has no k-NN
+    assert report.notes["tuned_minus_orig"] == pytest.approx(64.0 - 58.0)
+    assert "by 5.5 points" in report.caption and "ours +6.00" in report.caption
+
+
+def test_dims_report_default_metric_and_paper_values(paper):
+    store, _ = paper
+    fast = build_report("dims", store, filters=ReportFilters(dataset="imagenet"))
+    assert fast.notes["metric"] == "fast_linear_top1"
+    row = ("imagenet", "resnet50", "vicreg", "8192-8192-d")
+    assert fast.frame.loc[row, (256, "mean")] == 51.0
+    assert fast.frame.loc[("imagenet", "resnet50", "random init", "-"), (256, "mean")] == 10.0
+    online = build_report("dims", store, metric="online_top1",
+                          filters=ReportFilters(dataset="imagenet"))
+    assert online.frame.loc[row, (256, "paper")] == 65.01
+    orig = ("imagenet", "resnet50", "simclr", "2048-d")  # both runs are SimCLR-Orig
+    assert online.frame.loc[orig, (512, "paper")] == 64.69
+
+
+def test_dims_row_mixing_paper_methods_gets_no_paper_value(empty):
+    b = Builder(empty)
+    b.pretrain("simclr", "2048-d", 512, 0, 60.0, temperature=0.15)
+    b.pretrain("simclr", "2048-d", 512, 1, 61.0, temperature=0.5)
+    b.pretrain("vicreg", "2048-d", 512, 0, 62.0)
+    frame = build_report("dims", empty, metric="online_top1").frame
+    assert math.isnan(frame.loc[("imagenet", "resnet50", "simclr", "2048-d"), (512, "paper")])
+    assert frame.loc[("imagenet", "resnet50", "vicreg", "2048-d"), (512, "paper")] == 64.51
+
+
+# -------------------------------------------------------------------------- table-s2-s3
+
+def test_table_s2_s3_pairs_and_regression(paper):
+    report = build_report("table-s2-s3", paper[0], filters=ReportFilters(dataset="imagenet"))
+    frame = report.frame
+    key = (*ROW, "VICReg", "8192-8192-d")
+    online, offline = _cell(frame, (*key, "online"), 256), _cell(frame, (*key, "offline"), 256)
+    assert (online["mean"], online["n"], online["paper"]) == (61.0, 2, 65.01)
+    assert (offline["mean"], offline["n"], offline["paper"]) == (61.0, 2, 65.11)
+    assert offline["std"] == pytest.approx(1 / SQRT2)  # 60.5 and 61.5: the superseded 10.0 out
+    assert _cell(frame, (*key, "offline"), 8192)["mean"] == 67.5  # the failed 99.0 is ignored
+    assert _cell(frame, (*ROW, "VICReg-exp", "8192-8192-d", "offline"), 2048)["paper"] == 67.89
+    assert (*ROW, "SimCLR-Orig", "2048-d", "online") not in frame.index  # no offline value
+    # One point per (method, projector spec, dim), means over seeds.
+    x, y = [61.0, 67.0, 66.0, 68.0], [61.0, 67.5, 65.5, 67.0]
+    slope, intercept = np.polyfit(x, y, 1)
+    fit = report.notes["regression"]["ours"]
+    assert fit["points"] == 4 and fit["slope"] == pytest.approx(slope)
+    assert fit["intercept"] == pytest.approx(intercept)
+    assert fit["r2"] == pytest.approx(np.corrcoef(x, y)[0, 1] ** 2)
+    assert report.notes["regression"]["paper_stated"] == {"slope": 0.97, "intercept": 2.1,
+                                                          "r2": 1.0}
+    assert f"slope {slope:.3f}" in report.caption
+
+
+def test_table_s2_s3_published_columns_equal_the_paper(paper):
+    from sslbench.report.published import table_s2_s3
+
+    frame = build_report("table-s2-s3", paper[0]).frame
+    for (method, family, dim, probe), value in table_s2_s3().items():
+        assert frame.loc[(*ROW, method, family, probe), (dim, "paper")] == value
+
+
+# ----------------------------------------------------------------------------- table-s4
+
+def test_table_s4_rows_and_paper_values(paper):
+    report = build_report("table-s4", paper[0])
+    frame = report.frame
+    vic = (*ROW, "VICReg", "8192-8192-8192")
+    cell = _cell(frame, vic, "sum_row4_colsnormalized")
+    assert (cell["mean"], cell["paper"]) == (130.0, 128.19)
+    assert cell["delta"] == pytest.approx(130.0 - 128.19)
+    assert _cell(frame, vic, "n2")["paper"] == 1024.0 ** 2  # "1M" compared exactly
+    assert _cell(frame, vic, "sum_col4_rowsnormalized")["paper"] == 83_000
+    assert _cell(frame, vic, "ratio_cols")["mean"] == pytest.approx(130.0 / 128.0)
+    assert _cell(frame, vic, "ratio_rows")["paper"] == pytest.approx(83_000 / 65_536)
+    random = ("imagenet", "resnet50", 0, "Random", "8192-8192-8192")
+    assert _cell(frame, random, "sum_row4_colsnormalized")["paper"] == 361.34
+    assert _cell(frame, random, "sum_row4_colsnormalized")["mean"] == 300.0
+    simclr = (*ROW, "SimCLR-Tuned", "8192-8192-512")
+    assert _cell(frame, simclr, "sum_col4_rowsnormalized")["paper"] == 433.54
+    ctr = (*ROW, "VICReg-ctr", "8192-8192-512")  # a paper row no run has
+    assert _cell(frame, ctr, "sum_row4_colsnormalized")["n"] == 0
+    assert list(dict.fromkeys(frame.columns.get_level_values(0)))[:3] == [
+        "n2_over_m", "sum_row4_colsnormalized", "n2"]
+
+
+# ---------------------------------------------------------------------- spectra and cka
+
+def test_spectra_frame(paper):
+    report = build_report("spectra", paper[0])
+    frame = report.frame
+    v3 = frame[(frame["method"] == "VICReg") & (frame["space"] == "repr")]
+    assert v3["index"].tolist() == [0, 1, 2, 3]
+    assert v3["mean"].to_numpy() == pytest.approx(np.log([1.0, 0.5, 0.25, 0.125]))
+    emb = frame[(frame["method"] == "VICReg") & (frame["space"] == "emb")]
+    assert emb["index"].tolist() == [0, 1]  # sigma = 0 has no logarithm
+    assert set(frame["method"]) == {"VICReg", "SimCLR-Tuned"}  # the Random one has no series
+    assert build_report("spectra", paper[0], dim=512).frame["dim"].unique().tolist() == [512]
+    with pytest.raises(EmptyReportError, match="embedding dim 64"):
+        build_report("spectra", paper[0], dim=64)
+
+
+def test_cka_matrix_labels_and_paper(paper):
+    store, ids = paper
+    report = build_report("cka", store)
+    frame = report.frame
+    assert list(frame.index) == ["VICReg-8192", "SimCLR-8192", "Random"]
+    assert frame.loc["VICReg-8192", ("SimCLR-8192", "mean")] == 0.85
+    assert frame.loc["SimCLR-8192", ("VICReg-8192", "mean")] == 0.85  # symmetric
+    assert frame.loc["VICReg-8192", ("SimCLR-8192", "paper")] == 0.89
+    assert frame.loc["Random", ("VICReg-8192", "delta")] == pytest.approx(0.2 - 0.15)
+    assert report.notes["cka_run"] == ids["CKA"]
+    assert build_report("cka", store, run_id=ids["CKA"][:6]).notes["cka_run"] == ids["CKA"]
+    with pytest.raises(SSLBenchError, match="no single completed CKA"):
+        build_report("cka", store, run_id="zzzz")
+    with pytest.raises(EmptyReportError, match="sslbench compare"):
+        build_report("cka", store, filters=ReportFilters(dataset="cifar10"))
+
+
+# ------------------------------------------------------------------------------ hparams
+
+def test_hparams_against_table_s6(paper):
+    frame = build_report("hparams", paper[0], filters=ReportFilters(dataset="imagenet")).frame
+    rows = {(r["method"], r["dim"]): r for r in frame.to_dict("records")}
+    vic = rows[("VICReg", "256")]
+    assert (vic["runs"], vic["cov"], vic["cov paper"], vic["matches"]) == (
+        2, "1", "4", "differs: cov")
+    assert rows[("VICReg", "8192")]["matches"] == "yes"
+    tuned = rows[("SimCLR-Tuned", "512")]
+    assert (tuned["batch_size"], tuned["base_lr"], tuned["tau"], tuned["matches"]) == (
+        "2048", "0.5", "0.15", "yes")
+    assert rows[("SimCLR-Orig", "512")]["matches"] == "no Table S6 row"
+    assert rows[("SimCLR-Orig", "512")]["tau"] == "0.15, 0.5"  # the tagged run uses 0.15
+    assert rows[("VICReg-ctr", "all")]["matches"] == "no run"
+
+
+# ------------------------------------------------------------------------- registry, errors
+
+def test_every_report_is_registered_with_its_options():
+    assert list(REPORTS) == ["dims", "table-s5", "fig1", "table-s2-s3", "table-s4", "cka",
+                             "knn", "spectra", "hparams"]
+    assert report_options("table-s5") == ["complete"]
+    assert report_options("dims") == ["metric", "dataset", "methods"]
+
+
+@pytest.mark.parametrize("name", list(REPORTS))
+def test_empty_store_gives_one_line_naming_a_command(empty, name):
+    with pytest.raises(EmptyReportError) as info:
+        build_report(name, empty)
+    message = str(info.value)
+    assert "\n" not in message and "`sslbench " in message
+
+
+def test_build_report_rejects_bad_input(paper):
+    store, _ = paper
+    with pytest.raises(ConfigError, match="unknown report 'table-s9'.*table-s5"):
+        build_report("table-s9", store)
+    with pytest.raises(ConfigError, match="--select 'last'"):
+        build_report("table-s5", store, select="last")
+    with pytest.raises(ConfigError, match="report table-s5 has no option 'metric'"):
+        build_report("table-s5", store, metric="knn_top1")
+    assert build_report("table-s5", store, complete=None).name == "table-s5"  # None: not given
+
+
+def test_eval_reports_say_which_evaluation_is_missing(empty):
+    Builder(empty).pretrain("vicreg", "2048-d", 256, 0, 50.0)
+    with pytest.raises(EmptyReportError, match="--protocol knn"):
+        build_report("knn", empty)
+    with pytest.raises(EmptyReportError, match="--protocol linear"):
+        build_report("table-s2-s3", empty)
+    with pytest.raises(EmptyReportError, match="--protocol analysis"):
+        build_report("table-s4", empty)
+    assert len(build_report("table-s5", empty, complete=False).frame) == 1
+
+
+# ------------------------------------------------------------------------------- formats
+
+@pytest.mark.parametrize("name", ["table-s5", "table-s2-s3", "table-s4", "cka", "knn", "hparams",
+                                  "spectra"])
+def test_csv_and_json_round_trip(paper, name):
+    report = build_report(name, paper[0])
+    expected = pd.DataFrame(records(report.frame))
+    back = pd.read_csv(io.StringIO(write_report(report, "csv")), keep_default_na=False,
+                       na_values=[""])
+    assert list(back.columns) == list(expected.columns) and len(back) == len(expected)
+    for column in expected.columns:
+        if pd.api.types.is_numeric_dtype(back[column]):
+            left = pd.to_numeric(expected[column], errors="coerce").to_numpy(float)
+            assert np.allclose(back[column].to_numpy(float), left, equal_nan=True)
+        else:
+            assert back[column].astype(str).tolist() == expected[column].astype(str).tolist()
+    data = json.loads(write_report(report, "json"))
+    assert set(data) == {"report", "title", "caption", "notes", "rows"}
+    assert data["report"] == name and data["title"] == report.title
+    pd.testing.assert_frame_equal(pd.DataFrame(data["rows"]), expected, check_dtype=False)
+
+
+def _latex_rows(text: str) -> list[str]:
+    body = text[text.index(r"\toprule"):text.index(r"\bottomrule")]
+    return [line for line in body.splitlines() if line.endswith(r"\\")]
+
+
+@pytest.mark.parametrize("name", ["table-s5", "table-s2-s3", "table-s4", "cka", "hparams"])
+def test_latex_structure(paper, name):
+    text = write_report(build_report(name, paper[0]), "latex")
+    assert text.startswith(r"\begin{table}") and text.rstrip().endswith(r"\end{table}")
+    spec = re.search(r"\\begin\{tabular\}\{([lr]+)\}", text).group(1)
+    for rule in (r"\toprule", r"\midrule", r"\bottomrule"):
+        assert text.count(rule) == 1
+    assert text.index(r"\toprule") < text.index(r"\midrule") < text.index(r"\bottomrule")
+    for line in _latex_rows(text):
+        spans = re.findall(r"\\multicolumn\{(\d+)\}", line)
+        cells = line.count("&") + 1 - len(spans) + sum(int(s) for s in spans)
+        assert cells == len(spec), line
+    depth = 0
+    for ch in re.sub(r"\\[{}%&$#_]", "", text):
+        depth += {"{": 1, "}": -1}.get(ch, 0)
+        assert depth >= 0
+    assert depth == 0
+    assert text.isascii(), sorted({ch for ch in text if not ch.isascii()})
+
+
+def test_reports_and_store_never_import_torch(tmp_path):
+    code = (
+        "import sys\n"
+        "from sslbench.db import Store\n"
+        "from sslbench.report import build_report, write_report, REPORTS\n"
+        f"store = Store.open({str(tmp_path / 's.sqlite')!r})\n"
+        "for name in REPORTS:\n"
+        "    try:\n"
+        "        build_report(name, store)\n"
+        "    except Exception:\n"
+        "        pass\n"
+        "assert 'torch' not in sys.modules, 'torch imported'\n"
+        "assert 'matplotlib' not in sys.modules, 'matplotlib imported'\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
