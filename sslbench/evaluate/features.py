@@ -65,7 +65,8 @@ class FeatureCache:
                                 "holding runs/")
 
     def dataset(self, cfg: EvalConfig, split: str):
-        from sslbench.data import load_dataset, subset
+        from sslbench.data import load_dataset
+        from sslbench.data.subset import subset
 
         key = (cfg.dataset, cfg.data_root, split, cfg.image_size, cfg.train_samples, cfg.seed)
         if key not in self._datasets:

@@ -78,7 +78,8 @@ def step_seed(seed: int, step: int, rank: int = 0) -> int:
 
 def load_data(cfg: TrainConfig):
     """(pretraining split, test split) -- raises DataError before anything is written."""
-    from sslbench.data import load_dataset, subset
+    from sslbench.data import load_dataset
+    from sslbench.data.subset import subset
 
     root = cfg.data_root or None
     train = load_dataset(cfg.dataset, "pretrain", root, image_size=cfg.image_size)
