@@ -514,6 +514,11 @@ def _parse_ints(text: str, flag: str) -> list[int]:
     return values
 
 
+from sslbench.cli_sweep import register  # noqa: E402  (sweep, runs stop/reap/watch/exec)
+
+register(app, runs_app)
+
+
 def main() -> None:
     app()
 

@@ -61,8 +61,8 @@ _CIFAR_METHOD = {
 }
 _CIFAR_DEFAULT = dict(projector="2048-2048-d", dim=2048, lr=0.3, weight_decay=1e-4)
 
-_TINY = dict(dataset="shapes", backbone="small", projector="512-d", dim=64, epochs=6,
-             batch_size=256, optimizer="lars", lr=0.3, weight_decay=1e-6, augment="small")
+_TINY = dict(dataset="shapes", backbone="tiny", projector="512-d", dim=64, epochs=10,
+             batch_size=128, optimizer="adamw", lr=0.002, weight_decay=1e-4, augment="small")
 
 PRESETS = ("paper", "cifar", "tiny")
 

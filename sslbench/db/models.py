@@ -4,8 +4,10 @@ One row per run in ``runs``; its flattened config in ``params``; per-step metric
 keyed by (run_id, key, step) so a replay after a resume overwrites instead of duplicating; one row
 per (run, metric) in ``summaries`` (final / best / min / max / count) so listings and reports never
 scan the metric history; checkpoints and other files in ``artifacts``; one row per execution
-attempt in ``attempts`` (pid, host, exit status) for the scheduler of issue 6. ``sslbench_meta``
-holds the schema version and marks a database as an sslbench store.
+attempt in ``attempts`` (pid and process start time, host, device, exit status, failure class).
+The schedulers (``sslbench.runs``) add ``schedulers`` (who is scheduling, alive since when, asked
+to stop?) and ``reservations``, the device ledger: one row per (host, device, slot) in use.
+``sslbench_meta`` holds the schema version and marks a database as an sslbench store.
 
 All timestamps are timezone-aware UTC (SQLite stores them naive; :class:`UTCDateTime` restores
 the zone on read). This module imports neither torch nor any other sslbench module.
@@ -31,7 +33,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 #: Bumped on every schema change; a store of another version is refused with a one-line fix.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: attempt process/exit details, attempt_limit, schedulers, reservations
 #: The value of ``sslbench_meta.app``: what tells an sslbench store from a foreign database.
 APP_NAME = "sslbench"
 META_TABLE = "sslbench_meta"
@@ -107,6 +109,8 @@ class Run(Base):
     started_at: Mapped[Optional[datetime]] = mapped_column(UTCDateTime())
     ended_at: Mapped[Optional[datetime]] = mapped_column(UTCDateTime())
     heartbeat_at: Mapped[Optional[datetime]] = mapped_column(UTCDateTime())
+    #: Attempts a scheduler or the reaper may start in all (NULL: the default budget).
+    attempt_limit: Mapped[Optional[int]] = mapped_column(Integer)
 
     __table_args__ = (
         Index("ix_runs_kind_status", "kind", "status"),
@@ -196,3 +200,47 @@ class Attempt(Base):
     status: Mapped[Optional[str]] = mapped_column(String(16))
     failure_class: Mapped[Optional[str]] = mapped_column(String(64))
     error: Mapped[Optional[str]] = mapped_column(Text)
+    #: Start time of process ``pid`` (clock ticks since boot): tells our process from a reused pid.
+    proc_start: Mapped[Optional[int]] = mapped_column(BigInteger().with_variant(Integer, "sqlite"))
+    exit_code: Mapped[Optional[int]] = mapped_column(Integer)
+    device: Mapped[Optional[str]] = mapped_column(String(64))
+    scheduler_id: Mapped[Optional[str]] = mapped_column(String(128))
+    log_path: Mapped[Optional[str]] = mapped_column(Text)
+
+
+class Scheduler(Base):
+    """One scheduler process (local, or one Slurm task); it heartbeats while it lives."""
+
+    __tablename__ = "schedulers"
+    scheduler_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    backend: Mapped[str] = mapped_column(String(16))
+    host: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(Integer)
+    proc_start: Mapped[Optional[int]] = mapped_column(BigInteger().with_variant(Integer, "sqlite"))
+    slots_json: Mapped[str] = mapped_column(Text, default="[]")
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    heartbeat_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    ended_at: Mapped[Optional[datetime]] = mapped_column(UTCDateTime())
+    stop_requested: Mapped[bool] = mapped_column(default=False)
+
+    __table_args__ = (Index("ix_schedulers_host", "host", "ended_at"),)
+
+
+class Reservation(Base):
+    """The device ledger: slot ``slot`` of ``device`` on ``host`` is held by ``run_id``.
+
+    The primary key makes a reservation atomic: two schedulers on one host can never hand the
+    same slot to two runs. An exclusive run (an out-of-memory retry) holds every slot of its
+    device. Rows are deleted when the attempt ends (or by the reaper, for a dead scheduler).
+    """
+
+    __tablename__ = "reservations"
+    host: Mapped[str] = mapped_column(String(255), primary_key=True)
+    device: Mapped[str] = mapped_column(String(64), primary_key=True)
+    slot: Mapped[int] = mapped_column(Integer, primary_key=True)
+    run_id: Mapped[str] = mapped_column(String(64), ForeignKey("runs.run_id", ondelete="CASCADE"))
+    scheduler_id: Mapped[str] = mapped_column(String(128))
+    reserved_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+    __table_args__ = (Index("ix_reservations_run", "run_id"),
+                      Index("ix_reservations_scheduler", "scheduler_id"))

@@ -43,6 +43,7 @@ class RunRecord:
     pid: int | None = None
     attempts: int = 0
     updated_at: datetime | None = None
+    attempt_limit: int | None = None
 
     @classmethod
     def from_row(cls, row: Run) -> "RunRecord":
@@ -54,6 +55,7 @@ class RunRecord:
             created_at=row.created_at, started_at=row.started_at, ended_at=row.ended_at,
             heartbeat_at=row.heartbeat_at, tags=json.loads(row.tags_json), host=row.host,
             pid=row.pid, attempts=row.attempts, updated_at=row.updated_at,
+            attempt_limit=row.attempt_limit,
         )
 
     @property

@@ -41,6 +41,7 @@ from sslbench.db.engine import (
     safe_url,
     sqlite_path,
 )
+from sslbench.db.liveness import process_start_time
 from sslbench.db.models import (
     RUN_KINDS,
     RUN_STATUSES,
@@ -54,6 +55,7 @@ from sslbench.db.models import (
     utcnow,
 )
 from sslbench.db.records import RunRecord
+from sslbench.db.scheduling import SchedulingMixin
 from sslbench.db.summaries import FIELDS as SUMMARY_FIELDS
 from sslbench.db.summaries import appended_summaries, from_history
 from sslbench.db.values import encode_param, flatten, to_metric_value
@@ -74,8 +76,12 @@ def _to_json(value: Mapping[str, Any]) -> str:
     return json.dumps(dict(value), sort_keys=True, default=_json_default)
 
 
-class Store:
-    """A connection to an sslbench results store (SQLite file or PostgreSQL database)."""
+class Store(SchedulingMixin):
+    """A connection to an sslbench results store (SQLite file or PostgreSQL database).
+
+    The scheduler's operations (claims, the device ledger, attempt details) come from
+    :class:`sslbench.db.scheduling.SchedulingMixin`.
+    """
 
     def __init__(self, engine: Engine, url: str) -> None:
         self._engine = engine
@@ -175,8 +181,9 @@ class Store:
                 raise UnknownRunError(f"parent run {parent_id!r} of {run_id!r} is not in the "
                                       "store: record the pretraining run first")
             insert = sqlite_insert if session.get_bind().dialect.name == "sqlite" else pg_insert
-            result = session.execute(insert(Run).values(**values).on_conflict_do_nothing())
-            created = result.rowcount == 1
+            # RETURNING, not rowcount: psycopg reports -1 for INSERT ... ON CONFLICT DO NOTHING.
+            created = bool(session.execute(insert(Run).values(**values).on_conflict_do_nothing()
+                                           .returning(Run.run_id)).all())
             param_rows = [dict(zip(("value_type", "value_text", "value_num"), encode_param(leaf)),
                                run_id=run_id, key=key) for key, leaf in flatten(config)]
             if created and param_rows:
@@ -188,10 +195,13 @@ class Store:
                    pid: int | None = None, failure_class: str | None = None) -> None:
         """Move a run to ``status`` and record the attempt.
 
-        'running' opens a new attempt (pid defaults to this process), sets ``started_at`` the
-        first time and clears ``ended_at``; 'queued' clears ``ended_at``; a terminal status sets
-        ``ended_at`` and closes the open attempt. ``error`` (a traceback is fine) replaces the
-        run's error text; None clears it.
+        'running' opens a new attempt (pid defaults to this process; its start time is recorded
+        too, see :mod:`sslbench.db.liveness`), sets ``started_at`` the first time and clears
+        ``ended_at`` -- unless the run is already running in an open attempt of that same pid (or
+        of no pid yet: a scheduler claimed the run and started this process for it), which the
+        call then adopts instead of opening a second one. 'queued' clears ``ended_at``; a
+        terminal status sets ``ended_at`` and closes the open attempt. ``error`` (a traceback is
+        fine) replaces the run's error text; None clears it.
         """
         if status not in RUN_STATUSES:
             raise ConfigError(f"unknown run status {status!r}: use one of "
@@ -202,14 +212,23 @@ class Store:
             if row is None:
                 self._require_run(session, run_id)
                 return
+            previous = row.status
             row.status, row.error, row.updated_at = status, error, now
             if status == "running":
                 row.started_at = row.started_at or now
                 row.ended_at, row.heartbeat_at = None, now
                 row.pid, row.host = pid if pid is not None else os.getpid(), socket.gethostname()
+                started = process_start_time(row.pid)
+                open_attempt = session.get(Attempt, (run_id, row.attempts)) \
+                    if previous == "running" else None
+                if (open_attempt is not None and open_attempt.ended_at is None
+                        and open_attempt.pid in (None, row.pid)):
+                    open_attempt.pid, open_attempt.host = row.pid, row.host
+                    open_attempt.proc_start = started
+                    return
                 row.attempts += 1
                 session.add(Attempt(run_id=run_id, attempt=row.attempts, host=row.host,
-                                    pid=row.pid, started_at=now))
+                                    pid=row.pid, proc_start=started, started_at=now))
             elif status in TERMINAL_STATUSES:
                 row.ended_at = now
                 session.execute(update(Attempt).where(

@@ -1,0 +1,285 @@
+"""Commands for sweeps and the run lifecycle: ``sweep``, ``runs stop|reap|watch|exec`` and
+``bench sweep``. ``sslbench.cli`` adds them with ``register(app, runs_app)``.
+
+Like the rest of the CLI, each command parses, validates, calls library functions (in
+``sslbench.runs``) and renders; expected failures are one line and exit code 1. Bad input is
+caught before the store is touched: a bad sweep file, devices that do not exist or an
+unreachable store queue nothing.
+"""
+
+from __future__ import annotations
+
+from typing import Any, List, Optional
+
+import typer
+
+
+def _cli() -> Any:
+    import sslbench.cli as cli  # imported late: sslbench.cli imports this module
+
+    return cli
+
+
+# --------------------------------------------------------------------------------- sweep
+
+def sweep(
+    file: str = typer.Argument(..., help="Sweep TOML file, or a shipped sweep: demo, "
+                               "table-s5 (see sslbench/runs/sweeps/)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan; queue nothing."),
+    retry_failed: bool = typer.Option(False, "--retry-failed",
+                                      help="Re-run runs that failed before."),
+    set_: Optional[List[str]] = typer.Option(None, "--set", metavar="KEY=VALUE",
+                                             help="Replace a fixed value or a grid axis "
+                                             "(repeatable), e.g. --set data_root=/data."),
+    devices: Optional[str] = typer.Option(None, help="CUDA devices the scheduler owns, e.g. "
+                                          "0,1,2,3 (default: CPU workers)."),
+    per_device: Optional[int] = typer.Option(None, help="Runs at once on each device [1]."),
+    workers: Optional[int] = typer.Option(None, help="CPU workers when there is no GPU "
+                                          "[min(4, cores)]."),
+    max_attempts: Optional[int] = typer.Option(None, help="Attempts per run [3]."),
+    transient: Optional[List[str]] = typer.Option(None, "--transient", metavar="REGEX",
+                                                  help="Also retry errors matching this "
+                                                  "(repeatable)."),
+    backend: str = typer.Option("local", help="local, slurm (a submitit job array) or "
+                                "submitit-local (the Slurm path on this machine)."),
+    queue_only: bool = typer.Option(False, "--queue-only", help="Queue the runs and exit "
+                                    "(then `sslbench sweep FILE` on each host works on them)."),
+    fmt: str = typer.Option("table", "--format", help="table or json."),
+) -> None:
+    """Run a grid of pretraining runs and their evaluations; re-running skips what is done."""
+    cli = _cli()
+    cli._check_format(fmt)
+    from sslbench.runs.plan import apply_plan, build_plan, plan_rows, with_statuses
+    from sslbench.runs.sweepfile import load_sweep
+
+    spec = load_sweep(file, set_ or [])
+    policy = _policy(spec, max_attempts, transient or [])
+    pool = _pool(spec, backend, devices, per_device, workers, needed=not (dry_run or queue_only))
+    resolved = build_plan(spec)  # every cell is checked before the store is touched
+    if dry_run:
+        plan = with_statuses(resolved, _store_for_dry_run(), retry_failed=retry_failed)
+        _show_plan(plan, plan_rows(plan), fmt)
+        return
+    store = cli.open_store()
+    from sslbench.runs.control import reap
+
+    reap(store)
+    plan = with_statuses(resolved, store, retry_failed=retry_failed)
+    queue = apply_plan(plan, store, max_attempts=policy.max_attempts, command=cli._command())
+    _show_plan(plan, None, fmt)
+    if queue_only or not queue:
+        if fmt == "json":
+            cli._echo_json({"sweep": spec.name, "queued": queue, "counts": plan.counts()})
+        return
+    if backend == "local":
+        _run_local(store, pool, policy, queue, fmt)
+    else:
+        _submit(plan, store, spec, backend, policy, per_device or 1, fmt)
+
+
+def _policy(spec: Any, max_attempts: Optional[int], transient: list[str]) -> Any:
+    import re
+
+    from sslbench.errors import ConfigError
+    from sslbench.runs.policy import RetryPolicy
+
+    attempts = max_attempts if max_attempts is not None else \
+        spec.scheduler.get("max_attempts", 3)
+    if attempts < 1:
+        raise ConfigError(f"--max-attempts must be >= 1, got {attempts}")
+    for pattern in transient:
+        try:
+            re.compile(pattern)
+        except re.error as err:
+            raise ConfigError(f"--transient {pattern!r} is not a valid regex ({err})") from None
+    return RetryPolicy(attempts, tuple(spec.scheduler.get("transient", [])) + tuple(transient))
+
+
+def _pool(spec: Any, backend: str, devices: Optional[str], per_device: Optional[int],
+          workers: Optional[int], *, needed: bool) -> Any:
+    """The local device pool (checked now, so missing devices queue nothing), or None."""
+    from sslbench.errors import ConfigError
+
+    if backend not in ("local", "slurm", "submitit-local"):
+        raise ConfigError(f"unknown --backend {backend!r}: use local, slurm or submitit-local")
+    if backend != "local" or not needed:
+        return None
+    from sslbench.runs.devices import build_pool
+
+    per = per_device or spec.scheduler.get("per_device", 1)
+    if workers is None and devices is None:
+        workers = spec.scheduler.get("workers")
+    return build_pool(devices, per, workers)
+
+
+def _store_for_dry_run() -> Any:
+    """The store if it exists; None for a missing SQLite file (a dry run creates no file; on a
+    server it may create the schema of an empty database, which queues nothing)."""
+    from pathlib import Path
+
+    from sslbench.db import resolve_url
+    from sslbench.db.engine import parse_url, sqlite_path
+
+    cli = _cli()
+    parsed = parse_url(resolve_url(cli._State.db))
+    if parsed.get_backend_name() != "sqlite":
+        return cli.open_store(create=True)
+    path = sqlite_path(parsed)
+    if path is not None and not Path(path).is_file():
+        return None
+    return cli.open_store(create=False)
+
+
+def _show_plan(plan: Any, rows: Optional[list], fmt: str) -> None:
+    counts = plan.counts()
+    if fmt == "json":
+        if rows is not None:
+            _cli()._echo_json({"sweep": plan.spec.name, "counts": counts, "runs": rows})
+        return
+    if rows is not None:
+        from sslbench.runs.views import records_table
+
+        typer.echo(records_table(rows))
+    text = ", ".join(f"{n} {a}" for a, n in sorted(counts.items()))
+    typer.echo(f"sweep {plan.spec.name}: {len(plan.runs)} runs ({text})"
+               + (" [dry run: nothing queued]" if rows is not None else ""))
+    if counts.get("skip-failed"):
+        typer.echo(f"{counts['skip-failed']} run(s) failed before and are skipped: add "
+                   "--retry-failed to run them again")
+
+
+def _run_local(store: Any, pool: Any, policy: Any, queue: list[str], fmt: str) -> None:
+    from sslbench.runs.scheduler import LocalScheduler
+
+    echo = typer.echo if fmt == "table" else (lambda _msg: None)
+    report = LocalScheduler(store, pool, policy=policy, echo=echo).run(queue)
+    if fmt == "json":
+        _cli()._echo_json({"outcomes": report.outcomes, "reasons": report.reasons,
+                           "launched": report.launched, "retried": report.retried,
+                           "wall_s": report.wall_s, "stopped": report.stopped})
+    else:
+        parts = [f"{n} {status}" for status, n in sorted(report.counts().items())]
+        typer.echo(f"sweep done in {report.wall_s:.1f} s: {', '.join(parts)} "
+                   f"({report.launched} attempts, {report.retried} retries)")
+        for run_id, status in report.outcomes.items():
+            if status != "completed":
+                typer.echo(f"  {run_id} {status}: {report.reasons.get(run_id, '')}")
+    if report.stopped:
+        typer.echo("stopped: re-run the same sweep to resume", err=True)
+    if any(status != "completed" for status in report.outcomes.values()):
+        raise typer.Exit(1)
+
+
+def _submit(plan: Any, store: Any, spec: Any, backend: str, policy: Any, per_device: int,
+            fmt: str) -> None:
+    from sslbench import paths
+    from sslbench.runs.slurm import make_executor, submit
+
+    folder = paths.home() / "slurm" / spec.name
+    executor = make_executor(backend, folder, dict(spec.slurm))
+    if backend == "slurm" and store.url.startswith("sqlite"):
+        typer.echo(f"warning: the store {store.display_url} is a SQLite file: keep it off "
+                   "network filesystems, or use PostgreSQL (--db postgresql+psycopg://...) "
+                   "for tasks on many nodes", err=True)
+    jobs = submit(plan, store.url, str(paths.home()), executor,
+                  max_attempts=policy.max_attempts, transient=policy.transient,
+                  per_device=per_device)
+    ids = [job.job_id for job in jobs]
+    if fmt == "json":
+        _cli()._echo_json({"sweep": spec.name, "jobs": ids, "folder": str(folder)})
+    else:
+        typer.echo(f"submitted {len(ids)} task(s): {', '.join(ids)} (logs in {folder}); "
+                   f"follow them with `sslbench runs watch --sweep {spec.name}`")
+
+
+# ---------------------------------------------------------------------------------- runs
+
+def runs_exec(run_id: str = typer.Argument(..., help="Run to execute.")) -> None:
+    """Execute one stored run in this process (what a scheduler's worker runs)."""
+    from sslbench.runs.worker import exec_run
+
+    cli = _cli()
+    raise typer.Exit(exec_run(cli.open_store(create=False), run_id, command=cli._command()))
+
+
+def runs_stop(
+    run_ids: Optional[List[str]] = typer.Argument(None, help="Only these runs (default: every "
+                                                  "scheduler and live run)."),
+    wait: float = typer.Option(60.0, help="Seconds to wait for the runs to checkpoint."),
+) -> None:
+    """Stop schedulers and runs gracefully: they checkpoint and end as interrupted."""
+    from sslbench.runs.control import stop
+
+    store = _cli().open_store(create=False)
+    ids = [store.resolve_run_id(r) for r in run_ids] if run_ids else None
+    report = stop(store, run_ids=ids, wait_s=wait)
+    typer.echo(f"asked {len(report.schedulers)} scheduler(s) to stop; sent SIGTERM to "
+               f"{len(report.signalled)} run(s)")
+    for run_id in report.elsewhere:
+        typer.echo(f"  {run_id} runs on another host: run `sslbench runs stop {run_id}` there")
+    if report.remaining:
+        typer.echo(f"still running after {wait:g} s: {', '.join(report.remaining)}", err=True)
+        raise typer.Exit(1)
+
+
+def runs_reap(
+    stale_after: float = typer.Option(300.0, help="Seconds without a heartbeat after which a "
+                                      "run on another host is presumed dead."),
+    fmt: str = typer.Option("table", "--format", help="table or json."),
+) -> None:
+    """Find runs whose process died, mark them killed, re-queue those with attempts left."""
+    cli = _cli()
+    cli._check_format(fmt)
+    from sslbench.runs.control import reap
+
+    reaped = reap(cli.open_store(create=False), stale_after_s=stale_after)
+    if fmt == "json":
+        cli._echo_json([vars(r) for r in reaped])
+        return
+    if not reaped:
+        typer.echo("no dead runs")
+    for r in reaped:
+        typer.echo(f"{r.run_id}: {r.reason}; "
+                   f"{'re-queued' if r.requeued else 'out of attempts, left killed'}")
+
+
+def runs_watch(
+    sweep_name: Optional[str] = typer.Option(None, "--sweep", help="Only this sweep's runs "
+                                             "(default: every queued or running run)."),
+    interval: float = typer.Option(2.0, help="Seconds between refreshes."),
+    once: bool = typer.Option(False, "--once", help="Print the table once and exit."),
+) -> None:
+    """The queue and the progress of live runs, refreshed until they have all ended."""
+    from sslbench.runs.watch import watch
+
+    try:
+        watch(_cli().open_store(create=False), sweep=sweep_name, interval=interval, once=once)
+    except KeyboardInterrupt:
+        pass
+
+
+def bench_sweep(
+    fmt: str = typer.Option("table", "--format", help="table or json."),
+    runs: int = typer.Option(6, help="Tiny pretraining runs."),
+    workers: int = typer.Option(2, help="CPU workers of the scheduler."),
+    repeats: int = typer.Option(1, help="Alternate the phases this often; keep the fastest."),
+) -> None:
+    """N tiny runs on CPU workers against one after another: speed-up and overhead."""
+    from sslbench.bench.sweep import run
+    from sslbench.config import require_positive
+
+    for name, value in (("runs", runs), ("workers", workers), ("repeats", repeats)):
+        require_positive(name, value)
+    _cli()._bench_output(run(runs=runs, workers=workers, repeats=repeats), fmt)
+
+
+def register(app: typer.Typer, runs_app: typer.Typer) -> None:
+    """Add this module's commands to the sslbench app, its ``runs`` and ``bench`` groups."""
+    cli = _cli()
+    wrap = cli.handle_errors
+    app.command("sweep")(wrap(sweep))
+    runs_app.command("exec", hidden=True)(wrap(runs_exec))
+    runs_app.command("stop")(wrap(runs_stop))
+    runs_app.command("reap")(wrap(runs_reap))
+    runs_app.command("watch")(wrap(runs_watch))
+    cli.bench_app.command("sweep")(wrap(bench_sweep))

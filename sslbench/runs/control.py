@@ -1,0 +1,159 @@
+"""Crash recovery and stopping: the reaper (``sslbench runs reap``) and ``sslbench runs stop``.
+
+**Reaper.** A run stuck in 'running' after its process died (kill -9, the kernel's OOM killer,
+a reboot, a preempted node) is found and ended as 'killed' (failure class ``lost``), its device
+slots are freed, and it is put back in the queue while it has attempts left. A run is dead when
+
+* its scheduler is not alive (a live scheduler handles its own workers), and
+* on this host: its process is gone -- pid *and* process start time, so a reused pid does not
+  keep a dead run alive; on another host: its heartbeat is older than ``stale_after_s``.
+
+A scheduler is alive when, on this host, its process is; elsewhere, when its heartbeat (every
+second or so) is younger than ``SCHEDULER_STALE_S``. Dead schedulers are ended and their slots
+freed. Every sweep reaps before planning, and every scheduler reaps every few seconds.
+
+**Stop.** Live schedulers get the store's stop flag (read on their next heartbeat, from any host)
+and, on this host, SIGTERM at once; they forward SIGTERM to their workers, which finish the step,
+checkpoint and end as 'interrupted'. Runs not under a scheduler on this host get SIGTERM directly.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Sequence
+
+from sslbench.db.liveness import process_alive
+from sslbench.db.scheduling import DEFAULT_ATTEMPT_LIMIT, LiveAttempt, SchedulerInfo
+
+#: A run on another host whose heartbeat is older than this is presumed dead (workers beat
+#: every 30 s; training also beats after every epoch).
+STALE_AFTER_S = 300.0
+#: A scheduler on another host whose heartbeat is older than this is presumed dead.
+SCHEDULER_STALE_S = 60.0
+
+
+@dataclass(frozen=True)
+class Reaped:
+    run_id: str
+    requeued: bool
+    reason: str
+
+
+def _age_s(when: datetime | None, now: datetime) -> float:
+    return float("inf") if when is None else (now - when).total_seconds()
+
+
+def scheduler_alive(info: SchedulerInfo, *, now: datetime | None = None,
+                    host: str | None = None) -> bool:
+    """Whether a scheduler still runs (see the module docstring)."""
+    now = now or datetime.now(timezone.utc)
+    if info.host == (host or socket.gethostname()):
+        return process_alive(info.pid, info.proc_start)
+    return _age_s(info.heartbeat_at, now) < SCHEDULER_STALE_S
+
+
+def run_dead(att: LiveAttempt, *, live_schedulers: set[str], now: datetime,
+             host: str, stale_after_s: float) -> str | None:
+    """Why a running run is dead, or None while it may be alive."""
+    if att.scheduler_id is not None and att.scheduler_id in live_schedulers:
+        return None
+    if att.host == host:
+        if att.pid is None:
+            return "claimed by a scheduler that died before starting its worker"
+        if not process_alive(att.pid, att.proc_start):
+            return f"its process {att.pid} on {host} is gone"
+        return None
+    age = _age_s(att.heartbeat_at, now)
+    if age > stale_after_s:
+        return f"no heartbeat from {att.host} for {age:.0f} s"
+    return None
+
+
+def reap(store: Any, *, stale_after_s: float = STALE_AFTER_S) -> list[Reaped]:
+    """End dead schedulers and dead runs; re-queue the runs that have attempts left."""
+    now, host = datetime.now(timezone.utc), socket.gethostname()
+    live: set[str] = set()
+    for info in store.schedulers():
+        if scheduler_alive(info, now=now, host=host):
+            live.add(info.scheduler_id)
+        else:
+            store.end_scheduler(info.scheduler_id)
+    out = []
+    for att in store.live_attempts():
+        reason = run_dead(att, live_schedulers=live, now=now, host=host,
+                          stale_after_s=stale_after_s)
+        if reason is None:
+            continue
+        if not store.end_attempt(att.run_id, att.attempt, "killed", failure_class="lost",
+                                 error=f"reaped: {reason} (attempt {att.attempt})"):
+            continue  # it ended on its own meanwhile
+        store.release(att.run_id)
+        limit = att.attempt_limit or DEFAULT_ATTEMPT_LIMIT
+        requeued = att.attempt < limit and store.requeue(att.run_id, statuses=("killed",))
+        out.append(Reaped(att.run_id, requeued, reason))
+    return out
+
+
+# --------------------------------------------------------------------------------- stop
+
+@dataclass
+class StopReport:
+    schedulers: list[str] = field(default_factory=list)
+    signalled: list[str] = field(default_factory=list)   # runs sent SIGTERM here
+    elsewhere: list[str] = field(default_factory=list)   # runs on other hosts, not signalled
+    remaining: list[str] = field(default_factory=list)   # still running after the wait
+
+
+def _signal_run(att: LiveAttempt) -> bool:
+    """SIGTERM a run's process (its whole group when it leads one); True if sent."""
+    if att.pid is None or not process_alive(att.pid, att.proc_start):
+        return False
+    try:
+        if os.getpgid(att.pid) == att.pid:
+            os.killpg(att.pid, signal.SIGTERM)
+        else:
+            os.kill(att.pid, signal.SIGTERM)
+    except (ProcessLookupError, PermissionError):
+        return False
+    return True
+
+
+def stop(store: Any, *, run_ids: Sequence[str] | None = None, wait_s: float = 0.0
+         ) -> StopReport:
+    """Stop every scheduler and run (or only ``run_ids``), gracefully; wait up to ``wait_s``
+    for the runs to leave 'running'."""
+    host, now = socket.gethostname(), datetime.now(timezone.utc)
+    report = StopReport()
+    live = {s.scheduler_id: s for s in store.schedulers() if scheduler_alive(s, now=now)}
+    attempts = store.live_attempts()
+    if run_ids is None:
+        store.request_stop(list(live))
+        report.schedulers = list(live)
+        for info in live.values():
+            if info.host == host:
+                try:
+                    os.kill(info.pid, signal.SIGTERM)
+                except (ProcessLookupError, PermissionError):
+                    pass
+        targets = [a for a in attempts if a.scheduler_id not in live]
+    else:
+        wanted = set(run_ids)
+        targets = [a for a in attempts if a.run_id in wanted]
+    for att in targets:
+        if att.host != host:
+            report.elsewhere.append(att.run_id)
+        elif _signal_run(att):
+            report.signalled.append(att.run_id)
+    watched = {a.run_id for a in attempts} if run_ids is None else set(run_ids)
+    deadline = time.monotonic() + wait_s
+    while True:
+        running = [a.run_id for a in store.live_attempts() if a.run_id in watched]
+        if not running or time.monotonic() >= deadline:
+            report.remaining = running
+            return report
+        time.sleep(0.5)

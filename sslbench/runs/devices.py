@@ -1,0 +1,133 @@
+"""The devices a local scheduler owns, their slots, and what each worker's environment gets.
+
+A pool is either CUDA devices (``--devices 0,1,2,3``, ``--per-device K`` runs on each) or CPU
+workers (``--workers N``, when there is no GPU or none is asked for). The scheduler never asks
+``nvidia-smi`` which device looks free: it hands out slots from its reservation ledger (the
+``reservations`` table, shared by every scheduler on the host), and pins each worker to its
+device with ``CUDA_VISIBLE_DEVICES`` -- so inside the worker the device is always ``cuda:0`` and
+runs spread over the devices instead of all landing on GPU 0.
+
+CPU threads are shared out: each worker gets ``OMP_NUM_THREADS = cores // slots`` (at least 1),
+so N concurrent workers do not each spawn one thread per core and thrash.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Mapping
+
+from sslbench.errors import ConfigError
+
+CPU = "cpu"
+#: CPU workers when neither --workers nor --devices is given (capped by the core count).
+DEFAULT_CPU_WORKERS = 4
+
+
+@dataclass(frozen=True)
+class DevicePool:
+    """``devices``: CUDA indices as seen by this process ("0", "1", ...) or ``("cpu",)``."""
+
+    devices: tuple[str, ...]
+    per_device: int
+    cores: int
+    physical: tuple[str, ...] = ()  # what CUDA_VISIBLE_DEVICES must say for each device
+
+    @property
+    def is_cpu(self) -> bool:
+        return self.devices == (CPU,)
+
+    @property
+    def total_slots(self) -> int:
+        return len(self.devices) * self.per_device
+
+    def threads_per_worker(self) -> int:
+        return max(1, self.cores // self.total_slots)
+
+    def describe(self) -> list[str]:
+        """``["cpu:0", "cpu:1"]`` or ``["cuda0:0", "cuda0:1", "cuda1:0", ...]``."""
+        prefix = "" if self.is_cpu else "cuda"
+        return [f"{prefix}{d}:{s}" for d in self.devices for s in range(self.per_device)]
+
+    def worker_env(self, device: str) -> dict[str, str]:
+        """Environment of a worker on ``device``: its GPU only (none on CPU), its threads."""
+        threads = str(self.threads_per_worker())
+        env = {"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads,
+               "SSLBENCH_NUM_THREADS": threads}
+        if self.is_cpu:
+            env["CUDA_VISIBLE_DEVICES"] = ""  # a CPU worker must not grab a GPU by accident
+        else:
+            index = self.devices.index(device)
+            env["CUDA_VISIBLE_DEVICES"] = (self.physical or self.devices)[index]
+        return env
+
+
+def parse_device_list(text: str) -> tuple[str, ...]:
+    """``"0,1,3"`` -> ``("0", "1", "3")``; anything else is a one-line ConfigError."""
+    parts = [p.strip() for p in text.split(",") if p.strip()]
+    if not parts or not all(p.isdigit() for p in parts):
+        raise ConfigError(f"--devices {text!r} must list CUDA device indices, e.g. --devices "
+                          "0,1,2,3 (or leave it out to run on CPU workers)")
+    if len(set(parts)) != len(parts):
+        raise ConfigError(f"--devices {text!r} lists a device twice: use --per-device K to run "
+                          "several runs on one device")
+    return tuple(str(int(p)) for p in parts)
+
+
+def visible_cuda_devices() -> int:
+    """How many CUDA devices this process sees (0 without CUDA)."""
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def build_pool(devices: str | None, per_device: int = 1, workers: int | None = None, *,
+               cuda_count: int | None = None, cores: int | None = None,
+               environ: Mapping[str, str] | None = None) -> DevicePool:
+    """The pool for ``--devices`` / ``--per-device`` / ``--workers``; checks that the devices
+    exist (``cuda_count`` defaults to what torch sees)."""
+    cores = cores or os.cpu_count() or 1
+    environ = os.environ if environ is None else environ
+    if per_device < 1:
+        raise ConfigError(f"--per-device must be >= 1, got {per_device}")
+    if workers is not None and workers < 1:
+        raise ConfigError(f"--workers must be >= 1, got {workers}")
+    if devices is not None and workers is not None:
+        raise ConfigError("--workers sets CPU workers; with --devices use --per-device K "
+                          "(runs per device) instead")
+    if devices is None or devices.strip().lower() == CPU:
+        count = workers if workers is not None else min(DEFAULT_CPU_WORKERS, cores)
+        return DevicePool((CPU,), count, cores)
+    wanted = parse_device_list(devices)
+    count = visible_cuda_devices() if cuda_count is None else cuda_count
+    if count == 0:
+        raise ConfigError(f"--devices {devices}: this machine has no CUDA device; leave "
+                          "--devices out to run on CPU workers (--workers N)")
+    missing = [d for d in wanted if int(d) >= count]
+    if missing:
+        raise ConfigError(f"--devices {devices}: device {missing[0]} does not exist, only "
+                          f"{count} CUDA device(s) are visible (0-{count - 1})")
+    parent = [p.strip() for p in environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if p.strip()]
+    physical = tuple(parent[int(d)] for d in wanted) if len(parent) >= count else wanted
+    return DevicePool(wanted, per_device, cores, physical)
+
+
+def pick_slots(pool: DevicePool, reserved: Mapping[str, Mapping[int, str]], *,
+               exclusive: bool) -> tuple[str, list[int]] | None:
+    """A device and the slots to reserve on it, or None when nothing fits.
+
+    Shared runs go to the device with the fewest busy slots (so K runs per device spread over
+    every device before doubling up); an exclusive run needs a device with no busy slot and
+    takes all of them.
+    """
+    best: tuple[int, int, str, int] | None = None
+    for order, device in enumerate(pool.devices):
+        busy = set(reserved.get(device, {}))  # other schedulers' slots on this host count too
+        if exclusive:
+            if not busy:
+                return device, list(range(pool.per_device))
+            continue
+        free = [s for s in range(pool.per_device) if s not in busy]
+        if free and (best is None or (len(busy), order) < best[:2]):
+            best = (len(busy), order, device, free[0])
+    return None if best is None else (best[2], [best[3]])

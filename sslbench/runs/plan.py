@@ -1,0 +1,241 @@
+"""From a sweep file to runs in the store: resolve every cell, compare with what is stored, queue.
+
+Each cell becomes a resolved :class:`TrainConfig` (through ``resolve_train_config``, the one way
+options become a config), so its run id is its config hash: running the same sweep again finds
+the same runs. Evaluations are eval runs whose parent is the pretraining run; their configs are
+built now with the evaluation code's own ``eval_config_for`` (from the parent's config, which is
+all it reads), so a dry run already shows their ids.
+
+What a sweep does with each run, by stored status (:func:`action_for`):
+
+========================  =================================================================
+not stored / queued       queue it
+completed                 skip it
+interrupted / killed      resume it (from its checkpoint)
+failed                    re-run it with ``--retry-failed``, else skip it and say so
+running                   leave it to the process running it; its evaluations still wait on it
+========================  =================================================================
+
+Evaluations of a failed pretraining run that is not retried are "blocked" (not queued).
+
+Nothing is written until every cell resolved, so a bad sweep queues nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+from sslbench.config import EvalConfig, TrainConfig
+from sslbench.errors import ConfigError
+from sslbench.runs.sweepfile import Cell, SweepSpec, expand, loss_key_types
+
+#: Actions that put a run in this sweep's queue.
+RUN_ACTIONS = ("queue", "resume", "retry", "wait")
+
+
+@dataclass(frozen=True)
+class PlannedRun:
+    """One run of the plan: what it is and what the sweep will do with it."""
+
+    run_id: str
+    kind: str
+    label: str
+    config: Any  # TrainConfig or EvalConfig
+    parent_id: str | None
+    status: str  # stored status, or "new"
+    action: str  # queue, resume, retry, wait, skip, skip-failed, blocked
+    attempts: int = 0
+
+
+@dataclass
+class Plan:
+    spec: SweepSpec
+    runs: list[PlannedRun] = field(default_factory=list)
+
+    @property
+    def queue(self) -> list[str]:
+        """Ids the scheduler must see through: pretraining runs first, in grid order."""
+        return [r.run_id for r in self.runs if r.action in RUN_ACTIONS]
+
+    def counts(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for r in self.runs:
+            out[r.action] = out.get(r.action, 0) + 1
+        return out
+
+
+class _PlannedParent:
+    """What ``eval_config_for`` reads of a parent run, for a parent that is only planned."""
+
+    def __init__(self, cfg: TrainConfig) -> None:
+        self._cfg = cfg
+
+    def get_run(self, run_id: str) -> Any:
+        from types import SimpleNamespace
+
+        return SimpleNamespace(run_id=self._cfg.run_id, kind="pretrain", status="completed",
+                               config=self._cfg.to_dict())
+
+
+def resolve_cell(spec: SweepSpec, cell: Cell, loss_keys: Sequence[str]) -> TrainConfig:
+    """The resolved TrainConfig of one cell (a ConfigError names the cell)."""
+    from sslbench.losses import criterion_defaults
+    from sslbench.train.setup import resolve_train_config
+
+    options = {k: v for k, v in cell.settings.items() if k not in loss_keys}
+    method = options.get("method", TrainConfig.method)
+    try:
+        applicable = set(criterion_defaults(method))
+    except Exception:  # an unknown method: resolve_train_config names it below
+        applicable = set()
+    loss = {k: v for k, v in cell.settings.items() if k in loss_keys and k in applicable}
+    try:
+        return resolve_train_config(options, loss)
+    except ConfigError as err:
+        raise ConfigError(f"{spec.path}, cell {cell.label}: {err}") from None
+
+
+def resolve_sweep(spec: SweepSpec) -> list[tuple[Cell, TrainConfig]]:
+    """Every cell with its config; duplicate cells and loss keys used by no cell are errors."""
+    loss_keys = list(loss_key_types())
+    resolved = [(cell, resolve_cell(spec, cell, loss_keys)) for cell in expand(spec)]
+    seen: dict[str, Cell] = {}
+    for cell, cfg in resolved:
+        if cfg.run_id in seen:
+            raise ConfigError(f"{spec.path}: cells {seen[cfg.run_id].label} and {cell.label} "
+                              f"are the same run {cfg.run_id} (a duplicate cell): remove one")
+        seen[cfg.run_id] = cell
+    given = {k for cell, _ in resolved for k in cell.settings if k in loss_keys}
+    used = {k for _, cfg in resolved for k in cfg.loss}
+    unused = sorted(given - used)
+    if unused:
+        raise ConfigError(f"{spec.path}: {unused[0]} applies to none of the sweep's methods: "
+                          "remove it")
+    _check_data_roots(spec, [cfg for _, cfg in resolved])
+    return resolved
+
+
+def _check_data_roots(spec: SweepSpec, configs: Sequence[TrainConfig]) -> None:
+    from pathlib import Path
+
+    for root in sorted({c.data_root for c in configs if c.data_root}):
+        if not Path(root).expanduser().is_dir():
+            raise ConfigError(f"{spec.path}: data_root {root!r} is not a folder: point it at the "
+                              "dataset (--set data_root=/path)")
+
+
+def eval_configs(spec: SweepSpec, cfg: TrainConfig) -> list[EvalConfig]:
+    """The evaluation runs queued after pretraining run ``cfg``, one per protocol."""
+    from sslbench.config import replace
+    from sslbench.evaluate.run import eval_config_for
+
+    if not spec.protocols:
+        return []
+    base = eval_config_for(_PlannedParent(cfg), cfg.run_id, **spec.eval_options)
+    return [replace(base, protocol=p) for p in spec.protocols]
+
+
+def baseline_configs(spec: SweepSpec, configs: Sequence[TrainConfig]) -> list[EvalConfig]:
+    """Random-init baselines (one per backbone, dataset and protocol) when ``baseline = true``."""
+    from sslbench.config import replace
+    from sslbench.evaluate.run import random_init_config
+
+    if not (spec.baseline and spec.protocols):
+        return []
+    out, seen = [], set()
+    for cfg in configs:
+        key = (cfg.backbone, cfg.dataset, cfg.data_root, cfg.image_size)
+        if key in seen:
+            continue
+        seen.add(key)
+        base = random_init_config(backbone=cfg.backbone, dataset=cfg.dataset,
+                                  data_root=cfg.data_root, image_size=cfg.image_size,
+                                  **spec.eval_options)
+        out += [replace(base, protocol=p) for p in spec.protocols]
+    return out
+
+
+def action_for(status: str, *, retry_failed: bool) -> str:
+    """What a sweep does with a run in stored ``status`` (see the module docstring)."""
+    if status in ("new", "queued"):
+        return "queue"
+    if status == "completed":
+        return "skip"
+    if status in ("interrupted", "killed"):
+        return "resume"
+    if status == "failed":
+        return "retry" if retry_failed else "skip-failed"
+    if status == "running":  # live: the sweep reaped dead runs before planning
+        return "wait"
+    raise ValueError(f"unknown run status {status!r}")
+
+
+def build_plan(spec: SweepSpec) -> Plan:
+    """Every run of the sweep, resolved, all "new" (no store read): raises on any bad cell."""
+    resolved = resolve_sweep(spec)
+    plan = Plan(spec)
+    for cell, cfg in resolved:
+        plan.runs.append(PlannedRun(cfg.run_id, "pretrain", cell.label, cfg, None, "new",
+                                    "queue"))
+    for cell, cfg in resolved:
+        plan.runs += [PlannedRun(ev.run_id, "eval", f"{cell.label}, eval {ev.protocol}", ev,
+                                 cfg.run_id, "new", "queue") for ev in eval_configs(spec, cfg)]
+    plan.runs += [PlannedRun(ev.run_id, "eval", f"random-init {ev.backbone} on {ev.dataset}, "
+                             f"eval {ev.protocol}", ev, None, "new", "queue")
+                  for ev in baseline_configs(spec, [c for _, c in resolved])]
+    return plan
+
+
+def with_statuses(plan: Plan, store: Any, *, retry_failed: bool = False) -> Plan:
+    """The plan with each run's stored status and the action the sweep takes."""
+    stored = store.runs_by_id([r.run_id for r in plan.runs]) if store is not None else {}
+    out = Plan(plan.spec)
+    actions: dict[str, str] = {}
+    for run in plan.runs:
+        record = stored.get(run.run_id)
+        status = record.status if record is not None else "new"
+        action = action_for(status, retry_failed=retry_failed)
+        if run.parent_id is not None and actions.get(run.parent_id) == "skip-failed" \
+                and action in RUN_ACTIONS:
+            action = "blocked"  # its pretraining failed and is not retried
+        actions[run.run_id] = action
+        out.runs.append(PlannedRun(run.run_id, run.kind, run.label, run.config, run.parent_id,
+                                   status, action, record.attempts if record else 0))
+    return out
+
+
+def plan_sweep(spec: SweepSpec, store: Any, *, retry_failed: bool = False) -> Plan:
+    """The plan: every run of the sweep with its stored status and the action to take."""
+    return with_statuses(build_plan(spec), store, retry_failed=retry_failed)
+
+
+def apply_plan(plan: Plan, store: Any, *, max_attempts: int, command: list[str]) -> list[str]:
+    """Write the plan: create new runs (queued, tagged ``sweep:<name>``), tag existing ones,
+    re-queue resumed and retried runs, and give every queued run ``max_attempts`` more
+    attempts. Returns the ids the scheduler must see through."""
+    from sslbench.runs.environment import capture
+
+    env = {**capture(), "queued_by": "sweep"}
+    tag = plan.spec.tag
+    for run in plan.runs:
+        if run.action == "blocked" and run.status == "new":
+            continue
+        if run.status == "new":
+            store.upsert_run(run_id=run.run_id, kind=run.kind, config=run.config.to_dict(),
+                             command=command, env=env, parent_id=run.parent_id,
+                             method=run.config.method, dataset=run.config.dataset, tags=[tag])
+        else:
+            store.add_tags(run.run_id, [tag])
+        limit = run.attempts + max_attempts
+        if run.action in ("resume", "retry"):
+            store.requeue(run.run_id, statuses=(run.status,), attempt_limit=limit)
+        elif run.action == "queue":
+            store.set_attempt_limit(run.run_id, limit)
+    return plan.queue
+
+
+def plan_rows(plan: Plan) -> list[dict[str, Any]]:
+    """The plan as flat records (for --dry-run tables and JSON)."""
+    return [{"run_id": r.run_id, "kind": r.kind, "cell": r.label, "status": r.status,
+             "action": r.action, "parent": r.parent_id or ""} for r in plan.runs]

@@ -1,0 +1,334 @@
+"""The local scheduler: it owns the devices and sees a queue of runs through to the end.
+
+One loop, readable top to bottom (:meth:`LocalScheduler.run`):
+
+1. handle every worker that exited: record its exit code, free its slots, and decide by
+   failure class whether the run gets another attempt (:mod:`sslbench.runs.policy`);
+2. heartbeat (so the reaper of another process knows this scheduler lives), read the stop flag
+   that ``sslbench runs stop`` sets, and every few beats reap dead runs of dead schedulers;
+3. start queued runs on free slots: claim (an atomic compare-and-set in the store, together with
+   the slot reservation), spawn ``python -m sslbench runs exec RUN_ID`` in its own session with
+   ``CUDA_VISIBLE_DEVICES`` and thread counts from the pool, attach its pid and start time.
+
+Evaluations wait for their pretraining run. A run claimed by another scheduler (or a plain
+``sslbench train``) is waited for, not run twice. On SIGTERM/SIGINT (or the store's stop flag)
+the scheduler starts nothing new and forwards SIGTERM to its workers, which checkpoint and end
+as 'interrupted'; a second Ctrl-C kills them.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from sslbench.db.scheduling import DEFAULT_ATTEMPT_LIMIT
+from sslbench.runs import worker
+from sslbench.runs.devices import DevicePool, pick_slots
+from sslbench.runs.policy import Decision, RetryPolicy, decide, describe_exit
+
+TERMINAL = ("completed", "failed", "killed", "interrupted")
+
+
+@dataclass
+class _Child:
+    run_id: str
+    attempt: int
+    proc: subprocess.Popen
+    device: str
+    slots: list[int]
+    log_path: Path
+    started: float
+
+
+@dataclass
+class SchedulerReport:
+    """What one scheduler invocation did. ``outcomes``: run id -> final status (or 'blocked',
+    'pending' when stopped before it ran)."""
+
+    outcomes: dict[str, str] = field(default_factory=dict)
+    reasons: dict[str, str] = field(default_factory=dict)
+    launched: int = 0
+    retried: int = 0
+    wall_s: float = 0.0
+    bookkeeping_s: float = 0.0  # time spent claiming, spawning, recording (not waiting)
+    busy_s: float = 0.0  # summed worker lifetimes, spawn to exit seen
+    stopped: bool = False
+
+    def counts(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for status in self.outcomes.values():
+            out[status] = out.get(status, 0) + 1
+        return out
+
+
+def new_scheduler_id(backend: str = "local") -> str:
+    return f"{backend}:{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+class LocalScheduler:
+    """Runs a queue of stored runs on a :class:`DevicePool`. One instance per ``run`` call."""
+
+    def __init__(self, store: Any, pool: DevicePool, *, policy: RetryPolicy | None = None,
+                 command: Callable[[str], list[str]] = worker.worker_command,
+                 echo: Callable[[str], None] | None = None, poll_s: float = 0.05,
+                 beat_s: float = 1.0, reap_every: int = 10, backend: str = "local",
+                 install_signals: bool = True) -> None:
+        self.store, self.pool = store, pool
+        self.policy = policy or RetryPolicy()
+        self.command, self.echo = command, echo or (lambda _msg: None)
+        self.poll_s, self.beat_s, self.reap_every = poll_s, beat_s, reap_every
+        self.install_signals = install_signals
+        self.scheduler_id = new_scheduler_id(backend)
+        self.backend = backend
+        self.stopping = False
+        self._kill = False
+        self._forwarded = False
+        self._children: dict[str, _Child] = {}
+        self._exclusive: set[str] = set()
+        self._report = SchedulerReport()
+
+    # ------------------------------------------------------------------------------ control
+
+    def request_stop(self) -> None:
+        """Stop starting runs and ask the workers to checkpoint (idempotent)."""
+        self.stopping = True
+
+    def _on_signal(self, signum: int, _frame: Any) -> None:
+        """SIGTERM/SIGINT: stop gracefully; a second Ctrl-C kills the workers."""
+        if self.stopping and signum == signal.SIGINT:
+            self._kill = True
+        self.request_stop()
+
+    def _install(self) -> dict[int, Any]:
+        previous: dict[int, Any] = {}
+        if not self.install_signals:
+            return previous
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                previous[sig] = signal.signal(sig, self._on_signal)
+            except ValueError:  # not the main thread
+                pass
+        return previous
+
+    # --------------------------------------------------------------------------------- loop
+
+    def run(self, queue: list[str]) -> SchedulerReport:
+        """See ``queue`` (run ids, pretraining first) through; returns the report."""
+        t0 = time.perf_counter()
+        pending = list(dict.fromkeys(queue))
+        self.store.register_scheduler(self.scheduler_id, backend=self.backend,
+                                      slots=self.pool.describe())
+        previous = self._install()
+        beats, last_beat, dirty = 0, 0.0, True
+        try:
+            while pending or self._children:
+                if self._collect(pending):
+                    dirty = True
+                now = time.monotonic()
+                if now - last_beat >= self.beat_s:
+                    last_beat, beats, dirty = now, beats + 1, True
+                    self._beat(reap_now=beats % self.reap_every == 0)
+                if self.stopping:
+                    self._forward_stop()
+                    if not self._children:
+                        break
+                elif dirty:
+                    dirty = False
+                    self._launch(pending)
+                time.sleep(self.poll_s)
+        finally:
+            self._shutdown(previous)
+        for run_id in pending:
+            self._report.outcomes.setdefault(run_id, "pending")
+        self._report.stopped = self.stopping
+        self._report.wall_s = time.perf_counter() - t0
+        return self._report
+
+    def _beat(self, *, reap_now: bool) -> None:
+        """Heartbeat, stop flag, and now and then the reaper; a store that is briefly
+        unreachable must not bring the workers down, so its errors only skip this beat."""
+        from sslbench.errors import SSLBenchError
+
+        try:
+            if self.store.scheduler_beat(self.scheduler_id):
+                self.request_stop()
+            if reap_now:
+                from sslbench.runs.control import reap
+
+                reap(self.store)
+        except SSLBenchError as err:
+            self.echo(f"warning: heartbeat skipped ({err})")
+
+    def _shutdown(self, previous: dict[int, Any]) -> None:
+        try:
+            if self._children:  # an exception in the loop: leave no worker unattended
+                self._kill = True
+                self._forward_stop()
+                for child in list(self._children.values()):
+                    child.proc.wait()
+                    try:
+                        self.store.record_exit(child.run_id, child.attempt,
+                                               child.proc.returncode)
+                        self._record_unrecorded_end(child, child.proc.returncode)
+                    except Exception:  # the store may be what failed: the reaper will see it
+                        pass
+            self.store.end_scheduler(self.scheduler_id)
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    def _forward_stop(self) -> None:
+        sig = signal.SIGKILL if self._kill else signal.SIGTERM
+        if self._forwarded == sig:
+            return
+        for child in self._children.values():
+            try:
+                os.killpg(child.proc.pid, sig)
+            except (ProcessLookupError, PermissionError):
+                pass
+        self._forwarded = sig
+
+    # ------------------------------------------------------------------------------ launch
+
+    def _launch(self, pending: list[str]) -> None:
+        if len(self._children) >= self.pool.total_slots:
+            return
+        records = self.store.runs_by_id(pending)
+        ordered = sorted(pending, key=lambda r: r not in self._exclusive)  # OOM retries first
+        draining = False
+        for run_id in ordered:
+            record = records.get(run_id)
+            if run_id in self._children:
+                continue
+            if record is None or record.status in TERMINAL:
+                self._finish_foreign(pending, run_id, record)
+                continue
+            if record.status != "queued" or not self._parent_ready(record, records, pending):
+                continue
+            if record.attempts >= (record.attempt_limit or DEFAULT_ATTEMPT_LIMIT):
+                pending.remove(run_id)
+                self._report.outcomes[run_id] = "queued"
+                self._report.reasons[run_id] = f"out of attempts ({record.attempts}): re-run " \
+                                               "the sweep to give it more"
+                continue
+            exclusive = run_id in self._exclusive
+            if draining and not exclusive:
+                break
+            placed = self._start(run_id, exclusive)
+            if placed is None and exclusive:
+                draining = True  # let a device empty out for the out-of-memory retry
+            if len(self._children) >= self.pool.total_slots:
+                return
+
+    def _parent_ready(self, record: Any, records: dict[str, Any], pending: list[str]) -> bool:
+        if record.kind != "eval" or record.parent_id is None:
+            return True
+        parent = records.get(record.parent_id) or self.store.get_run(record.parent_id)
+        if parent.status == "completed":
+            return True
+        if parent.status in TERMINAL and parent.run_id not in pending:
+            pending.remove(record.run_id)
+            self._report.outcomes[record.run_id] = "blocked"
+            self._report.reasons[record.run_id] = f"its pretraining run {parent.run_id} is " \
+                                                  f"{parent.status}"
+        return False
+
+    def _finish_foreign(self, pending: list[str], run_id: str, record: Any) -> None:
+        """A run that ended without this scheduler's decision (another process ran it)."""
+        pending.remove(run_id)
+        self._report.outcomes[run_id] = record.status if record is not None else "missing"
+
+    def _start(self, run_id: str, exclusive: bool) -> _Child | None:
+        t0 = time.perf_counter()
+        choice = pick_slots(self.pool, self.store.reserved_slots(), exclusive=exclusive)
+        if choice is None:
+            return None
+        device, slots = choice
+        attempt = self.store.claim_run(run_id, scheduler_id=self.scheduler_id, device=device,
+                                       slots=slots, log_path=None)
+        if attempt is None:  # someone else claimed it, or took the slot first
+            return None
+        log_path = worker.attempt_log(run_id, attempt)
+        env = worker.worker_environ(self.store.url, {
+            **self.pool.worker_env(device), "SSLBENCH_SCHEDULER": self.scheduler_id,
+            "SSLBENCH_ATTEMPT": str(attempt)})
+        try:
+            proc = worker.spawn(self.command(run_id), env, log_path)
+        except OSError as err:
+            self.store.end_attempt(run_id, attempt, "failed", error=f"cannot start the worker: "
+                                   f"{err}", failure_class="error")
+            self.store.release(run_id)
+            raise
+        self.store.attach_process(run_id, attempt, proc.pid, log_path=str(log_path))
+        child = _Child(run_id, attempt, proc, device, slots, log_path, time.monotonic())
+        self._children[run_id] = child
+        self._exclusive.discard(run_id)
+        self._report.launched += 1
+        self._report.bookkeeping_s += time.perf_counter() - t0
+        where = "cpu" if self.pool.is_cpu else f"cuda {device}"
+        self.echo(f"start  {run_id} attempt {attempt} on {where}"
+                  f"{' (alone: out-of-memory retry)' if exclusive else ''}")
+        return child
+
+    # ------------------------------------------------------------------------------ collect
+
+    def _collect(self, pending: list[str]) -> bool:
+        """Handle every worker that exited; returns whether any did."""
+        done = [c for c in self._children.values() if c.proc.poll() is not None]
+        for child in done:
+            t0 = time.perf_counter()
+            del self._children[child.run_id]
+            self._report.busy_s += time.monotonic() - child.started
+            decision = self._after_exit(child)
+            if decision.action in ("retry", "retry-exclusive"):
+                self._report.retried += 1
+                if decision.action == "retry-exclusive":
+                    self._exclusive.add(child.run_id)
+            else:
+                pending.remove(child.run_id)
+                self._report.outcomes[child.run_id] = self.store.get_run(child.run_id).status
+                self._report.reasons[child.run_id] = decision.reason
+            self._report.bookkeeping_s += time.perf_counter() - t0
+            self.echo(f"end    {child.run_id} attempt {child.attempt}: "
+                      f"{self._report.outcomes.get(child.run_id, 'retrying')} "
+                      f"({decision.reason}; {time.monotonic() - child.started:.1f} s)")
+        return bool(done)
+
+    def _after_exit(self, child: _Child) -> Decision:
+        code = child.proc.returncode
+        self.store.record_exit(child.run_id, child.attempt, code)
+        record = self.store.get_run(child.run_id)
+        if record.status == "running" and record.attempts == child.attempt:
+            self._record_unrecorded_end(child, code)
+        self.store.release(child.run_id)
+        record = self.store.get_run(child.run_id)
+        attempt = self.store.attempt_details(child.run_id)[-1]
+        decision = decide(record.status, attempt["failure_class"], record.error or
+                          attempt["error"], attempts=record.attempts,
+                          attempt_limit=record.attempt_limit or DEFAULT_ATTEMPT_LIMIT,
+                          policy=self.policy, stopping=self.stopping)
+        if decision.action in ("retry", "retry-exclusive"):
+            if not self.store.requeue(child.run_id, statuses=(record.status,)):
+                return Decision("give-up", "changed by another process meanwhile")
+        return decision
+
+    def _record_unrecorded_end(self, child: _Child, code: int | None) -> None:
+        """The worker ended without recording an end: killed, crashed, or stopped by us."""
+        tail = worker.log_tail(child.log_path)
+        text = (f"worker pid {child.proc.pid} ended with {describe_exit(code)} without "
+                f"recording an end (log: {child.log_path})" + (f"\n{tail}" if tail else ""))
+        if code == -signal.SIGTERM:  # a stop request that came before the worker's handler
+            status, cls = "interrupted", None
+        elif code is not None and code < 0:
+            status, cls = "killed", "killed"
+        else:
+            status, cls = "failed", "error"
+        self.store.end_attempt(child.run_id, child.attempt, status, error=text,
+                               failure_class=cls, exit_code=code)

@@ -1,0 +1,156 @@
+"""One worker process: ``python -m sslbench runs exec RUN_ID`` runs one stored run.
+
+The scheduler has already claimed the run (status 'running', attempt *n* open, device slot
+reserved) and set this process's ``CUDA_VISIBLE_DEVICES`` and thread counts. The worker loads
+the stored config with ``from_dict`` (its hash must still be the run id), calls ``pretrain`` or
+``evaluate`` -- which adopt attempt *n* -- and heartbeats from a side thread meanwhile, so the
+reaper can tell a live run on another host from a dead one. A failure that happens before
+``pretrain``/``evaluate`` could record it (a missing dataset, a changed config format) is
+recorded here. Exit codes: 0 completed, 1 failed, 3 interrupted (checkpointed, resumable).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import traceback
+from pathlib import Path
+from typing import Any, Mapping
+
+from sslbench import paths
+from sslbench.errors import ConfigError, SSLBenchError
+
+EXIT_COMPLETED, EXIT_FAILED, EXIT_INTERRUPTED = 0, 1, 3
+HEARTBEAT_S = 30.0
+
+
+def worker_command(run_id: str) -> list[str]:
+    """The command line of a worker for ``run_id`` (this Python, this sslbench)."""
+    return [sys.executable, "-m", "sslbench", "runs", "exec", run_id]
+
+
+def worker_environ(store_url: str, extra: Mapping[str, str]) -> dict[str, str]:
+    """This process's environment plus what a worker needs: the store (in the environment, not
+    on the command line, where a password would show in ``ps``), the home folder, an import path
+    that finds this sslbench even when it is not installed, unbuffered logs, and ``extra``."""
+    env = dict(os.environ)
+    package_root = str(Path(__file__).resolve().parents[2])
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
+    env.update(SSLBENCH_DB=store_url, SSLBENCH_HOME=str(paths.home()), PYTHONUNBUFFERED="1")
+    env.update(extra)
+    return env
+
+
+def attempt_log(run_id: str, attempt: int) -> Path:
+    """``$SSLBENCH_HOME/runs/<run_id>/attempt-<n>.log``."""
+    return paths.run_dir(run_id) / f"attempt-{attempt}.log"
+
+
+def spawn(command: list[str], env: Mapping[str, str], log_path: Path) -> subprocess.Popen:
+    """Start a worker in its own session (so a stop signals its whole process group and a
+    terminal's Ctrl-C reaches only the scheduler), output appended to ``log_path``."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "ab") as log:
+        return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, env=dict(env), start_new_session=True)
+
+
+def log_tail(path: str | Path | None, lines: int = 30) -> str:
+    """The last ``lines`` lines of a log file ("" if unreadable)."""
+    if not path:
+        return ""
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            fh.seek(max(0, fh.tell() - 16384))
+            text = fh.read().decode("utf-8", "replace")
+    except OSError:
+        return ""
+    return "\n".join(text.splitlines()[-lines:])
+
+
+class _Heartbeat:
+    """Touch the run's heartbeat every ``every`` seconds from a daemon thread."""
+
+    def __init__(self, url: str, run_id: str, every: float) -> None:
+        self._url, self._run_id, self._every = url, run_id, every
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True, name="heartbeat")
+
+    def _loop(self) -> None:
+        from sslbench.db import Store
+
+        try:
+            store = Store.open(self._url, create=False)
+        except SSLBenchError:
+            return
+        with store:
+            while not self._stop.wait(self._every):
+                try:
+                    store.heartbeat(self._run_id)
+                except SSLBenchError:
+                    pass  # a busy store: the next beat will do
+
+    def __enter__(self) -> "_Heartbeat":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+
+def _load_config(record: Any) -> Any:
+    from sslbench.config import EvalConfig, TrainConfig, from_dict
+
+    cls = TrainConfig if record.kind == "pretrain" else EvalConfig
+    cfg = from_dict(cls, record.config)
+    if cfg.run_id != record.run_id:
+        raise ConfigError(f"the stored config of run {record.run_id} now hashes to {cfg.run_id} "
+                          "(this sslbench resolves configs differently): re-run its sweep or "
+                          "train command to queue it under its new id")
+    return cfg
+
+
+def _record_failure(store: Any, run_id: str, error: str, failure_class: str) -> None:
+    """Record a failure that ``pretrain``/``evaluate`` did not (the run is still running)."""
+    record = store.get_run(run_id)
+    if record.status == "running" and record.pid in (None, os.getpid()):
+        store.end_attempt(run_id, record.attempts, "failed", error=error,
+                          failure_class=failure_class)
+
+
+def exec_run(store: Any, run_id: str, *, command: list[str],
+             heartbeat_s: float = HEARTBEAT_S) -> int:
+    """Run (or resume, or reuse) one stored run in this process; returns the exit code."""
+    threads = os.environ.get("SSLBENCH_NUM_THREADS")
+    if threads and threads.isdigit():
+        import torch
+
+        torch.set_num_threads(int(threads))
+    # Slurm warns every process of a job step (SIGUSR2) before a timeout; the submitit task
+    # above this worker handles it and asks this worker to checkpoint with SIGTERM.
+    if hasattr(signal, "SIGUSR2"):
+        signal.signal(signal.SIGUSR2, signal.SIG_IGN)
+    record = store.get_run(run_id)
+    with _Heartbeat(store.url, record.run_id, heartbeat_s):
+        try:
+            cfg = _load_config(record)
+            if record.kind == "pretrain":
+                from sslbench.train.loop import pretrain
+
+                status = pretrain(cfg, store, command=command, progress=False).status
+            else:
+                from sslbench.evaluate.run import evaluate
+
+                status = evaluate(cfg, store, command=command).status
+        except SSLBenchError as err:
+            _record_failure(store, record.run_id, str(err), "input")
+            raise
+        except BaseException:
+            _record_failure(store, record.run_id, traceback.format_exc(), "error")
+            raise
+    return {"completed": EXIT_COMPLETED, "interrupted": EXIT_INTERRUPTED}.get(status, EXIT_FAILED)

@@ -1,0 +1,257 @@
+"""PostgreSQL as the store, for many hosts writing at once: against a real server.
+
+The ``postgres_url`` fixture starts a throw-away PostgreSQL server for the test session (Debian's
+``postgresql`` package: ``initdb`` and ``pg_ctl``, found on PATH or in /usr/lib/postgresql/*/bin),
+on 127.0.0.1 and a free port, in a temporary data folder, as the ``postgres`` user when the
+tests run as root (PostgreSQL refuses to run as root), and stops it afterwards. Set
+``SSLBENCH_TEST_POSTGRES_URL`` to test against a server of your own instead. Every skip says
+why. The server-down tests need only the psycopg driver.
+"""
+
+from __future__ import annotations
+
+import glob
+import multiprocessing as mp
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import traceback
+from pathlib import Path
+
+import pytest
+
+from sslbench.db import Store
+from sslbench.errors import StoreError
+
+N_PROCS = 8
+
+
+def _find(binary: str) -> str | None:
+    found = shutil.which(binary)
+    if found:
+        return found
+    candidates = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{binary}"))
+    return candidates[-1] if candidates else None
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _as_postgres(args: list[str]) -> list[str]:
+    if os.geteuid() != 0:
+        return args
+    runuser = shutil.which("runuser")
+    if runuser is None:
+        pytest.skip("PostgreSQL tests: running as root and `runuser` is missing, so the server "
+                    "cannot be started as the postgres user")
+    return [runuser, "-u", "postgres", "--", *args]
+
+
+@pytest.fixture(scope="session")
+def postgres_url():
+    """The URL of a live, empty PostgreSQL database (see the module docstring)."""
+    pytest.importorskip("psycopg", reason="PostgreSQL tests: the psycopg driver is not "
+                        "installed (pip install 'psycopg[binary]')")
+    external = os.environ.get("SSLBENCH_TEST_POSTGRES_URL")
+    if external:
+        yield external
+        return
+    initdb, pg_ctl = _find("initdb"), _find("pg_ctl")
+    if not (initdb and pg_ctl):
+        pytest.skip("PostgreSQL tests: initdb/pg_ctl not found (install Debian's postgresql "
+                    "package: apt-get install postgresql), and SSLBENCH_TEST_POSTGRES_URL is "
+                    "not set")
+    if os.geteuid() == 0:
+        try:
+            import pwd
+
+            user = pwd.getpwnam("postgres")
+        except KeyError:
+            pytest.skip("PostgreSQL tests: running as root and there is no postgres user to "
+                        "run the server as")
+    root = Path(tempfile.mkdtemp(prefix="sslbench-pg-"))
+    data, port = root / "data", _free_port()
+    if os.geteuid() == 0:
+        os.chown(root, user.pw_uid, user.pw_gid)
+    init = subprocess.run(_as_postgres([initdb, "-D", str(data), "-U", "postgres",
+                                        "--auth=trust", "-E", "UTF8", "--no-sync"]),
+                          capture_output=True, text=True)
+    if init.returncode != 0:
+        shutil.rmtree(root, ignore_errors=True)
+        pytest.fail(f"initdb failed: {init.stderr.strip()[-500:]}")
+    options = f"-p {port} -c listen_addresses=127.0.0.1 -k {root} -c fsync=off"
+    start = subprocess.run(_as_postgres([pg_ctl, "-D", str(data), "-o", options, "-l",
+                                         str(root / "server.log"), "-w", "start"]),
+                           capture_output=True, text=True)
+    if start.returncode != 0:
+        log = (root / "server.log").read_text()[-500:] if (root / "server.log").exists() else ""
+        shutil.rmtree(root, ignore_errors=True)
+        pytest.fail(f"pg_ctl start failed: {start.stderr.strip()[-300:]} {log}")
+    try:
+        import psycopg
+
+        with psycopg.connect(f"host=127.0.0.1 port={port} user=postgres dbname=postgres",
+                             autocommit=True) as con:
+            con.execute("CREATE DATABASE sslbench_test")
+        yield f"postgresql+psycopg://postgres@127.0.0.1:{port}/sslbench_test"
+    finally:
+        subprocess.run(_as_postgres([pg_ctl, "-D", str(data), "-m", "immediate", "stop"]),
+                       capture_output=True)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def pg_store(postgres_url):
+    """A store in a fresh schema-less database state: tables dropped after each test."""
+    store = Store.open(postgres_url)
+    yield store
+    from sslbench.db.models import Base
+
+    Base.metadata.drop_all(store._engine)
+    store.close()
+
+
+def _run(store: Store, run_id: str, **config) -> str:
+    store.upsert_run(run_id=run_id, kind="pretrain", config=config or {"x": 1}, command=[],
+                     env={})
+    return run_id
+
+
+def test_store_round_trip_on_postgres(pg_store):
+    run = _run(pg_store, "pgrun0000001", method="simclr", dim=16, loss={"temperature": 0.1})
+    pg_store.set_status(run, "running")
+    for step in range(5):
+        pg_store.log_metrics(run, step, {"loss": 1.0 / (step + 1), "online_top1": step * 10.0})
+    pg_store.log_metrics(run, 2, {"loss": 0.01})  # a replay overwrites
+    pg_store.set_status(run, "completed")
+    record = pg_store.get_run(run)
+    assert record.status == "completed" and record.attempts == 1
+    history = pg_store.metrics_frame(run, "loss")
+    assert list(history["step"]) == [0, 1, 2, 3, 4] and history["value"][2] == 0.01
+    stats = pg_store.summary_stats(run)
+    assert stats["loss"]["best"] == 0.01 and stats["online_top1"]["final"] == 40.0
+    assert pg_store.params(run)["loss.temperature"] == 0.1
+    assert pg_store.attempt_details(run)[0]["pid"] == os.getpid()
+
+
+def test_claims_and_ledger_on_postgres(pg_store):
+    a, b = _run(pg_store, "pgclaim00001"), _run(pg_store, "pgclaim00002")
+    assert pg_store.claim_run(a, scheduler_id="s1", device="0", slots=[0]) == 1
+    assert pg_store.claim_run(a, scheduler_id="s2", device="1", slots=[0]) is None
+    assert pg_store.claim_run(b, scheduler_id="s2", device="0", slots=[0]) is None
+    assert pg_store.get_run(b).status == "queued"  # the failed claim rolled back entirely
+    pg_store.release(a)
+    assert pg_store.claim_run(b, scheduler_id="s2", device="0", slots=[0, 1]) == 1
+    assert pg_store.reserved_slots() == {"0": {0: b, 1: b}}
+    pg_store.add_tags(b, ["sweep:pg_test"])
+    assert [r.run_id for r in pg_store.runs_tagged("sweep:pg_test")] == [b]
+
+
+def _context() -> mp.context.BaseContext:
+    return mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
+
+
+def _open_claim_log(url: str, index: int, run_ids: list[str], barrier, results) -> None:
+    try:
+        barrier.wait(timeout=60)
+        with Store.open(url) as store:  # the first to arrive creates the schema
+            _run(store, f"own{index:09d}")
+            for step in range(10):
+                store.log_metrics(f"own{index:09d}", step, {"loss": float(step)})
+            mine = []
+            for run_id in run_ids[index:] + run_ids[:index]:
+                _run(store, run_id)
+                if store.claim_run(run_id, scheduler_id=f"p{index}", device=f"d{index}",
+                                   slots=[len(mine)]) is not None:
+                    mine.append(run_id)
+                    store.set_status(run_id, "completed")
+        results.put((index, mine, None))
+    except BaseException:
+        results.put((index, [], traceback.format_exc()))
+
+
+def test_eight_processes_create_log_and_claim_at_once(postgres_url):
+    """Many hosts at once: one schema, no lost rows, no run claimed twice."""
+    run_ids = [f"pgrace{i:06d}" for i in range(16)]
+    ctx = _context()
+    barrier, results = ctx.Barrier(N_PROCS), ctx.Queue()
+    procs = [ctx.Process(target=_open_claim_log,
+                         args=(postgres_url, i, run_ids, barrier, results))
+             for i in range(N_PROCS)]
+    for proc in procs:
+        proc.start()
+    outcomes = [results.get(timeout=240) for _ in procs]
+    for proc in procs:
+        proc.join(timeout=60)
+    errors = [err for _, _, err in outcomes if err]
+    assert not errors, errors[0]
+    assert sorted(r for _, mine, _ in outcomes for r in mine) == run_ids
+    with Store.open(postgres_url) as store:
+        try:
+            frame = store.runs_frame(params=(), summaries=())
+            assert len(frame) == N_PROCS + len(run_ids)
+            assert all(len(store.metrics_frame(f"own{i:09d}")) == 10 for i in range(N_PROCS))
+            assert all(store.get_run(r).attempts == 1 for r in run_ids)
+        finally:
+            from sslbench.db.models import Base
+
+            Base.metadata.drop_all(store._engine)
+
+
+def test_scheduler_runs_a_queue_on_postgres(postgres_url, tmp_path, monkeypatch):
+    from tests.test_scheduler_local import FAKE_WORKER
+
+    from sslbench.runs.devices import build_pool
+    from sslbench.runs.policy import RetryPolicy
+    from sslbench.runs.scheduler import LocalScheduler
+
+    monkeypatch.setenv("SSLBENCH_HOME", str(tmp_path))
+    script = tmp_path / "fake_worker.py"
+    script.write_text(FAKE_WORKER)
+    with Store.open(postgres_url) as store:
+        try:
+            ids = [_run(store, f"pgsched{i:05d}", behavior=b, steps=5)
+                   for i, b in enumerate(["ok", "die-once", "oom-once", "fail"])]
+            sched = LocalScheduler(store, build_pool(None, workers=2, cores=2),
+                                   command=lambda r: [sys.executable, str(script), r],
+                                   policy=RetryPolicy(3), poll_s=0.02, install_signals=False)
+            report = sched.run(ids)
+            assert report.outcomes == dict(zip(ids, ["completed", "completed", "completed",
+                                                     "failed"]))
+            assert list(store.metrics_frame(ids[1], "loss")["step"]) == [0, 1, 2, 3, 4]
+            assert [a["status"] for a in store.attempt_details(ids[1])] == ["killed",
+                                                                            "completed"]
+        finally:
+            from sslbench.db.models import Base
+
+            Base.metadata.drop_all(store._engine)
+
+
+# ----------------------------------------------------------------- a server that is down
+
+def test_server_down_is_one_line(tmp_path):
+    pytest.importorskip("psycopg", reason="the psycopg driver is not installed")
+    url = f"postgresql+psycopg://postgres@127.0.0.1:{_free_port()}/nothing"
+    with pytest.raises(StoreError) as info:
+        Store.open(url)
+    message = str(info.value)
+    assert "\n" not in message and "cannot reach the database" in message, message
+
+
+def test_sweep_against_a_server_that_is_down_exits_1_and_queues_nothing(tmp_path):
+    pytest.importorskip("psycopg", reason="the psycopg driver is not installed")
+    from tests.conftest import run_cli
+
+    url = f"postgresql+psycopg://postgres@127.0.0.1:{_free_port()}/nothing"
+    out = run_cli(["--db", url, "sweep", "demo", "--set", "epochs=1"], tmp_path, timeout=120)
+    assert out.returncode == 1, out.stdout + out.stderr
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: cannot reach the database"), lines
+    assert "Traceback" not in out.stderr
+    assert not (tmp_path / "runs").exists()
