@@ -120,6 +120,8 @@ def train(
                                    "--sync-bn/--no-sync-bn"),
     device: Optional[str] = _opt("auto [default], cpu, cuda or cuda:N."),
     num_workers: Optional[int] = _opt("DataLoader workers for image folders [0]."),
+    compile_model: Optional[bool] = _opt("torch.compile the model [off].",
+                                         "--compile/--no-compile"),
     progress: bool = typer.Option(True, "--progress/--quiet", help="Show a progress bar."),
     fmt: str = typer.Option("table", "--format", help="table or json (the finished run)."),
 ) -> None:
@@ -132,7 +134,7 @@ def train(
                    optimizer=optimizer, weight_decay=weight_decay, warmup_epochs=warmup_epochs,
                    augment=augment, image_size=image_size, cifar_stem=cifar_stem,
                    train_samples=train_samples, seed=seed, probe_lr=probe_lr, sync_bn=sync_bn,
-                   device=device, num_workers=num_workers)
+                   device=device, num_workers=num_workers, compile=compile_model)
     loss = {k: v for k, v in dict(temperature=temperature, sim_coeff=sim_coeff,
                                   std_coeff=std_coeff, cov_coeff=cov_coeff, lambd=lambd,
                                   impl=impl).items() if v is not None}

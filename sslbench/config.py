@@ -57,6 +57,7 @@ class TrainConfig:
     data_root: str = _exec("")
     device: str = _exec("auto")
     num_workers: int = _exec(0)
+    compile: bool = _exec(False)
     log_every: int = _exec(10)
 
     kind = "pretrain"

@@ -71,3 +71,28 @@ def test_knn_ignores_unlabelled_training_samples():
     y_unl[:50] = -1
     grid = knn_sweep(x, y_unl, x[50:], y[50:], 2, ks=(1,), temperatures=(0.1,))
     assert grid[(1, 0.1)] == pytest.approx(100.0)
+
+
+def test_probing_leaves_the_backbone_untouched(tmp_path):
+    """Weights and BatchNorm running statistics are identical after every probe."""
+    from sslbench.data import load_dataset
+    from sslbench.data.subset import subset
+    from sslbench.evaluate.features import extract_features
+    from sslbench.evaluate.linear import offline_linear_probe
+    from sslbench.models import build_backbone
+    from sslbench.data.augment import eval_transform
+
+    torch.manual_seed(0)
+    net, _ = build_backbone("tiny")
+    net.train()
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    train = subset(load_dataset("shapes", "train", num_samples=250), 128)
+    test = subset(load_dataset("shapes", "test", num_samples=250), 64)
+    extract_features(net, test, eval_transform(image_size=32, mean=test.mean, std=test.std),
+                     torch.device("cpu"))
+    res = offline_linear_probe(net, train, test, image_size=32, epochs=2, batch_size=64,
+                               device=torch.device("cpu"))
+    assert 0 <= res["top1"] <= 100
+    assert net.training  # the caller's mode is restored
+    for key, value in net.state_dict().items():
+        assert torch.equal(value, before[key]), key

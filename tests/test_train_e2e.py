@@ -156,3 +156,39 @@ def test_every_method_trains_one_step(cli, home):
         run = _json(result)
         assert run["status"] == "completed", name
         assert run["method"] == name
+
+
+def test_non_finite_loss_stops_the_run_as_failed(cli, home, monkeypatch):
+    import sslbench.losses as losses
+
+    real = losses.build_criterion
+
+    def exploding(name, **hp):
+        crit = real(name, **hp)
+
+        def forward(z1, z2):
+            out = crit(z1, z2)
+            out["cov"] = out["cov"] * float("nan")
+            out["loss"] = out["loss"] + out["cov"]
+            return out
+        return forward
+    monkeypatch.setattr(losses, "build_criterion", exploding)
+    result = cli("train", "--method", "vicreg", *TINY_TRAIN)
+    assert result.exit_code == 1
+    assert "non-finite at step 0" in result.stderr and "cov" in result.stderr
+    listed = _json(cli("runs", "list", "--format", "json"))
+    assert listed[0]["status"] == "failed" and "cov" in listed[0]["error"]
+
+
+def test_help_is_instant_and_imports_no_torch():
+    import subprocess
+    import sys
+
+    code = ("import sys, runpy; sys.argv=['sslbench','--help']\n"
+            "try:\n    runpy.run_module('sslbench', run_name='__main__')\n"
+            "except SystemExit:\n    pass\n"
+            "assert 'torch' not in sys.modules, 'torch imported by --help'\n"
+            "assert 'pandas' not in sys.modules\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert "Commands" in out.stdout

@@ -157,6 +157,8 @@ class _State:
             ddp = torch.nn.parallel.DistributedDataParallel
             self.run_model = ddp(self.model, device_ids=ids)
             self.run_probe = ddp(self.probe, device_ids=ids)
+        if cfg.compile:
+            self.run_model = torch.compile(self.run_model)
         self.criterion = build_criterion(cfg.method, **cfg.loss)
         self.peak_lr = scaled_lr(cfg.lr, cfg.batch_size)
         self.optimizer = build_optimizer(cfg.optimizer, self.model, lr=self.peak_lr,
