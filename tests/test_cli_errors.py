@@ -50,8 +50,6 @@ def _run_count(home: Path) -> int:
     (["--dataset", "cifar10", "--data-root", "/nonexistent/cifar"], ["/nonexistent/cifar"]),
 ])
 def test_train_bad_input(cli, home, flags, needles):
-    from typer.testing import CliRunner  # noqa: F401 - cli fixture uses it
-
     result = cli("train", *TINY_TRAIN, *flags)
     if "--device" in flags:
         import torch

@@ -113,6 +113,7 @@ def test_pending_offline_linear_and_analysis(cli, home, trained):
     evs = _json(cli("eval", "--pending", "--protocol", "linear,analysis", "--linear-epochs",
                     "1", "--samples", "128", "--format", "json"))
     assert sorted(e["config"]["protocol"] for e in evs) == ["analysis", "linear"]
+    assert all(e["parent_id"] == run_id for e in evs)
     summary = {k: v for e in evs for k, v in e["summary"].items()}
     assert 0 <= summary["linear_top1"] <= 100
     assert 1 <= summary["rankme_emb"] <= 16 and 1 <= summary["rankme_repr"] <= 256
