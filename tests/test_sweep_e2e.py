@@ -182,10 +182,11 @@ def _env(home: Path) -> dict:
     return env
 
 
-@pytest.mark.slow
-def test_sigkilled_worker_is_resumed_from_its_checkpoint_without_duplicates(home):
-    """kill -9 of a real worker mid-run: detected, re-queued, resumed, completed."""
-    text = TINY.replace("epochs = 1", "epochs = 3").replace("seed = [0, 1]", "seed = [7]")
+def _sweep_past_first_epoch(home: Path, *, epochs: int, seed: int):
+    """Start a one-worker sweep of one run in the background and wait until its first epoch is
+    checkpointed. Returns (the sweep process, its store, the run id, the sweep file)."""
+    text = TINY.replace("epochs = 1", f"epochs = {epochs}").replace("seed = [0, 1]",
+                                                                   f"seed = [{seed}]")
     text = text.replace('protocols = ["fast-linear"]', "protocols = []")
     path = _sweep_file(home, text)
     sweep = subprocess.Popen([sys.executable, "-m", "sslbench", "sweep", str(path),
@@ -195,8 +196,19 @@ def test_sigkilled_worker_is_resumed_from_its_checkpoint_without_duplicates(home
         _wait_for(lambda: (home / "db" / "sslbench.sqlite").exists())
         store = _store(home)
         run_id = _wait_for(lambda: [r.run_id for r in store.runs_tagged("sweep:tiny")])[0]
-        # After the first epoch's checkpoint, kill the worker outright.
         _wait_for(lambda: store.summary(run_id).get("epoch", 0) >= 1)
+    except BaseException:
+        sweep.kill()
+        raise
+    return sweep, store, run_id, path
+
+
+@pytest.mark.slow
+def test_sigkilled_worker_is_resumed_from_its_checkpoint_without_duplicates(home):
+    """kill -9 of a real worker mid-run: detected, re-queued, resumed, completed."""
+    # After the first epoch's checkpoint, kill the worker outright.
+    sweep, store, run_id, _ = _sweep_past_first_epoch(home, epochs=3, seed=7)
+    try:
         pid = store.get_run(run_id).pid
         killed_at = time.time()
         os.kill(pid, signal.SIGKILL)
@@ -232,17 +244,8 @@ def test_sigkilled_worker_is_resumed_from_its_checkpoint_without_duplicates(home
 
 @pytest.mark.slow
 def test_runs_stop_checkpoints_and_the_next_sweep_resumes(cli, home):
-    text = TINY.replace("epochs = 1", "epochs = 6").replace("seed = [0, 1]", "seed = [3]")
-    text = text.replace('protocols = ["fast-linear"]', "protocols = []")
-    path = _sweep_file(home, text)
-    sweep = subprocess.Popen([sys.executable, "-m", "sslbench", "sweep", str(path),
-                              "--workers", "1"], cwd=home, env=_env(home),
-                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    sweep, store, run_id, path = _sweep_past_first_epoch(home, epochs=6, seed=3)
     try:
-        _wait_for(lambda: (home / "db" / "sslbench.sqlite").exists())
-        store = _store(home)
-        run_id = _wait_for(lambda: [r.run_id for r in store.runs_tagged("sweep:tiny")])[0]
-        _wait_for(lambda: store.summary(run_id).get("epoch", 0) >= 1)
         watch = cli("runs", "watch", "--sweep", "tiny", "--once")
         assert watch.exit_code == 0 and run_id in watch.output and "running" in watch.output
         stop = cli("runs", "stop", "--wait", "120")
