@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 
 from sslbench.config import EvalConfig
+from sslbench.errors import SSLBenchError
 from sslbench.evaluate import analysis as A
 from sslbench.train import checkpoint as ckpt
 
@@ -32,8 +33,11 @@ def representations_and_embeddings(cfg: EvalConfig, cache) -> tuple[torch.Tensor
     projector = cfg.projector if cfg.dim > 0 else "none"
     model = build_model(cfg.backbone, projector, max(cfg.dim, 1), cifar_stem=cfg.cifar_stem)
     if cfg.source_run is not None:
-        state = ckpt.load(paths.run_dir(cfg.source_run) / ckpt.CHECKPOINT)
-        model.load_state_dict(state["model"])
+        path = paths.run_dir(cfg.source_run) / ckpt.CHECKPOINT
+        if not path.exists():
+            raise SSLBenchError(f"no checkpoint at {path}: set SSLBENCH_HOME to the folder "
+                                "holding runs/")
+        model.load_state_dict(ckpt.load(path)["model"])
     device = cache.device
     model = model.to(device, memory_format=memory_format(device)).eval()
     ds = cache.dataset(cfg, "train")
