@@ -136,6 +136,20 @@ def test_eval_transform_is_deterministic_centre_crop():
     torch.testing.assert_close(ev(square), square.float() / 255 * 2 - 1, atol=1e-6, rtol=0)
 
 
+@pytest.mark.parametrize("shape", [(64, 3, 8, 8), (64, 3, 8, 12)])
+def test_flip_without_a_crop_still_flips(shape):
+    """crop_scale=None with flip_p > 0: the centre square, mirrored where the draw says so."""
+    aug = BatchAugment(image_size=8, mean=(0.5,) * 3, std=(0.5,) * 3, crop_scale=None,
+                       flip_p=0.5, jitter_p=0.0, gray_p=0.0)
+    x = torch.randint(0, 256, shape, dtype=torch.uint8)
+    params = aug.sample_params(len(x), torch.Generator().manual_seed(0), CPU,
+                               source_hw=shape[-2:])
+    centre = eval_transform(image_size=8, mean=(0.5,) * 3, std=(0.5,) * 3)(x)
+    expected = torch.where(params["flip"][:, None, None, None], centre.flip(3), centre)
+    torch.testing.assert_close(aug.apply(x, params), expected, atol=1e-6, rtol=0)
+    assert 0 < int(params["flip"].sum()) < len(x)
+
+
 def test_recipes_follow_table_s1_and_the_brief():
     v1, v2 = RECIPES["byol"].views
     for v in (v1, v2):

@@ -228,10 +228,12 @@ class BatchAugment(torch.nn.Module):
         needed = (lambda m: bool(m.any())) if images.device.type == "cpu" else (lambda m: True)
         x = images.float().div_(255.0) if images.dtype == torch.uint8 else images.float()
         _, _, h, w = x.shape
+        flip = p["flip"] if r.flip_p > 0 and needed(p["flip"]) else None
         if not (r.crop_scale is None and h == w == self.image_size):
-            flip = p["flip"] if r.flip_p > 0 and needed(p["flip"]) else None
             x = ops.resized_crop(x, p["top"], p["left"], p["height"], p["width"],
                                  self.image_size, flip)
+        elif flip is not None:  # no crop to fold the mirror into
+            x = torch.where(flip[:, None, None, None], x.flip(3), x)
         if r.jitter_p > 0 and needed(p["jitter"]):
             on = p["jitter"]
             one = torch.ones_like(p["brightness"])
