@@ -175,15 +175,18 @@ def eval_(
     dim: int = typer.Option(0, help="With --random-init: embedding dim of the projector."),
     seed: Optional[int] = typer.Option(None, help="Seed (default: the run's)."),
     linear_epochs: int = typer.Option(100, help="Epochs of the linear probes."),
-    batch_size: int = typer.Option(256, help="Batch size of the offline linear protocol."),
-    lr: float = typer.Option(0.25, help="Base lr of the offline linear protocol (x batch/256)."),
+    batch_size: int = typer.Option(256, help="Batch size of the linear probes."),
+    lr: float = typer.Option(0.25, help="Base lr of the linear probes (x batch/256)."),
+    probe_augment: str = typer.Option("auto", help="Training images of the linear protocol: "
+                                      "crop-flip (the paper's), flip, none; auto = the "
+                                      "dataset's (crop-flip except the embedded datasets)."),
     samples: int = typer.Option(1024, help="Images used by the analysis protocol."),
     device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
     fmt: str = typer.Option("table", "--format", help="table or json."),
 ) -> None:
     """Probe and analyse frozen backbones; every result is an eval run in the store."""
     _check_format(fmt)
-    from sslbench.config import require_positive
+    from sslbench.config import PROBE_AUGMENTS, require_choice, require_positive
     from sslbench.errors import ConfigError
     from sslbench.evaluate.run import (eval_config_for, evaluate_protocols, parse_protocols,
                                        random_init_config)
@@ -192,12 +195,14 @@ def eval_(
     for name, value in (("linear_epochs", linear_epochs), ("batch_size", batch_size),
                         ("lr", lr), ("samples", samples)):
         require_positive(name, value)
+    if probe_augment != "auto":
+        require_choice("--probe-augment", probe_augment, PROBE_AUGMENTS)
     protocols = parse_protocols(protocol)
     if sum([run_id is not None, random_init, pending]) != 1:
         raise ConfigError("give a RUN_ID, or --random-init for a baseline, or --pending")
     store = open_store()
     opts = dict(seed=seed, linear_epochs=linear_epochs, batch_size=batch_size, lr=lr,
-                samples=samples, device=device)
+                probe_augment=probe_augment, samples=samples, device=device)
     if pending:
         targets = [(eval_config_for(store, r, **opts), (p,))
                    for r, p in pending_runs(store, protocols)]
@@ -480,11 +485,16 @@ def bench_train(fmt: str = typer.Option("table", "--format", help="table or json
 @bench_app.command("eval")
 @handle_errors
 def bench_eval(fmt: str = typer.Option("table", "--format", help="table or json."),
+               probe_augment: str = typer.Option("auto", help="Training images of the offline "
+                                                 "protocol: crop-flip, flip, none or auto."),
                device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N.")) -> None:
     """The fast linear protocol vs the paper's offline protocol: time and accuracy."""
     from sslbench.bench.eval import run
+    from sslbench.config import PROBE_AUGMENTS, require_choice
 
-    _bench_output(run(device=device), fmt)
+    if probe_augment != "auto":
+        require_choice("--probe-augment", probe_augment, PROBE_AUGMENTS)
+    _bench_output(run(probe_augment=probe_augment, device=device), fmt)
 
 
 # --------------------------------------------------------------------------- demo

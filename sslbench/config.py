@@ -75,6 +75,10 @@ class TrainConfig:
 
 
 EVAL_PROTOCOLS = ("fast-linear", "knn", "linear", "analysis")
+# Training-image augmentation of the offline linear probe (sslbench.evaluate.linear): the paper's
+# random resized crop (scale 0.08-1) + horizontal flip, flip only, or none. "auto" (the default)
+# resolves to the dataset's own choice (DatasetSpec.probe_augment) when the config is built.
+PROBE_AUGMENTS = ("crop-flip", "flip", "none")
 
 
 @dataclass(frozen=True)
@@ -99,6 +103,7 @@ class EvalConfig:
     linear_epochs: int = 100
     batch_size: int = 256
     lr: float = 0.25
+    probe_augment: str = "auto"
     samples: int = 1024
     train_samples: int = 0
     seed: int = 0
@@ -108,8 +113,8 @@ class EvalConfig:
 
     kind = "eval"
     # Fields that only some protocols read; the others reset them, so they stay out of the id.
-    PROTOCOL_FIELDS = {"fast-linear": ("linear_epochs",), "knn": (),
-                       "linear": ("linear_epochs", "batch_size", "lr"),
+    PROTOCOL_FIELDS = {"fast-linear": ("linear_epochs", "batch_size", "lr"), "knn": (),
+                       "linear": ("linear_epochs", "batch_size", "lr", "probe_augment"),
                        "analysis": ("samples",), "duality": ("samples",), "cka": ("samples",)}
 
     @property
@@ -118,13 +123,14 @@ class EvalConfig:
 
     def identity(self) -> dict[str, Any]:
         used = self.PROTOCOL_FIELDS.get(self.protocol, ())
+        specific = {name for names in self.PROTOCOL_FIELDS.values() for name in names}
         defaults = EvalConfig()
         ident = {}
         for f in dataclasses.fields(self):
             if not f.metadata.get("identity", True):
                 continue
             value = getattr(self, f.name)
-            if f.name in ("linear_epochs", "batch_size", "lr", "samples") and f.name not in used:
+            if f.name in specific and f.name not in used:
                 value = getattr(defaults, f.name)
             ident[f.name] = _plain(value)
         ident["random_init"] = self.random_init

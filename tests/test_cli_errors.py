@@ -104,6 +104,12 @@ def test_eval_needs_run_or_random_init(cli, home):
     _assert_one_line_error(cli("eval"), "--random-init")
 
 
+@pytest.mark.parametrize("command", [("eval", "--random-init"), ("bench", "eval")])
+def test_bad_probe_augment(cli, home, command):
+    _assert_one_line_error(cli(*command, "--probe-augment", "rotate"), "rotate", "crop-flip")
+    assert _run_count(home) == 0
+
+
 def test_bad_format(cli, home):
     _assert_one_line_error(cli("runs", "list", "--format", "yaml"), "yaml")
 

@@ -77,3 +77,19 @@ def test_validate_train_rejects(change, flag):
 def test_replace_rejects_unknown_keys():
     with pytest.raises(ConfigError, match="unknown config key"):
         replace(TrainConfig(), epochz=3)
+
+
+def test_probe_augment_enters_the_id_of_the_linear_protocol_only():
+    linear = EvalConfig(source_run="abc", protocol="linear", probe_augment="flip")
+    assert linear.run_id != replace(linear, probe_augment="crop-flip").run_id
+    for protocol in ("fast-linear", "knn", "analysis"):
+        cfg = replace(linear, protocol=protocol)
+        assert cfg.run_id == replace(cfg, probe_augment="crop-flip").run_id
+
+
+def test_the_fast_probe_id_follows_its_recipe():
+    fast = EvalConfig(source_run="abc", protocol="fast-linear")
+    assert fast.run_id != replace(fast, lr=1.0).run_id
+    assert fast.run_id != replace(fast, batch_size=512).run_id
+    knn = replace(fast, protocol="knn")
+    assert knn.run_id == replace(knn, lr=1.0, batch_size=512, linear_epochs=5).run_id

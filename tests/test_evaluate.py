@@ -4,7 +4,7 @@ import torch
 from sklearn.linear_model import LogisticRegression
 
 from sslbench.evaluate.knn import best_cell, knn_sweep
-from sslbench.evaluate.linear import train_linear_probe
+from sslbench.evaluate.linear import HeadRecipe, train_linear_probe
 
 
 def _blobs(n, d, classes, sep, seed):
@@ -17,14 +17,14 @@ def _blobs(n, d, classes, sep, seed):
 
 def test_linear_probe_separable_reaches_100():
     x, y = _blobs(600, 16, 4, sep=6.0, seed=0)
-    res = train_linear_probe(x[:400], y[:400], x[400:], y[400:], 4, epochs=30)
+    res = train_linear_probe(x[:400], y[:400], x[400:], y[400:], 4, HeadRecipe(epochs=30))
     assert res["top1"] == pytest.approx(100.0)
 
 
 def test_linear_probe_agrees_with_sklearn():
     x, y = _blobs(1500, 32, 5, sep=0.6, seed=1)
     xtr, ytr, xte, yte = x[:1000], y[:1000], x[1000:], y[1000:]
-    ours = train_linear_probe(xtr, ytr, xte, yte, 5, epochs=60)["top1"]
+    ours = train_linear_probe(xtr, ytr, xte, yte, 5, HeadRecipe(epochs=60))["top1"]
     ref = LogisticRegression(max_iter=2000).fit(xtr.numpy(), ytr.numpy())
     theirs = 100 * ref.score(xte.numpy(), yte.numpy())
     assert 40 < theirs < 99  # the task is neither trivial nor hopeless
@@ -90,9 +90,155 @@ def test_probing_leaves_the_backbone_untouched(tmp_path):
     test = subset(load_dataset("shapes", "test", num_samples=250), 64)
     extract_features(net, test, eval_transform(image_size=32, mean=test.mean, std=test.std),
                      torch.device("cpu"))
-    res = offline_linear_probe(net, train, test, image_size=32, epochs=2, batch_size=64,
+    res = offline_linear_probe(net, train, test, image_size=32,
+                               recipe=HeadRecipe(epochs=2, batch_size=64),
                                device=torch.device("cpu"))
     assert 0 <= res["top1"] <= 100
     assert net.training  # the caller's mode is restored
     for key, value in net.state_dict().items():
         assert torch.equal(value, before[key]), key
+
+
+def _probe_data():
+    from sslbench.data import load_dataset
+    from sslbench.data.subset import subset
+
+    train = subset(load_dataset("shapes", "train", num_samples=250), 160)
+    test = subset(load_dataset("shapes", "test", num_samples=250), 96)
+    return train, test
+
+
+def test_fast_probe_is_the_offline_probe_without_augmentation(monkeypatch):
+    """Same head, recipe and batch order: on un-augmented images both train the same layer."""
+    from sslbench.data.augment import eval_transform
+    from sslbench.evaluate import linear
+    from sslbench.evaluate.features import extract_features
+    from sslbench.models import build_backbone
+
+    layers = []
+    fit = linear._fit_head
+
+    def recording_fit(*args, **kwargs):
+        layer, train_top1 = fit(*args, **kwargs)
+        layers.append(layer.weight.detach().clone())
+        return layer, train_top1
+
+    monkeypatch.setattr(linear, "_fit_head", recording_fit)
+    torch.manual_seed(0)
+    net, _ = build_backbone("tiny")
+    train, test = _probe_data()
+    cpu = torch.device("cpu")
+    recipe = HeadRecipe(epochs=5, batch_size=32, base_lr=0.5, seed=3)
+    offline = linear.offline_linear_probe(net, train, test, image_size=32, recipe=recipe,
+                                          augment="none", device=cpu)
+    view = eval_transform(image_size=32, mean=train.mean, std=train.std)
+    tx, ty = extract_features(net, train, view, cpu)
+    vx, vy = extract_features(net, test, view, cpu)
+    fast = train_linear_probe(tx, ty, vx, vy, train.num_classes, recipe)
+    other_order = train_linear_probe(tx, ty, vx, vy, train.num_classes,
+                                     HeadRecipe(epochs=5, batch_size=32, base_lr=0.5, seed=4))
+    offline_w, fast_w, other_w = layers
+    scale = float(fast_w.abs().max())
+    assert torch.allclose(offline_w, fast_w, atol=1e-4 * scale)
+    assert not torch.allclose(other_w, fast_w, atol=1e-2 * scale)  # the order matters
+    assert fast["top1"] == pytest.approx(offline["top1"])
+    assert fast["train_top1"] == pytest.approx(offline["train_top1"])
+
+
+class _Spy(torch.nn.Module):
+    """A 'backbone' that records its inputs and returns a fixed projection of them."""
+
+    def __init__(self):
+        super().__init__()
+        self.proj = torch.nn.Linear(3 * 32 * 32, 8)
+        self.seen = []
+
+    def forward(self, x):
+        self.seen.append(x.detach().clone())
+        return self.proj(x.flatten(1))
+
+
+@pytest.mark.parametrize("augment", ["none", "flip", "crop-flip"])
+def test_offline_probe_trains_on_the_requested_augmentation(augment):
+    from sslbench.data.augment import eval_transform
+    from sslbench.evaluate.linear import offline_linear_probe
+
+    train, test = _probe_data()
+    spy = _Spy()
+    offline_linear_probe(spy, train, test, image_size=32, augment=augment,
+                         recipe=HeadRecipe(epochs=2, batch_size=len(train)),
+                         device=torch.device("cpu"))
+    plain = eval_transform(image_size=32, mean=train.mean, std=train.std)(train.images)
+    from sslbench.data.loader import epoch_order
+
+    for epoch in range(2):
+        seen = spy.seen[epoch]
+        ref = plain[epoch_order(len(train), shuffle=True, seed=0, epoch=epoch)]
+        same = (seen - ref).abs().flatten(1).amax(1) < 1e-5
+        mirrored = (seen - ref.flip(3)).abs().flatten(1).amax(1) < 1e-5
+        if augment == "none":
+            assert bool(same.all())
+        elif augment == "flip":
+            assert bool((same | mirrored).all())
+            assert 0.3 < float(mirrored.float().mean()) < 0.7
+        else:
+            assert float((same | mirrored).float().mean()) < 0.2  # resized crops
+    assert len(spy.seen) == 2 + 1  # two training epochs, then one test batch
+
+
+def test_offline_probe_rejects_an_unknown_augmentation():
+    from sslbench.evaluate.linear import offline_linear_probe
+
+    train, test = _probe_data()
+    with pytest.raises(ValueError, match="crop-flip"):
+        offline_linear_probe(_Spy(), train, test, image_size=32, augment="rotate")
+
+
+@pytest.mark.parametrize("dataset,expected", [("shapes", "flip"), ("digits", "none"),
+                                              ("cifar10", "crop-flip"),
+                                              ("imagenet100", "crop-flip")])
+def test_probe_augment_defaults_to_the_datasets(dataset, expected):
+    from sslbench.evaluate.run import eval_config_for
+
+    cfg = eval_config_for(None, None, dataset=dataset, protocol="linear")
+    assert cfg.probe_augment == expected
+    assert eval_config_for(None, None, dataset=dataset, probe_augment="none").probe_augment == "none"
+
+
+def test_probe_augment_names_match_their_settings():
+    from sslbench.config import PROBE_AUGMENTS
+    from sslbench.evaluate.linear import AUGMENT_SETTINGS
+
+    assert set(AUGMENT_SETTINGS) == set(PROBE_AUGMENTS)
+    assert AUGMENT_SETTINGS["crop-flip"] == ((0.08, 1.0), 0.5)  # the paper's (App. E)
+
+
+def test_linear_head_steps_like_autograd_and_torch_sgd():
+    """Closed-form gradients = nn.Linear + cross-entropy + backward + torch.optim.SGD."""
+    import torch.nn.functional as F
+
+    from sslbench.evaluate.linear import LinearHead
+
+    recipe = HeadRecipe(weight_decay=1e-2, momentum=0.9, seed=5)
+    head = LinearHead(6, 4, recipe, torch.device("cpu"))
+    ref = torch.nn.Linear(6, 4)
+    with torch.no_grad():
+        ref.weight.copy_(head.weight)
+        ref.bias.copy_(head.bias)
+    opt = torch.optim.SGD(ref.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-2)
+    g = torch.Generator().manual_seed(0)
+    for step in range(6):
+        h = torch.randn(10, 6, generator=g) * 3
+        y = torch.randint(-1, 4, (10,), generator=g)  # some rows unlabelled
+        lr = 0.3 / (step + 1)
+        logits = head.step(h, y, lr)
+        torch.testing.assert_close(logits, ref(h).detach())
+        for group in opt.param_groups:
+            group["lr"] = lr
+        opt.zero_grad()
+        F.cross_entropy(ref(h), y, ignore_index=-1).backward()
+        opt.step()
+        torch.testing.assert_close(head.weight, ref.weight.detach())
+        torch.testing.assert_close(head.bias, ref.bias.detach())
+    unlabelled = head.step(h, torch.full((10,), -1), 0.1)  # no labels: only decay and momentum
+    assert torch.isfinite(unlabelled).all() and torch.isfinite(head.weight).all()

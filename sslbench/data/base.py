@@ -37,6 +37,9 @@ class DatasetSpec:
     Split fields name what each role reads: ``pretrain_split`` the images for SSL pretraining,
     ``train_split`` / ``test_split`` the labelled images for probes. ``default_recipe`` is the
     augmentation recipe (:data:`sslbench.data.augment.RECIPES`) suggested for this dataset.
+    ``probe_augment`` is the training-image augmentation of the offline linear probe
+    (:data:`sslbench.config.PROBE_AUGMENTS`): the paper's crop + flip unless that destroys the
+    label, as it does for the embedded 32x32 datasets.
     """
 
     name: str
@@ -53,6 +56,7 @@ class DatasetSpec:
     default_recipe: str
     loader: Callable[..., "ImageDataset"] = field(repr=False, compare=False)
     splits: tuple[str, ...] = ("pretrain", "train", "test")
+    probe_augment: str = "crop-flip"
 
 
 class ImageDataset:

@@ -76,12 +76,12 @@ def _synthetic(spec: DatasetSpec, split: str, root, download: bool, image_size,
 
 
 def _spec(name, description, classes, size, mean, std, loader, *, pretrain="train", test="test",
-          root=True, embedded_=False, recipe="cifar", extra=()) -> DatasetSpec:
+          root=True, embedded_=False, recipe="cifar", probe="crop-flip", extra=()) -> DatasetSpec:
     return DatasetSpec(name=name, description=description, num_classes=classes, image_size=size,
                        mean=mean, std=std, pretrain_split=pretrain, train_split="train",
                        test_split=test, needs_root=root, embedded=embedded_,
                        default_recipe=recipe, loader=loader,
-                       splits=("pretrain", "train", "test", *extra))
+                       splits=("pretrain", "train", "test", *extra), probe_augment=probe)
 
 
 DATASETS: dict[str, DatasetSpec] = {s.name: s for s in [
@@ -96,10 +96,15 @@ DATASETS: dict[str, DatasetSpec] = {s.name: s for s in [
           None, IMAGENET_MEAN, IMAGENET_STD, _folder, test="val", recipe="byol", extra=("val",)),
     _spec("imagenet100", "ImageNet-100 (CMC class list) from an ImageNet-layout folder", 100,
           None, IMAGENET_MEAN, IMAGENET_STD, _folder, test="val", recipe="byol", extra=("val",)),
+    # The offline probe does not crop the embedded datasets: a digit or a shape fills a fixed
+    # part of the image, and a 0.08-1 crop cuts it (77% of such crops keep half of a shape), so
+    # the probe would learn from mislabelled fragments; digits are not flipped either.
     _spec("digits", "scikit-learn's handwritten digits, 8x8 upsampled to 32x32 (embedded)", 10,
-          32, DIGITS_MEAN, DIGITS_STD, _digits, root=False, embedded_=True, recipe="digits"),
+          32, DIGITS_MEAN, DIGITS_STD, _digits, root=False, embedded_=True, recipe="digits",
+          probe="none"),
     _spec("shapes", "generated 32x32 shapes, 10 classes (embedded; the demo's data)", 10, 32,
-          SHAPES_MEAN, SHAPES_STD, _shapes, root=False, embedded_=True, recipe="small"),
+          SHAPES_MEAN, SHAPES_STD, _shapes, root=False, embedded_=True, recipe="small",
+          probe="flip"),
     _spec("synthetic", "random pixels of any size and class count (throughput only)", None, None,
           UNIFORM_MEAN, UNIFORM_STD, _synthetic, root=False, embedded_=True),
 ]}

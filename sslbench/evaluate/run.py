@@ -4,10 +4,11 @@ An evaluation is a run of kind "eval" whose parent is the pretraining run (no pa
 randomly initialised baseline); its id is the hash of its config, so re-running the same
 evaluation reuses it. Protocols and the metrics they write:
 
-- ``fast-linear``: linear probe on cached features -> ``fast_linear_top1``
+- ``fast-linear``: the linear probe's recipe on cached centre-crop features -> ``fast_linear_top1``
 - ``knn``: the paper's k x T sweep -> ``knn_top1`` (best cell), ``knn_k``, ``knn_temperature``
   and every cell as ``knn_top1/k{k}_t{t}``
-- ``linear``: the paper's offline protocol (augmented crops, 100 epochs) -> ``linear_top1``
+- ``linear``: the paper's offline protocol (augmented images through the frozen backbone every
+  epoch; the augmentation is ``probe_augment``, the dataset's unless given) -> ``linear_top1``
 - ``analysis``: spectra, RankMe, negative-pair cosines, Table S4 bounds (sslbench.evaluate.analyse)
 """
 
@@ -17,11 +18,12 @@ import traceback
 from dataclasses import dataclass, field
 
 from sslbench import paths
-from sslbench.config import EVAL_PROTOCOLS, EvalConfig, replace, require_choice
+from sslbench.config import (EVAL_PROTOCOLS, PROBE_AUGMENTS, EvalConfig, replace,
+                             require_choice)
 from sslbench.errors import ConfigError, SSLBenchError
 from sslbench.evaluate.features import FeatureCache
 from sslbench.evaluate.knn import best_cell, knn_sweep
-from sslbench.evaluate.linear import offline_linear_probe, train_linear_probe
+from sslbench.evaluate.linear import HeadRecipe, offline_linear_probe, train_linear_probe
 
 DEFAULT_PROTOCOLS = ("fast-linear", "knn")
 
@@ -52,7 +54,7 @@ def eval_config_for(store, run_id: str | None, **options) -> EvalConfig:
     ``run_id=None``, of a random-init baseline built from ``options``."""
     explicit = {k: v for k, v in options.items() if v is not None}
     if run_id is None:
-        return replace(EvalConfig(), **explicit)
+        return _resolve_probe_augment(replace(EvalConfig(), **explicit))
     record = store.get_run(run_id)
     if record.kind != "pretrain":
         raise ConfigError(f"run {record.run_id} is an {record.kind} run: pass the id of a "
@@ -65,7 +67,18 @@ def eval_config_for(store, run_id: str | None, **options) -> EvalConfig:
                      backbone=c["backbone"], cifar_stem=c["cifar_stem"], projector=c["projector"],
                      dim=c["dim"], image_size=c["image_size"], seed=c["seed"],
                      data_root=c.get("data_root", ""))
-    return replace(EvalConfig(), **{**inherited, **explicit})
+    return _resolve_probe_augment(replace(EvalConfig(), **{**inherited, **explicit}))
+
+
+def _resolve_probe_augment(cfg: EvalConfig) -> EvalConfig:
+    """``probe_augment="auto"`` -> the dataset's choice, so that the run records what it did."""
+    if cfg.probe_augment == "auto":
+        from sslbench.data import DATASETS
+
+        spec = DATASETS.get(cfg.dataset)
+        return replace(cfg, probe_augment=spec.probe_augment if spec else "crop-flip")
+    require_choice("--probe-augment", cfg.probe_augment, PROBE_AUGMENTS)
+    return cfg
 
 
 def random_init_config(*, backbone: str, dataset: str, **options) -> EvalConfig:
@@ -87,6 +100,7 @@ def evaluate(cfg: EvalConfig, store, *, command: list[str],
     from sslbench.runs.environment import capture
 
     require_choice("--protocol", cfg.protocol, EVAL_PROTOCOLS)
+    cfg = _resolve_probe_augment(cfg)
     device = resolve_device(cfg.device)
     cache = cache or FeatureCache(device)
     cache.check_source(cfg)  # a missing backbone file fails before anything is written
@@ -146,8 +160,9 @@ def pending(store, protocols: tuple[str, ...]) -> list[tuple[str, str]]:
 def _fast_linear(cfg: EvalConfig, cache: FeatureCache) -> dict[str, float]:
     train_x, train_y, ds = cache.features(cfg, "train")
     test_x, test_y, _ = cache.features(cfg, "test")
-    res = train_linear_probe(train_x, train_y, test_x, test_y, ds.num_classes,
-                             epochs=cfg.linear_epochs, seed=cfg.seed)
+    on = cache.device
+    res = train_linear_probe(train_x.to(on), train_y.to(on), test_x.to(on), test_y.to(on),
+                             ds.num_classes, _recipe(cfg))
     return {"fast_linear_top1": res["top1"], "fast_linear_train_top1": res["train_top1"]}
 
 
@@ -164,9 +179,14 @@ def _knn(cfg: EvalConfig, cache: FeatureCache) -> dict[str, float]:
 def _offline_linear(cfg: EvalConfig, cache: FeatureCache) -> dict[str, float]:
     train_ds, test_ds = cache.dataset(cfg, "train"), cache.dataset(cfg, "test")
     res = offline_linear_probe(cache.backbone(cfg), train_ds, test_ds, image_size=cfg.image_size,
-                               epochs=cfg.linear_epochs, batch_size=cfg.batch_size,
-                               base_lr=cfg.lr, seed=cfg.seed, device=cache.device)
+                               recipe=_recipe(cfg), augment=cfg.probe_augment,
+                               device=cache.device)
     return {"linear_top1": res["top1"], "linear_train_top1": res["train_top1"]}
+
+
+def _recipe(cfg: EvalConfig) -> HeadRecipe:
+    return HeadRecipe(epochs=cfg.linear_epochs, batch_size=cfg.batch_size, base_lr=cfg.lr,
+                      seed=cfg.seed)
 
 
 PROTOCOL_FUNCTIONS = {"fast-linear": _fast_linear, "knn": _knn, "linear": _offline_linear}
