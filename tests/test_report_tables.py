@@ -82,11 +82,11 @@ class Builder:
         return rid
 
     def evaluate(self, parent, protocol, metrics, *, series=None, status="completed",
-                 dataset="imagenet", backbone="resnet50", projector="none", dim=0):
+                 dataset="imagenet", backbone="resnet50", projector="none", dim=0, **extra):
         rid = self._id("e")
         cfg = {"source_run": parent, "protocol": protocol, "dataset": dataset,
                "backbone": backbone, "random_init": parent is None, "seed": 0,
-               "projector": projector, "dim": dim, "method": "random"}
+               "projector": projector, "dim": dim, "method": "random", **extra}
         if parent is not None:
             pc = self.store.get_run(parent).config
             cfg.update(projector=pc["projector"], dim=pc["dim"], dataset=pc["dataset"],
@@ -139,8 +139,9 @@ def fill_paper_store(store: Store) -> dict[str, str]:
     b.pretrain("vicreg", "8192-8192-d", 256, 2, 99.0, status="failed")
     b.pretrain("vicreg", "8192-8192-d", 256, 3, 99.0, status="running")
     b.evaluate(ids["V1"], "linear", {"linear_top1": 10.0})  # superseded by the next one
-    for name, offline in (("V1", 60.5), ("V2", 61.5), ("V3", 67.5), ("E1", 65.5), ("S2", 67.0)):
-        b.evaluate(ids[name], "linear", {"linear_top1": offline})
+    for name, offline in (("V1", 60.5), ("V2", 61.5), ("V3", 67.5), ("E1", 65.5)):
+        b.evaluate(ids[name], "linear", {"linear_top1": offline})  # recorded before the augment
+    b.evaluate(ids["S2"], "linear", {"linear_top1": 67.0}, probe_augment="flip")
     b.evaluate(ids["V3"], "linear", {"linear_top1": 99.0}, status="failed")
     for name, knn in (("V1", 55.0), ("V2", 56.0), ("V3", 62.0), ("S1", 58.0), ("S2", 64.0)):
         b.evaluate(ids[name], "knn", {"knn_top1": knn, "knn_k": 20.0})
@@ -358,6 +359,20 @@ def test_table_s2_s3_pairs_and_regression(paper):
     assert report.notes["regression"]["paper_stated"] == {"slope": 0.97, "intercept": 2.1,
                                                           "r2": 1.0}
     assert f"slope {slope:.3f}" in report.caption
+    # Evaluations from before the augmentation was recorded used the paper's crop-flip.
+    assert report.notes["probe_augment"] == "crop-flip, flip (mixed)"
+    assert "training images crop-flip, flip (mixed)" in report.caption
+    dims = build_report("dims", paper[0], metric="linear_top1",
+                        filters=ReportFilters(dataset="imagenet"))
+    assert "training images crop-flip, flip (mixed)" in dims.caption
+
+
+def test_probe_augment_text():
+    from sslbench.report.query import probe_augment_text
+
+    assert probe_augment_text(pd.Series(["flip", "flip"])) == "flip"
+    assert probe_augment_text(pd.Series([None, np.nan])) == "crop-flip"
+    assert probe_augment_text(pd.Series(["none", None])) == "crop-flip, none (mixed)"
 
 
 def test_table_s2_s3_published_columns_equal_the_paper(paper):

@@ -39,6 +39,7 @@ from sslbench.report.query import (
     completed_evals,
     latest_children,
     pretrain_runs,
+    probe_augment_text,
     settings_text,
 )
 from sslbench.report.render import STATS
@@ -81,11 +82,15 @@ def dims_frame(store: Store, *, metric: str = DEFAULT_METRIC, dataset: str | Non
                                f"{store.display_url}: run `sslbench demo` or `sslbench train` "
                                "first")
     evals = None if online else completed_evals(store, (metric,), dataset=filters.dataset)
+    augments = pd.Series(index=runs.index, dtype=object)
     if evals is None:
         values = runs[f"{select}.{metric}"]
     else:
-        values = runs["run_id"].map(latest_children(evals, runs["run_id"], metric)["value"])
-    cells = runs.assign(method=runs["method_name"], label=runs["method"],
+        chosen = latest_children(evals, runs["run_id"], metric)
+        values = runs["run_id"].map(chosen["value"])
+        if "param.probe_augment" in chosen.columns:
+            augments = runs["run_id"].map(chosen["param.probe_augment"])
+    cells = runs.assign(method=runs["method_name"], label=runs["method"], probe_augment=augments,
                         value=values.astype("float64")).dropna(subset=["dim", "value"])
     if cells.empty:
         hint = (f"run `{COMMANDS['online_top1']}` to completion" if online else
@@ -99,7 +104,10 @@ def dims_frame(store: Store, *, metric: str = DEFAULT_METRIC, dataset: str | Non
     if evals is not None:
         frame = _with_baseline(frame, baselines(evals, filters, metric))
     frame = _with_paper(frame, cells, metric)
-    frame.attrs.update(metric=metric, protocol=PROTOCOLS.get(metric, metric), select=select,
+    protocol = PROTOCOLS.get(metric, metric)
+    if metric == "linear_top1":
+        protocol += f", training images {probe_augment_text(cells['probe_augment'])}"
+    frame.attrs.update(metric=metric, protocol=protocol, select=select,
                        ours=settings_text(runs))
     return frame
 
@@ -111,7 +119,7 @@ def dims_report(store: Store, *, metric: str = DEFAULT_METRIC, dataset: str | No
     frame = dims_frame(store, metric=metric, dataset=dataset, methods=methods, select=select,
                        filters=filters)
     title = f"{metric} (%) by embedding dimension"
-    caption = (f"Protocol: {PROTOCOLS.get(metric, metric)} ({select_text(select, metric)}). "
+    caption = (f"Protocol: {frame.attrs['protocol']} ({select_text(select, metric)}). "
                "Rows: method x projector; columns: embedding dimension. Cells: mean ± std over "
                f"seeds (n runs), completed runs only. Ours: {frame.attrs['ours']}.")
     if (frame.index.get_level_values("method") == BASELINE_METHOD).any():

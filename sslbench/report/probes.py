@@ -25,7 +25,8 @@ from sslbench.report.frames import wide
 from sslbench.report.grid import FAMILIES_NOTE, SETTING, TOLERANCE, no_runs, where
 from sslbench.report.protocols import PROTOCOLS, check_select, select_text
 from sslbench.report.published import PAPER_REGRESSION, PAPER_SETTING_TEXT, table_s2_s3
-from sslbench.report.query import completed_evals, latest_children, pretrain_runs, settings_text
+from sslbench.report.query import (completed_evals, latest_children, pretrain_runs,
+                                   probe_augment_text, settings_text)
 
 if TYPE_CHECKING:
     from sslbench.db import Store
@@ -39,8 +40,11 @@ def paired_runs(store: Store, filters: ReportFilters, select: str) -> pd.DataFra
     if runs.empty:
         raise no_runs(store, filters)
     evals = completed_evals(store, ("linear_top1",), dataset=filters.dataset)
-    offline = runs["run_id"].map(latest_children(evals, runs["run_id"], "linear_top1")["value"])
-    paired = runs.assign(online=runs[f"{select}.online_top1"], offline=offline.astype(float))
+    chosen = latest_children(evals, runs["run_id"], "linear_top1")
+    offline = runs["run_id"].map(chosen["value"])
+    augment = runs["run_id"].map(chosen.get("param.probe_augment", pd.Series(dtype=object)))
+    paired = runs.assign(online=runs[f"{select}.online_top1"], offline=offline.astype(float),
+                         probe_augment=augment)
     paired = paired.dropna(subset=["online", "offline", "dim"])
     if paired.empty:
         raise EmptyReportError(f"none of the {len(runs)} completed pretraining runs"
@@ -90,11 +94,13 @@ def table_s2_s3_report(store: Store, *, select: str = "final",
     frame = wide(stats, PROBE_ROWS, "dim", extra_rows=extra_rows, extra_columns=extra_columns)
     frame = add_paper(frame, lambda key, dim: paper.get((key[3], key[4], dim, key[5])))
     ours, printed = regression(paired), published_regression()
+    augment = probe_augment_text(paired["probe_augment"])
     summary = agreement(frame, TOLERANCE)
     caption = " ".join([
         f"Top-1 (%) of the same runs with two probes: online = {PROTOCOLS['online_top1']} "
         f"({select_text(select, 'online_top1')}); offline = {PROTOCOLS['linear_top1']}, "
-        "latest completed evaluation. Runs with both values only; mean ± std over seeds "
+        f"latest completed evaluation, training images {augment}. Runs with both values only; "
+        "mean ± std over seeds "
         "(n runs); – = no run.",
         f"Ours: {settings_text(paired)}.",
         f"Paper (Table S2: VICReg, Table S3: VICReg-exp; 8192-8192-d): {PAPER_SETTING_TEXT}; "
@@ -106,6 +112,7 @@ def table_s2_s3_report(store: Store, *, select: str = "final",
         FAMILIES_NOTE])
     notes = {"metrics": ["online_top1", "linear_top1"], "select": select,
              "ours": settings_text(paired), "paper": PAPER_SETTING_TEXT,
+             "probe_augment": augment,
              "regression": {"ours": ours, "paper_stated": dict(PAPER_REGRESSION),
                             "paper_refit": printed},
              "agreement": summary, "tolerance": TOLERANCE, "filters": filters.describe()}

@@ -9,7 +9,7 @@ PROTOCOLS = {
     "online_top1": "online linear probe trained on detached features during pretraining",
     "fast_linear_top1": "linear probe on cached frozen features (sslbench's fast protocol)",
     "linear_top1": "offline linear probe on the frozen backbone (the paper's protocol: "
-                   "augmented crops)",
+                   "training images re-augmented and re-encoded every epoch)",
     "knn_top1": "k-NN classifier on frozen features, best cell of the paper's k x temperature "
                 "sweep",
     "rankme_repr": "RankMe (effective rank) of the representations",

@@ -28,7 +28,8 @@ if TYPE_CHECKING:
     from sslbench.db import Store
 
 PRETRAIN_PARAMS = ("projector", "dim", "backbone", "epochs", "seed", "loss.temperature")
-EVAL_PARAMS = ("protocol", "random_init", "source_run", "backbone", "projector", "dim", "seed")
+EVAL_PARAMS = ("protocol", "random_init", "source_run", "backbone", "projector", "dim", "seed",
+               "probe_augment")
 
 
 @functools.lru_cache(maxsize=4096)
@@ -104,6 +105,15 @@ def latest_children(evals: pd.DataFrame, parents: pd.Series, metric: str,
     children = children[children["parent"].isin(set(parents))].dropna(subset=["value"])
     children = children.sort_values(["ended_at", "created_at", "run_id"], na_position="first")
     return children.drop_duplicates("parent", keep="last").set_index("parent")
+
+
+def probe_augment_text(augments: pd.Series) -> str:
+    """The offline probes' training-image augmentation(s) for a caption, e.g. ``"flip"``.
+
+    ``augments`` holds the ``param.probe_augment`` of the evaluations a table uses; evaluations
+    made before it was recorded used the paper's ``crop-flip``."""
+    values = sorted({str(v) if pd.notna(v) else "crop-flip" for v in augments})
+    return ", ".join(values) + (" (mixed)" if len(values) > 1 else "")
 
 
 def baselines(evals: pd.DataFrame, filters: ReportFilters, metric: str,
