@@ -180,6 +180,9 @@ def eval_(
     probe_augment: str = typer.Option("auto", help="Training images of the linear protocol: "
                                       "crop-flip (the paper's), flip, none; auto = the "
                                       "dataset's (crop-flip except the embedded datasets)."),
+    standardize: bool = typer.Option(True, "--standardize/--no-standardize", help="Standardise "
+                                     "each representation dimension before the linear probes "
+                                     "(--no-standardize: the paper's literal recipe)."),
     samples: int = typer.Option(1024, help="Images used by the analysis protocol."),
     device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
     fmt: str = typer.Option("table", "--format", help="table or json."),
@@ -202,7 +205,8 @@ def eval_(
         raise ConfigError("give a RUN_ID, or --random-init for a baseline, or --pending")
     store = open_store()
     opts = dict(seed=seed, linear_epochs=linear_epochs, batch_size=batch_size, lr=lr,
-                probe_augment=probe_augment, samples=samples, device=device)
+                probe_augment=probe_augment, probe_standardize=standardize, samples=samples,
+                device=device)
     if pending:
         targets = [(eval_config_for(store, r, **opts), (p,))
                    for r, p in pending_runs(store, protocols)]

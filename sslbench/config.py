@@ -104,6 +104,7 @@ class EvalConfig:
     batch_size: int = 256
     lr: float = 0.25
     probe_augment: str = "auto"
+    probe_standardize: bool = True
     samples: int = 1024
     train_samples: int = 0
     seed: int = 0
@@ -113,8 +114,11 @@ class EvalConfig:
 
     kind = "eval"
     # Fields that only some protocols read; the others reset them, so they stay out of the id.
-    PROTOCOL_FIELDS = {"fast-linear": ("linear_epochs", "batch_size", "lr"), "knn": (),
-                       "linear": ("linear_epochs", "batch_size", "lr", "probe_augment"),
+    PROTOCOL_FIELDS = {"fast-linear": ("linear_epochs", "batch_size", "lr", "probe_standardize",
+                                       "probe_augment"),
+                       "knn": (),
+                       "linear": ("linear_epochs", "batch_size", "lr", "probe_standardize",
+                                  "probe_augment"),
                        "analysis": ("samples",), "duality": ("samples",), "cka": ("samples",)}
 
     @property

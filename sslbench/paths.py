@@ -1,4 +1,6 @@
-"""Where sslbench keeps things: ``$SSLBENCH_HOME`` (default: the current directory)."""
+"""Where sslbench keeps things: ``$SSLBENCH_HOME`` (default: the current directory) for the store
+and runs, and a cache of regenerable data (``$SSLBENCH_CACHE``, default
+``$XDG_CACHE_HOME/sslbench`` or ``~/.cache/sslbench``)."""
 
 from __future__ import annotations
 
@@ -16,3 +18,12 @@ def runs_root() -> Path:
 
 def run_dir(run_id: str) -> Path:
     return runs_root() / run_id
+
+
+def cache_root() -> Path:
+    """Data that can be regenerated at any time (deleting it is always safe)."""
+    explicit = os.environ.get("SSLBENCH_CACHE")
+    if explicit:
+        return Path(explicit).expanduser().resolve()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base).expanduser().resolve() / "sslbench"

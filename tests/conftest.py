@@ -12,6 +12,18 @@ import pytest
 # Keep each test process to one intra-op thread: pytest-xdist already uses both cores.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
+
+@pytest.fixture(autouse=True, scope="session")
+def _own_cache(tmp_path_factory):
+    """Generated data cached for this session only (subprocesses inherit it)."""
+    previous = os.environ.get("SSLBENCH_CACHE")
+    os.environ["SSLBENCH_CACHE"] = str(tmp_path_factory.mktemp("cache"))
+    yield
+    if previous is None:
+        os.environ.pop("SSLBENCH_CACHE", None)
+    else:
+        os.environ["SSLBENCH_CACHE"] = previous
+
 # The smallest real pretraining: embedded shapes, 256 images, 2 epochs of 4 steps.
 TINY_TRAIN = ["--dataset", "shapes", "--backbone", "small", "--projector", "64-d", "--dim", "16",
               "--epochs", "2", "--batch-size", "64", "--train-samples", "256", "--lr", "0.3",

@@ -79,12 +79,16 @@ def test_replace_rejects_unknown_keys():
         replace(TrainConfig(), epochz=3)
 
 
-def test_probe_augment_enters_the_id_of_the_linear_protocol_only():
+def test_probe_settings_enter_the_id_of_the_linear_probes_only():
     linear = EvalConfig(source_run="abc", protocol="linear", probe_augment="flip")
-    assert linear.run_id != replace(linear, probe_augment="crop-flip").run_id
-    for protocol in ("fast-linear", "knn", "analysis"):
+    for protocol in ("linear", "fast-linear"):
+        cfg = replace(linear, protocol=protocol)
+        assert cfg.run_id != replace(cfg, probe_augment="crop-flip").run_id
+        assert cfg.run_id != replace(cfg, probe_standardize=False).run_id
+    for protocol in ("knn", "analysis"):
         cfg = replace(linear, protocol=protocol)
         assert cfg.run_id == replace(cfg, probe_augment="crop-flip").run_id
+        assert cfg.run_id == replace(cfg, probe_standardize=False).run_id
 
 
 def test_the_fast_probe_id_follows_its_recipe():

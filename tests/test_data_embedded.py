@@ -204,3 +204,34 @@ def test_image_size_resizes_in_memory_datasets_once():
                                           antialias=True, align_corners=False)
     assert (ds.images.double() - ref).abs().max() <= 0.5 + 1e-6
     assert math.isclose(load_dataset("digits", "test", image_size=16).images.shape[-1], 16)
+
+
+def test_shapes_are_kept_in_the_cache(tmp_path, monkeypatch):
+    """Generated once, then read back bit-identical; a damaged file is regenerated."""
+    from sslbench.data import embedded, load_dataset
+
+    monkeypatch.setenv("SSLBENCH_CACHE", str(tmp_path))
+    first = load_dataset("shapes", "train", num_samples=300, seed=4)
+    files = list((tmp_path / "datasets").glob("shapes-train-300-4-*.pt"))
+    assert len(files) == 1 and not list((tmp_path / "datasets").glob(".*tmp"))
+    calls = []
+    monkeypatch.setattr(embedded, "generate_shapes",
+                        lambda *a, **k: calls.append(a) or S.generate_shapes(*a, **k))
+    again = load_dataset("shapes", "train", num_samples=300, seed=4)
+    assert calls == []  # read from the cache
+    assert torch.equal(again.images, first.images) and torch.equal(again.labels, first.labels)
+    files[0].write_bytes(b"not a tensor file")
+    repaired = load_dataset("shapes", "train", num_samples=300, seed=4)
+    assert len(calls) == 1 and torch.equal(repaired.images, first.images)
+    assert torch.equal(load_dataset("shapes", "train", num_samples=300, seed=4).images,
+                       first.images) and len(calls) == 1  # the repaired file is used
+
+
+def test_shapes_load_where_the_cache_cannot_be_written(tmp_path, monkeypatch):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    monkeypatch.setenv("SSLBENCH_CACHE", str(blocker / "below-a-file"))
+    from sslbench.data import load_dataset
+
+    ds = load_dataset("shapes", "test", num_samples=20)
+    assert ds.images.shape == (20, 3, 32, 32)

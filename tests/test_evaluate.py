@@ -108,8 +108,10 @@ def _probe_data():
     return train, test
 
 
-def test_fast_probe_is_the_offline_probe_without_augmentation(monkeypatch):
-    """Same head, recipe and batch order: on un-augmented images both train the same layer."""
+@pytest.mark.parametrize("augment,standardize", [("none", True), ("none", False),
+                                                  ("flip", True)])
+def test_fast_probe_is_the_offline_probe_without_crops(monkeypatch, augment, standardize):
+    """Same head, recipe, batch order and flips: without crops both train the same layer."""
     from sslbench.data.augment import eval_transform
     from sslbench.evaluate import linear
     from sslbench.evaluate.features import extract_features
@@ -128,15 +130,18 @@ def test_fast_probe_is_the_offline_probe_without_augmentation(monkeypatch):
     net, _ = build_backbone("tiny")
     train, test = _probe_data()
     cpu = torch.device("cpu")
-    recipe = HeadRecipe(epochs=5, batch_size=32, base_lr=0.5, seed=3)
+    recipe = HeadRecipe(epochs=5, batch_size=32, base_lr=0.5, seed=3, standardize=standardize)
     offline = linear.offline_linear_probe(net, train, test, image_size=32, recipe=recipe,
-                                          augment="none", device=cpu)
+                                          augment=augment, device=cpu)
     view = eval_transform(image_size=32, mean=train.mean, std=train.std)
     tx, ty = extract_features(net, train, view, cpu)
+    mirror = extract_features(net, train, lambda images: view(images).flip(3), cpu)[0]
     vx, vy = extract_features(net, test, view, cpu)
-    fast = train_linear_probe(tx, ty, vx, vy, train.num_classes, recipe)
+    flips = dict(mirror_x=mirror, flip_p=0.5 if augment == "flip" else 0.0)
+    fast = train_linear_probe(tx, ty, vx, vy, train.num_classes, recipe, **flips)
     other_order = train_linear_probe(tx, ty, vx, vy, train.num_classes,
-                                     HeadRecipe(epochs=5, batch_size=32, base_lr=0.5, seed=4))
+                                     HeadRecipe(epochs=5, batch_size=32, base_lr=0.5, seed=4,
+                                                standardize=standardize), **flips)
     offline_w, fast_w, other_w = layers
     scale = float(fast_w.abs().max())
     assert torch.allclose(offline_w, fast_w, atol=1e-4 * scale)
@@ -171,8 +176,9 @@ def test_offline_probe_trains_on_the_requested_augmentation(augment):
     plain = eval_transform(image_size=32, mean=train.mean, std=train.std)(train.images)
     from sslbench.data.loader import epoch_order
 
+    torch.testing.assert_close(spy.seen[0], plain)  # the standardisation pass: centre crops
     for epoch in range(2):
-        seen = spy.seen[epoch]
+        seen = spy.seen[1 + epoch]
         ref = plain[epoch_order(len(train), shuffle=True, seed=0, epoch=epoch)]
         same = (seen - ref).abs().flatten(1).amax(1) < 1e-5
         mirrored = (seen - ref.flip(3)).abs().flatten(1).amax(1) < 1e-5
@@ -183,7 +189,7 @@ def test_offline_probe_trains_on_the_requested_augmentation(augment):
             assert 0.3 < float(mirrored.float().mean()) < 0.7
         else:
             assert float((same | mirrored).float().mean()) < 0.2  # resized crops
-    assert len(spy.seen) == 2 + 1  # two training epochs, then one test batch
+    assert len(spy.seen) == 1 + 2 + 1  # statistics, two training epochs, one test batch
 
 
 def test_offline_probe_rejects_an_unknown_augmentation():
@@ -242,3 +248,38 @@ def test_linear_head_steps_like_autograd_and_torch_sgd():
         torch.testing.assert_close(head.bias, ref.bias.detach())
     unlabelled = head.step(h, torch.full((10,), -1), 0.1)  # no labels: only decay and momentum
     assert torch.isfinite(unlabelled).all() and torch.isfinite(head.weight).all()
+
+
+def test_moments_match_torch_over_chunks():
+    from sslbench.evaluate.linear import moments
+
+    x = torch.randn(1001, 7, generator=torch.Generator().manual_seed(0)) * 3 + 5
+    x[:, 3] = 2.0  # a constant dimension: std clamped, never 0
+    mean, std = moments(x.split(100))
+    torch.testing.assert_close(mean, x.mean(0))
+    torch.testing.assert_close(std, x.std(0).clamp_min(1e-6))
+    assert float(std[3]) == pytest.approx(1e-6)
+    with pytest.raises(ValueError, match="2 training images"):
+        moments([x[:1]])
+
+
+def test_standardised_probe_ignores_the_scale_of_each_dimension():
+    """A random network's representations are ~100x smaller than a trained one's; with the
+    paper's fixed learning rate an unstandardised probe barely moves on them."""
+    x, y = _blobs(600, 16, 4, sep=6.0, seed=0)
+    scale = torch.logspace(-3, 1, 16)  # per-dimension scales from 0.001 to 10
+    recipe = HeadRecipe(epochs=30)
+    plain = train_linear_probe(x[:400], y[:400], x[400:], y[400:], 4, recipe)
+    scaled = train_linear_probe(x[:400] * scale + 3, y[:400], x[400:] * scale + 3, y[400:], 4,
+                                recipe)
+    assert scaled["top1"] == pytest.approx(plain["top1"], abs=0.5)
+    tiny = 0.002 * x
+    raw = train_linear_probe(tiny[:400], y[:400], tiny[400:], y[400:], 4,
+                             HeadRecipe(epochs=30, standardize=False))
+    assert plain["top1"] == pytest.approx(100.0) and raw["top1"] < 90
+
+
+def test_fast_probe_needs_mirrored_features_to_flip():
+    x, y = _blobs(40, 4, 2, sep=4.0, seed=0)
+    with pytest.raises(ValueError, match="mirror_x"):
+        train_linear_probe(x, y, x, y, 2, flip_p=0.5)

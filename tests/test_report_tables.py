@@ -141,7 +141,8 @@ def fill_paper_store(store: Store) -> dict[str, str]:
     b.evaluate(ids["V1"], "linear", {"linear_top1": 10.0})  # superseded by the next one
     for name, offline in (("V1", 60.5), ("V2", 61.5), ("V3", 67.5), ("E1", 65.5)):
         b.evaluate(ids[name], "linear", {"linear_top1": offline})  # recorded before the augment
-    b.evaluate(ids["S2"], "linear", {"linear_top1": 67.0}, probe_augment="flip")
+    b.evaluate(ids["S2"], "linear", {"linear_top1": 67.0}, probe_augment="flip",
+               probe_standardize=True)
     b.evaluate(ids["V3"], "linear", {"linear_top1": 99.0}, status="failed")
     for name, knn in (("V1", 55.0), ("V2", 56.0), ("V3", 62.0), ("S1", 58.0), ("S2", 64.0)):
         b.evaluate(ids[name], "knn", {"knn_top1": knn, "knn_k": 20.0})
@@ -360,19 +361,27 @@ def test_table_s2_s3_pairs_and_regression(paper):
                                                           "r2": 1.0}
     assert f"slope {slope:.3f}" in report.caption
     # Evaluations from before the augmentation was recorded used the paper's crop-flip.
-    assert report.notes["probe_augment"] == "crop-flip, flip (mixed)"
-    assert "training images crop-flip, flip (mixed)" in report.caption
+    probe = "training images crop-flip, flip (mixed); representations standardised, unrecorded (mixed)"
+    assert report.notes["probe"] == probe and f"({probe})" in report.caption
     dims = build_report("dims", paper[0], metric="linear_top1",
                         filters=ReportFilters(dataset="imagenet"))
-    assert "training images crop-flip, flip (mixed)" in dims.caption
+    assert probe in dims.caption
 
 
-def test_probe_augment_text():
-    from sslbench.report.query import probe_augment_text
+def test_probe_text():
+    from sslbench.report.query import probe_text
 
-    assert probe_augment_text(pd.Series(["flip", "flip"])) == "flip"
-    assert probe_augment_text(pd.Series([None, np.nan])) == "crop-flip"
-    assert probe_augment_text(pd.Series(["none", None])) == "crop-flip, none (mixed)"
+    cells = pd.DataFrame({"eval.probe_augment": ["flip", "flip"],
+                          "eval.probe_standardize": [True, 1.0]})
+    assert probe_text(cells, "linear_top1") == "training images flip; representations standardised"
+    assert probe_text(cells, "fast_linear_top1") == ("training images flip; "
+                                                     "representations standardised")
+    assert probe_text(cells, "knn_top1") == ""
+    old = pd.DataFrame({"eval.probe_augment": [None, "none"],
+                        "eval.probe_standardize": [False, np.nan]})
+    assert probe_text(old, "fast_linear_top1").startswith("training images none, unrecorded")
+    assert probe_text(old, "linear_top1") == ("training images crop-flip, none (mixed); "
+                                              "representations not standardised, unrecorded (mixed)")
 
 
 def test_table_s2_s3_published_columns_equal_the_paper(paper):

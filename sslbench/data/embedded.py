@@ -8,9 +8,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import os
+from pathlib import Path
+
 import numpy as np
 import torch
 
+from sslbench.data import shapes
 from sslbench.data.base import TensorImageDataset, Triple
 from sslbench.data.shapes import CLASS_NAMES, generate_shapes
 from sslbench.errors import ConfigError
@@ -63,8 +69,40 @@ def load_shapes_dataset(split: str, *, name: str, mean: Triple, std: Triple,
                       else SHAPES_DEFAULT_SIZES[split])
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ConfigError(f"dataset option seed={seed!r} is invalid: expected an integer >= 0")
-    images, labels = generate_shapes(n, int(seed), split)
+    images, labels = _stored_shapes(n, int(seed), split)
     return TensorImageDataset(name, split, images, labels, CLASS_NAMES, mean, std)
+
+
+def _stored_shapes(n: int, seed: int, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`generate_shapes`, kept in the cache (``paths.cache_root()/datasets``) so that each
+    process reads the default 6000 images in milliseconds instead of drawing them for a second.
+
+    The file name carries a hash of the generator's source, so a changed generator never reads
+    an old file. A missing, unreadable or malformed file is regenerated; the cache is written
+    atomically (concurrent writers are harmless) and skipped where it cannot be written.
+    """
+    from sslbench import paths
+
+    source = hashlib.sha256(Path(shapes.__file__).read_bytes()).hexdigest()[:12]
+    path = paths.cache_root() / "datasets" / f"shapes-{split}-{n}-{seed}-{source}.pt"
+    try:
+        blob = torch.load(path, weights_only=True)
+        images, labels = blob["images"], blob["labels"]
+        if (images.dtype == torch.uint8 and tuple(images.shape) == (n, 3, shapes.SIZE, shapes.SIZE)
+                and labels.dtype == torch.int64 and tuple(labels.shape) == (n,)):
+            return images, labels
+    except Exception:  # noqa: BLE001 -- missing or unreadable: regenerate below
+        pass
+    images, labels = generate_shapes(n, seed, split)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save({"images": images, "labels": labels}, tmp)
+        os.replace(tmp, path)
+    except OSError:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+    return images, labels
 
 
 def load_synthetic_dataset(split: str, *, name: str, mean: Triple, std: Triple,

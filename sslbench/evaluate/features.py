@@ -93,18 +93,21 @@ class FeatureCache:
             net.load_state_dict(ckpt.load(backbone_path(cfg.source_run))["backbone"])
         return net.to(self.device, memory_format=memory_format(self.device)).eval()
 
-    def features(self, cfg: EvalConfig, split: str):
-        """(features, labels, dataset) of ``split`` through the frozen backbone."""
+    def features(self, cfg: EvalConfig, split: str, *, mirror: bool = False):
+        """(features, labels, dataset) of ``split``'s centre crops through the frozen backbone;
+        with ``mirror``, of the centre crops mirrored left-right."""
         from sslbench.data.augment import eval_transform
 
         ds = self.dataset(cfg, split)
         key = (cfg.source_run, cfg.backbone, cfg.cifar_stem, cfg.seed, cfg.dataset, split,
                cfg.image_size, cfg.train_samples if split == "train" else 0)
+        key += ("mirror",) if mirror else ()
         if key not in self._features:
             disk = self._disk_path(cfg, key)
             cached = self._read(disk, cfg) if disk else None
             if cached is None:
-                transform = eval_transform(image_size=cfg.image_size, mean=ds.mean, std=ds.std)
+                centre = eval_transform(image_size=cfg.image_size, mean=ds.mean, std=ds.std)
+                transform = (lambda images: centre(images).flip(3)) if mirror else centre
                 cached = extract_features(self.backbone(cfg), ds, transform, self.device)
                 if disk:
                     self._write(disk, cfg, cached)

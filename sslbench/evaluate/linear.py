@@ -3,14 +3,24 @@
 Both train one linear layer with the paper's head recipe (PAPER.md §6, App. E): SGD with
 momentum 0.9 and weight decay 1e-6, a cosine schedule from lr = base_lr x batch / 256,
 cross-entropy, ``epochs`` passes over the labelled training split in the same seeded batch
-order. They differ only in what the layer is fed:
+order. By default (``standardize``) each dimension of the representation is first standardised
+with the mean and std of the training split's centre-crop representations: an affine map, so the
+classifier stays linear in the representation (MAE and MoCo v3 put a non-affine BatchNorm there
+for the same reason). Without it a fixed learning rate acts very differently on representations
+of different scales: those of a randomly initialised network are ~100x smaller than a trained
+one's, and its probe stays at chance. ``standardize=False`` is the paper's literal recipe.
+
+The two protocols differ only in what the layer is fed:
 
 - :func:`offline_linear_probe` (protocol ``linear``): every epoch, each training image is freshly
   augmented (:data:`AUGMENT_SETTINGS`) and passed through the frozen backbone; test images get the
   centre crop. That is ``epochs`` forward passes over the training split.
-- :func:`train_linear_probe` (protocol ``fast-linear``): the centre-crop representations are
-  extracted once and kept (:class:`sslbench.evaluate.features.FeatureCache`) and the layer trains
-  on them in memory. With the augmentation ``none`` the two compute the same thing.
+- :func:`train_linear_probe` (protocol ``fast-linear``): the representations of the centre crops,
+  and of their mirror images when the augmentation flips, are extracted once and kept
+  (:class:`sslbench.evaluate.features.FeatureCache`); the layer trains on them in memory, taking
+  the mirrored one wherever the offline protocol's draw flips. With the augmentations ``none``
+  and ``flip`` the two protocols compute the same thing; with ``crop-flip`` the fast one leaves
+  the crops out.
 
 Labels < 0 (unlabelled images) are ignored throughout.
 """
@@ -45,6 +55,7 @@ class HeadRecipe:
     weight_decay: float = 1e-6
     momentum: float = 0.9
     seed: int = 0
+    standardize: bool = True
 
     @property
     def peak_lr(self) -> float:
@@ -60,44 +71,77 @@ class LinearHead:
     One :meth:`step` equals ``F.cross_entropy(nn.Linear(h), y)`` (mean over the labelled rows;
     rows with a label < 0 get zero weight), ``backward()`` and a ``torch.optim.SGD`` step with
     momentum and weight decay on weight and bias alike (a test checks this against autograd).
-    Without autograd and the optimiser, a step on cached features costs a few small kernels and
-    no host-device sync, which is most of the fast protocol's time.
+    Weight and bias are one (C, D + 1) matrix acting on ``[h, 1]``. Without autograd and the
+    optimiser a step on cached features is a few small kernels and no host-device sync, which
+    is most of the fast protocol's time.
     """
 
-    def __init__(self, dim: int, num_classes: int, recipe: HeadRecipe, device: torch.device):
+    def __init__(self, dim: int, num_classes: int, recipe: HeadRecipe, device: torch.device,
+                 moments: tuple[Tensor, Tensor] | None = None):
         g = torch.Generator().manual_seed(recipe.seed)
-        self.weight = (torch.randn(num_classes, dim, generator=g) * 0.01).to(device)
-        self.bias = torch.zeros(num_classes, device=device)
+        weight = torch.randn(num_classes, dim, generator=g) * 0.01
+        self.params = torch.cat([weight, torch.zeros(num_classes, 1)], 1).to(device)
         self.momentum, self.weight_decay = recipe.momentum, recipe.weight_decay
-        self._buffers: list[Tensor] | None = None
+        self._buffer: Tensor | None = None
+        # Inputs are standardised with (mean, std) when given: (h - mean) / std.
+        self.moments = None if moments is None else tuple(m.to(device) for m in moments)
+
+    @property
+    def weight(self) -> Tensor:
+        return self.params[:, :-1]
+
+    @property
+    def bias(self) -> Tensor:
+        return self.params[:, -1]
+
+    def _inputs(self, h: Tensor) -> Tensor:
+        if self.moments is not None:
+            mean, std = self.moments
+            h = (h - mean) / std
+        return torch.cat([h, h.new_ones(len(h), 1)], 1)
 
     def __call__(self, h: Tensor) -> Tensor:
-        return torch.addmm(self.bias, h, self.weight.t())
+        return self._inputs(h) @ self.params.t()
 
     @torch.no_grad()
     def step(self, h: Tensor, y: Tensor, lr: float) -> Tensor:
         """One SGD step on the batch (h (B, D), y (B,)); returns the logits before the step."""
-        logits = self(h)
+        h = self._inputs(h)
+        logits = h @ self.params.t()
         keep = (y >= 0).to(h.dtype)
         grad = logits.softmax(1)
-        grad[torch.arange(len(y), device=y.device), y.clamp_min(0)] -= 1.0
+        grad.scatter_add_(1, y.clamp_min(0)[:, None], -torch.ones_like(keep)[:, None])
         grad.mul_((keep / keep.sum().clamp_min(1.0))[:, None])
-        params = (self.weight, self.bias)
-        grads = (grad.t() @ h, grad.sum(0))
-        steps = [g.add(p, alpha=self.weight_decay) for p, g in zip(params, grads)]
-        if self._buffers is None:
-            self._buffers = steps
+        step = torch.addmm(self.params, grad.t(), h, beta=self.weight_decay)
+        if self._buffer is None:
+            self._buffer = step
         else:
-            for buf, d in zip(self._buffers, steps):
-                buf.mul_(self.momentum).add_(d)
-        for p, buf in zip(params, self._buffers):
-            p.add_(buf, alpha=-lr)
+            self._buffer.mul_(self.momentum).add_(step)
+        self.params.add_(self._buffer, alpha=-lr)
         return logits
 
 
+def moments(chunks: Iterable[Tensor]) -> tuple[Tensor, Tensor]:
+    """Per-dimension (mean, std) of the rows of all ``chunks`` (float64 sums, unbiased std,
+    clamped at 1e-6), as float32 on the chunks' device."""
+    n, total, squares = 0, None, None
+    for chunk in chunks:
+        c = chunk.double()
+        n += c.shape[0]
+        total = c.sum(0) if total is None else total + c.sum(0)
+        squares = (c * c).sum(0) if squares is None else squares + (c * c).sum(0)
+    if total is None or n < 2:
+        raise ValueError("the linear probe needs at least 2 training images")
+    mean = total / n
+    var = ((squares - n * mean * mean) / (n - 1)).clamp_min(0.0)
+    return mean.float(), var.sqrt().clamp_min(1e-6).float()
+
+
 def _fit_head(batches: Batches, steps_per_epoch: int, num_classes: int, recipe: HeadRecipe,
-              device: torch.device) -> tuple[LinearHead, float]:
-    """Trains a :class:`LinearHead` on ``batches(epoch)`` -> (features (B, D), labels (B,)).
+              device: torch.device,
+              stats: tuple[Tensor, Tensor] | None = None) -> tuple[LinearHead, float]:
+    """Trains a :class:`LinearHead` on ``batches(epoch)`` -> (features (B, D), labels (B,)),
+    standardised with ``stats`` (mean, std) when given.
 
     The learning rate follows a cosine from ``recipe.peak_lr`` to 0 over every step. Returns the
     head and its top-1 on the last epoch's training batches (before each batch's step).
@@ -108,7 +152,7 @@ def _fit_head(batches: Batches, steps_per_epoch: int, num_classes: int, recipe: 
     for epoch in range(recipe.epochs):
         for h, y in batches(epoch):
             if head is None:
-                head = LinearHead(h.shape[1], num_classes, recipe, device)
+                head = LinearHead(h.shape[1], num_classes, recipe, device, stats)
             lr = recipe.peak_lr * 0.5 * (1 + math.cos(math.pi * step / total))
             step += 1
             logits = head.step(h, y, lr)
@@ -132,23 +176,51 @@ def _require_labels(labels: Tensor) -> None:
         raise ValueError("no labelled training images for the linear probe")
 
 
+def flip_draws(recipe: HeadRecipe, epoch: int, n: int, flip_p: float) -> Tensor:
+    """(n,) bool on CPU: whether the image at position j of ``epoch``'s batch order is mirrored.
+    Both protocols use these draws."""
+    g = torch.Generator().manual_seed(2 * _seed(recipe, epoch) + 1)
+    return torch.rand(n, generator=g) < flip_p
+
+
+def _seed(recipe: HeadRecipe, epoch: int, batch: int = 0) -> int:
+    """A seed per (epoch, batch): crops draw from 2 x seed, flips from 2 x seed + 1."""
+    return (recipe.seed * 1_000_003 + epoch) * 1_000_003 + batch
+
+
 def train_linear_probe(train_x: Tensor, train_y: Tensor, test_x: Tensor, test_y: Tensor,
-                       num_classes: int, recipe: HeadRecipe = HeadRecipe()) -> dict[str, float]:
+                       num_classes: int, recipe: HeadRecipe = HeadRecipe(), *,
+                       mirror_x: Tensor | None = None, flip_p: float = 0.0) -> dict[str, float]:
     """The fast protocol on cached features -> {"top1": test top-1 %, "train_top1": ...}.
 
+    ``mirror_x`` holds the representations of the mirrored training images; each is used
+    instead of ``train_x``'s with probability ``flip_p``, with the offline protocol's draws.
     Runs on the features' device (move them to the GPU first for large data sets)."""
     from sslbench.data.loader import epoch_order
 
     _require_labels(train_y)
-    n = len(train_x)
+    if flip_p > 0 and mirror_x is None:
+        raise ValueError("flip_p > 0 needs the mirrored representations (mirror_x)")
+    n, device = len(train_x), train_x.device
+    if recipe.standardize:  # once, here, rather than in every step
+        mean, std = moments(train_x.split(65536))
+        train_x, test_x = (train_x - mean) / std, (test_x - mean) / std
+        mirror_x = None if mirror_x is None else (mirror_x - mean) / std
+    # Rows n.. of `views` are the mirror images: a batch is one gather from it.
+    views = train_x if flip_p == 0 else torch.cat([train_x, mirror_x])
 
     def batches(epoch: int):
-        order = epoch_order(n, shuffle=True, seed=recipe.seed, epoch=epoch).to(train_x.device)
-        for idx in order.split(recipe.batch_size):
-            yield train_x[idx], train_y[idx]
+        index = epoch_order(n, shuffle=True, seed=recipe.seed, epoch=epoch)
+        labels = train_y[index.to(train_y.device)]
+        if flip_p > 0:
+            index = index + n * flip_draws(recipe, epoch, n, flip_p)
+        index = index.to(device)
+        for start in range(0, n, recipe.batch_size):
+            end = start + recipe.batch_size
+            yield views[index[start:end]], labels[start:end]
 
     layer, train_top1 = _fit_head(batches, math.ceil(n / recipe.batch_size), num_classes,
-                                  recipe, train_x.device)
+                                  recipe, device)
     with torch.no_grad():
         return {"top1": _top1(layer(test_x), test_y), "train_top1": train_top1}
 
@@ -158,9 +230,11 @@ def offline_linear_probe(backbone: torch.nn.Module, train_ds, test_ds, *, image_
                          device: torch.device | None = None) -> dict[str, float]:
     """The paper's offline protocol -> {"top1": test top-1 %, "train_top1": ...}.
 
-    Frozen backbone in eval mode; training images augmented with ``augment`` (a key of
-    :data:`AUGMENT_SETTINGS`, batched on the device); test images centre-cropped. The backbone's
-    weights, BatchNorm statistics and training flag are unchanged afterwards.
+    Frozen backbone in eval mode. With ``recipe.standardize``, a first pass over the training
+    split's centre crops gives the standardisation. Training images are augmented with
+    ``augment`` (a key of :data:`AUGMENT_SETTINGS`, batched on the device); test images are
+    centre-cropped. The backbone's weights, BatchNorm statistics and training flag are unchanged
+    afterwards.
     """
     from sslbench.data import iterate_batches, num_batches
     from sslbench.data.augment import BatchAugment, eval_transform
@@ -173,7 +247,7 @@ def offline_linear_probe(backbone: torch.nn.Module, train_ds, test_ds, *, image_
     fmt = memory_format(device)
     crop_scale, flip_p = AUGMENT_SETTINGS[augment]
     train_view = BatchAugment(image_size=image_size, mean=train_ds.mean, std=train_ds.std,
-                              crop_scale=crop_scale, flip_p=flip_p, jitter_p=0.0,
+                              crop_scale=crop_scale, flip_p=0.0, jitter_p=0.0,
                               gray_p=0.0).to(device)
     centre = eval_transform(image_size=image_size, mean=test_ds.mean, std=test_ds.std)
     g = torch.Generator(device=device)
@@ -184,18 +258,31 @@ def offline_linear_probe(backbone: torch.nn.Module, train_ds, test_ds, *, image_
             x = transform(to_device(images, device), *args).contiguous(memory_format=fmt)
             return backbone(x).float()
 
+    def view(images: Tensor, epoch: int, i: int, flip: Tensor) -> Tensor:
+        g.manual_seed(2 * _seed(recipe, epoch, i))
+        x = train_view(images, g)  # the crop (or the centre square)
+        return torch.where(flip.to(device)[:, None, None, None], x.flip(3), x)
+
     def batches(epoch: int):
+        flips = flip_draws(recipe, epoch, len(train_ds), flip_p)
+        start = 0
         for i, (images, labels) in enumerate(iterate_batches(
                 train_ds, recipe.batch_size, shuffle=True, drop_last=False, seed=recipe.seed,
                 epoch=epoch)):
-            g.manual_seed((recipe.seed * 1_000_003 + epoch) * 1_000_003 + i)
-            yield encode(images, train_view, g), to_device(labels, device)
+            flip = flips[start:start + len(images)]
+            start += len(images)
+            yield encode(images, view, epoch, i, flip), to_device(labels, device)
 
     was_training = backbone.training
     backbone.eval()
     try:
+        stats = None
+        if recipe.standardize:  # one pass over the centre crops, as the fast protocol has
+            stats = moments(encode(images, centre) for images, _ in iterate_batches(
+                train_ds, 512, shuffle=False, drop_last=False))
         steps = max(num_batches(train_ds, recipe.batch_size, drop_last=False), 1)
-        layer, train_top1 = _fit_head(batches, steps, train_ds.num_classes, recipe, device)
+        layer, train_top1 = _fit_head(batches, steps, train_ds.num_classes, recipe, device,
+                                      stats)
         logits, labels = [], []
         with torch.no_grad():
             for images, y in iterate_batches(test_ds, 512, shuffle=False, drop_last=False):

@@ -4,7 +4,8 @@ An evaluation is a run of kind "eval" whose parent is the pretraining run (no pa
 randomly initialised baseline); its id is the hash of its config, so re-running the same
 evaluation reuses it. Protocols and the metrics they write:
 
-- ``fast-linear``: the linear probe's recipe on cached centre-crop features -> ``fast_linear_top1``
+- ``fast-linear``: the ``linear`` protocol without its crops, on cached features (the centre
+  crops' and, when ``probe_augment`` flips, their mirror images') -> ``fast_linear_top1``
 - ``knn``: the paper's k x T sweep -> ``knn_top1`` (best cell), ``knn_k``, ``knn_temperature``
   and every cell as ``knn_top1/k{k}_t{t}``
 - ``linear``: the paper's offline protocol (augmented images through the frozen backbone every
@@ -23,7 +24,8 @@ from sslbench.config import (EVAL_PROTOCOLS, PROBE_AUGMENTS, EvalConfig, replace
 from sslbench.errors import ConfigError, SSLBenchError
 from sslbench.evaluate.features import FeatureCache
 from sslbench.evaluate.knn import best_cell, knn_sweep
-from sslbench.evaluate.linear import HeadRecipe, offline_linear_probe, train_linear_probe
+from sslbench.evaluate.linear import (AUGMENT_SETTINGS, HeadRecipe, offline_linear_probe,
+                                      train_linear_probe)
 
 DEFAULT_PROTOCOLS = ("fast-linear", "knn")
 
@@ -160,9 +162,11 @@ def pending(store, protocols: tuple[str, ...]) -> list[tuple[str, str]]:
 def _fast_linear(cfg: EvalConfig, cache: FeatureCache) -> dict[str, float]:
     train_x, train_y, ds = cache.features(cfg, "train")
     test_x, test_y, _ = cache.features(cfg, "test")
+    flip_p = AUGMENT_SETTINGS[cfg.probe_augment][1]
+    mirror_x = cache.features(cfg, "train", mirror=True)[0].to(cache.device) if flip_p else None
     on = cache.device
     res = train_linear_probe(train_x.to(on), train_y.to(on), test_x.to(on), test_y.to(on),
-                             ds.num_classes, _recipe(cfg))
+                             ds.num_classes, _recipe(cfg), mirror_x=mirror_x, flip_p=flip_p)
     return {"fast_linear_top1": res["top1"], "fast_linear_train_top1": res["train_top1"]}
 
 
@@ -186,7 +190,7 @@ def _offline_linear(cfg: EvalConfig, cache: FeatureCache) -> dict[str, float]:
 
 def _recipe(cfg: EvalConfig) -> HeadRecipe:
     return HeadRecipe(epochs=cfg.linear_epochs, batch_size=cfg.batch_size, base_lr=cfg.lr,
-                      seed=cfg.seed)
+                      seed=cfg.seed, standardize=cfg.probe_standardize)
 
 
 PROTOCOL_FUNCTIONS = {"fast-linear": _fast_linear, "knn": _knn, "linear": _offline_linear}

@@ -39,7 +39,8 @@ from sslbench.report.query import (
     completed_evals,
     latest_children,
     pretrain_runs,
-    probe_augment_text,
+    probe_columns,
+    probe_text,
     settings_text,
 )
 from sslbench.report.render import STATS
@@ -82,15 +83,12 @@ def dims_frame(store: Store, *, metric: str = DEFAULT_METRIC, dataset: str | Non
                                f"{store.display_url}: run `sslbench demo` or `sslbench train` "
                                "first")
     evals = None if online else completed_evals(store, (metric,), dataset=filters.dataset)
-    augments = pd.Series(index=runs.index, dtype=object)
     if evals is None:
-        values = runs[f"{select}.{metric}"]
+        values, probes = runs[f"{select}.{metric}"], {}
     else:
         chosen = latest_children(evals, runs["run_id"], metric)
-        values = runs["run_id"].map(chosen["value"])
-        if "param.probe_augment" in chosen.columns:
-            augments = runs["run_id"].map(chosen["param.probe_augment"])
-    cells = runs.assign(method=runs["method_name"], label=runs["method"], probe_augment=augments,
+        values, probes = runs["run_id"].map(chosen["value"]), probe_columns(runs, chosen)
+    cells = runs.assign(method=runs["method_name"], label=runs["method"], **probes,
                         value=values.astype("float64")).dropna(subset=["dim", "value"])
     if cells.empty:
         hint = (f"run `{COMMANDS['online_top1']}` to completion" if online else
@@ -104,9 +102,9 @@ def dims_frame(store: Store, *, metric: str = DEFAULT_METRIC, dataset: str | Non
     if evals is not None:
         frame = _with_baseline(frame, baselines(evals, filters, metric))
     frame = _with_paper(frame, cells, metric)
-    protocol = PROTOCOLS.get(metric, metric)
-    if metric == "linear_top1":
-        protocol += f", training images {probe_augment_text(cells['probe_augment'])}"
+    protocol, probe = PROTOCOLS.get(metric, metric), probe_text(cells, metric)
+    if probe:
+        protocol += f"; {probe}"
     frame.attrs.update(metric=metric, protocol=protocol, select=select,
                        ours=settings_text(runs))
     return frame

@@ -26,7 +26,7 @@ from sslbench.report.grid import FAMILIES_NOTE, SETTING, TOLERANCE, no_runs, whe
 from sslbench.report.protocols import PROTOCOLS, check_select, select_text
 from sslbench.report.published import PAPER_REGRESSION, PAPER_SETTING_TEXT, table_s2_s3
 from sslbench.report.query import (completed_evals, latest_children, pretrain_runs,
-                                   probe_augment_text, settings_text)
+                                   probe_columns, probe_text, settings_text)
 
 if TYPE_CHECKING:
     from sslbench.db import Store
@@ -42,9 +42,8 @@ def paired_runs(store: Store, filters: ReportFilters, select: str) -> pd.DataFra
     evals = completed_evals(store, ("linear_top1",), dataset=filters.dataset)
     chosen = latest_children(evals, runs["run_id"], "linear_top1")
     offline = runs["run_id"].map(chosen["value"])
-    augment = runs["run_id"].map(chosen.get("param.probe_augment", pd.Series(dtype=object)))
     paired = runs.assign(online=runs[f"{select}.online_top1"], offline=offline.astype(float),
-                         probe_augment=augment)
+                         **probe_columns(runs, chosen))
     paired = paired.dropna(subset=["online", "offline", "dim"])
     if paired.empty:
         raise EmptyReportError(f"none of the {len(runs)} completed pretraining runs"
@@ -94,12 +93,12 @@ def table_s2_s3_report(store: Store, *, select: str = "final",
     frame = wide(stats, PROBE_ROWS, "dim", extra_rows=extra_rows, extra_columns=extra_columns)
     frame = add_paper(frame, lambda key, dim: paper.get((key[3], key[4], dim, key[5])))
     ours, printed = regression(paired), published_regression()
-    augment = probe_augment_text(paired["probe_augment"])
+    probe = probe_text(paired, "linear_top1")
     summary = agreement(frame, TOLERANCE)
     caption = " ".join([
         f"Top-1 (%) of the same runs with two probes: online = {PROTOCOLS['online_top1']} "
         f"({select_text(select, 'online_top1')}); offline = {PROTOCOLS['linear_top1']}, "
-        f"latest completed evaluation, training images {augment}. Runs with both values only; "
+        f"latest completed evaluation ({probe}). Runs with both values only; "
         "mean ± std over seeds "
         "(n runs); – = no run.",
         f"Ours: {settings_text(paired)}.",
@@ -112,7 +111,7 @@ def table_s2_s3_report(store: Store, *, select: str = "final",
         FAMILIES_NOTE])
     notes = {"metrics": ["online_top1", "linear_top1"], "select": select,
              "ours": settings_text(paired), "paper": PAPER_SETTING_TEXT,
-             "probe_augment": augment,
+             "probe": probe,
              "regression": {"ours": ours, "paper_stated": dict(PAPER_REGRESSION),
                             "paper_refit": printed},
              "agreement": summary, "tolerance": TOLERANCE, "filters": filters.describe()}

@@ -28,8 +28,11 @@ if TYPE_CHECKING:
     from sslbench.db import Store
 
 PRETRAIN_PARAMS = ("projector", "dim", "backbone", "epochs", "seed", "loss.temperature")
+# How a linear probe was set up (EvalConfig fields); evaluations from before they were recorded
+# lack them.
+PROBE_PARAMS = ("probe_augment", "probe_standardize")
 EVAL_PARAMS = ("protocol", "random_init", "source_run", "backbone", "projector", "dim", "seed",
-               "probe_augment")
+               *PROBE_PARAMS)
 
 
 @functools.lru_cache(maxsize=4096)
@@ -107,13 +110,34 @@ def latest_children(evals: pd.DataFrame, parents: pd.Series, metric: str,
     return children.drop_duplicates("parent", keep="last").set_index("parent")
 
 
-def probe_augment_text(augments: pd.Series) -> str:
-    """The offline probes' training-image augmentation(s) for a caption, e.g. ``"flip"``.
+def probe_columns(runs: pd.DataFrame, chosen: pd.DataFrame) -> dict[str, pd.Series]:
+    """The probe settings of ``chosen`` (from :func:`latest_children`) aligned with ``runs``:
+    ``{"eval.probe_augment": ..., "eval.probe_standardize": ...}``."""
+    def column(name: str) -> pd.Series:
+        if f"param.{name}" not in chosen.columns:
+            return pd.Series(index=runs.index, dtype=object)
+        return runs["run_id"].map(chosen[f"param.{name}"])
+    return {f"eval.{name}": column(name) for name in PROBE_PARAMS}
 
-    ``augments`` holds the ``param.probe_augment`` of the evaluations a table uses; evaluations
-    made before it was recorded used the paper's ``crop-flip``."""
-    values = sorted({str(v) if pd.notna(v) else "crop-flip" for v in augments})
-    return ", ".join(values) + (" (mixed)" if len(values) > 1 else "")
+
+def probe_text(cells: pd.DataFrame, metric: str) -> str:
+    """How the linear probes behind ``metric`` in ``cells`` (with :func:`probe_columns`) were
+    set up, for a caption, e.g. ``"training images flip; representations standardised"``;
+    "" for other metrics. Offline evaluations from before the augmentation was recorded used
+    crop-flip, the only one then."""
+    def values(column: str, names: dict, unknown: str) -> str:
+        found = sorted({names.get(v, str(v)) if pd.notna(v) else unknown
+                        for v in cells.get(column, pd.Series(dtype=object))})
+        return ", ".join(found) + (" (mixed)" if len(found) > 1 else "")
+
+    if metric not in ("linear_top1", "fast_linear_top1"):
+        return ""
+    unknown = "crop-flip" if metric == "linear_top1" else "unrecorded"
+    return "; ".join([
+        "training images " + values("eval.probe_augment", {}, unknown),
+        "representations " + values("eval.probe_standardize",
+                                    {True: "standardised", False: "not standardised"},
+                                    "unrecorded")])
 
 
 def baselines(evals: pd.DataFrame, filters: ReportFilters, metric: str,
