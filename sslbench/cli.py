@@ -179,7 +179,7 @@ def eval_(
     lr: float = typer.Option(0.25, help="Base lr of the linear probes (x batch/256)."),
     probe_augment: str = typer.Option("auto", help="Training images of the linear protocol: "
                                       "crop-flip (the paper's), flip, none; auto = the "
-                                      "dataset's (crop-flip except the embedded datasets)."),
+                                      "dataset's (crop-flip; flip on shapes, none on digits)."),
     standardize: bool = typer.Option(True, "--standardize/--no-standardize", help="Standardise "
                                      "each representation dimension before the linear probes "
                                      "(--no-standardize: the paper's literal recipe)."),

@@ -75,10 +75,16 @@ class TrainConfig:
 
 
 EVAL_PROTOCOLS = ("fast-linear", "knn", "linear", "analysis")
-# Training-image augmentation of the offline linear probe (sslbench.evaluate.linear): the paper's
-# random resized crop (scale 0.08-1) + horizontal flip, flip only, or none. "auto" (the default)
-# resolves to the dataset's own choice (DatasetSpec.probe_augment) when the config is built.
+# Training-image augmentation of the linear probes (sslbench.evaluate.linear): the paper's random
+# resized crop (scale 0.08-1) + horizontal flip, flip only, or none. "auto" (the default) resolves
+# to the dataset's own choice (DatasetSpec.probe_augment) when the config is built.
 PROBE_AUGMENTS = ("crop-flip", "flip", "none")
+
+
+def probe_augment_used(protocol: str, augment: str) -> str:
+    """The augmentation ``protocol`` applies when ``augment`` is asked for: fast-linear replays
+    the flips but never the crops, so its crop-flip is flip (same computation, same run id)."""
+    return "flip" if protocol == "fast-linear" and augment == "crop-flip" else augment
 
 
 @dataclass(frozen=True)
@@ -86,7 +92,7 @@ class EvalConfig:
     """One evaluation protocol applied to a pretrained run (or to a random-init network).
 
     Protocols: ``fast-linear`` (linear probe on cached frozen features), ``knn`` (the paper's
-    k-NN sweep), ``linear`` (the paper's offline protocol: augmented crops, frozen backbone),
+    k-NN sweep), ``linear`` (the paper's offline protocol: re-augmented images, frozen backbone),
     ``analysis`` (spectra, RankMe, Table S4 bounds, negative-pair cosines), ``duality`` and
     ``cka`` (written by `sslbench duality` and `sslbench compare`).
     """
@@ -125,6 +131,10 @@ class EvalConfig:
     def random_init(self) -> bool:
         return self.source_run is None
 
+    # Fields added later are left out of the ids of the protocols that do not read them, so
+    # those ids stay what they were (a test pins some).
+    ABSENT_WHEN_UNUSED = ("probe_augment", "probe_standardize")
+
     def identity(self) -> dict[str, Any]:
         used = self.PROTOCOL_FIELDS.get(self.protocol, ())
         specific = {name for names in self.PROTOCOL_FIELDS.values() for name in names}
@@ -135,7 +145,11 @@ class EvalConfig:
                 continue
             value = getattr(self, f.name)
             if f.name in specific and f.name not in used:
+                if f.name in self.ABSENT_WHEN_UNUSED:
+                    continue
                 value = getattr(defaults, f.name)
+            if f.name == "probe_augment":
+                value = probe_augment_used(self.protocol, value)
             ident[f.name] = _plain(value)
         ident["random_init"] = self.random_init
         return ident

@@ -83,8 +83,11 @@ def test_probe_settings_enter_the_id_of_the_linear_probes_only():
     linear = EvalConfig(source_run="abc", protocol="linear", probe_augment="flip")
     for protocol in ("linear", "fast-linear"):
         cfg = replace(linear, protocol=protocol)
-        assert cfg.run_id != replace(cfg, probe_augment="crop-flip").run_id
+        assert cfg.run_id != replace(cfg, probe_augment="none").run_id
         assert cfg.run_id != replace(cfg, probe_standardize=False).run_id
+    assert linear.run_id != replace(linear, probe_augment="crop-flip").run_id
+    fast = replace(linear, protocol="fast-linear")  # it never crops: crop-flip is flip
+    assert fast.run_id == replace(fast, probe_augment="crop-flip").run_id
     for protocol in ("knn", "analysis"):
         cfg = replace(linear, protocol=protocol)
         assert cfg.run_id == replace(cfg, probe_augment="crop-flip").run_id
@@ -97,3 +100,14 @@ def test_the_fast_probe_id_follows_its_recipe():
     assert fast.run_id != replace(fast, batch_size=512).run_id
     knn = replace(fast, protocol="knn")
     assert knn.run_id == replace(knn, lr=1.0, batch_size=512, linear_epochs=5).run_id
+
+
+@pytest.mark.parametrize("protocol,ids", [("knn", ("6cf831f6315f", "92e29134fa28")),
+                                          ("analysis", ("9ccf73b10907", "ba1de5805418")),
+                                          ("duality", ("9034cb12ae95", "eb29c90e7b62")),
+                                          ("cka", ("7fa024a90be2", "794436b0f85e"))])
+def test_eval_ids_that_must_not_change(protocol, ids):
+    """Ids of protocols that no later field concerns stay what they were, so stored results are
+    reused and queued evaluations still load."""
+    assert (EvalConfig(source_run="abc", protocol=protocol).run_id,
+            EvalConfig(protocol=protocol, dataset="cifar10", samples=512).run_id) == ids

@@ -235,3 +235,18 @@ def test_shapes_load_where_the_cache_cannot_be_written(tmp_path, monkeypatch):
 
     ds = load_dataset("shapes", "test", num_samples=20)
     assert ds.images.shape == (20, 3, 32, 32)
+
+
+def test_a_failing_cache_write_leaves_no_file(tmp_path, monkeypatch):
+    """torch.save raises RuntimeError (not OSError) on a full disk: loading still works."""
+    from sslbench.data import embedded
+
+    monkeypatch.setenv("SSLBENCH_CACHE", str(tmp_path))
+
+    def full_disk(*args, **kwargs):
+        raise RuntimeError("unexpected pos")
+
+    monkeypatch.setattr(embedded.torch, "save", full_disk)
+    ds = load_dataset("shapes", "test", num_samples=20, seed=9)
+    assert ds.images.shape == (20, 3, 32, 32)
+    assert list((tmp_path / "datasets").iterdir()) == []

@@ -111,7 +111,8 @@ def _probe_data():
 @pytest.mark.parametrize("augment,standardize", [("none", True), ("none", False),
                                                   ("flip", True)])
 def test_fast_probe_is_the_offline_probe_without_crops(monkeypatch, augment, standardize):
-    """Same head, recipe, batch order and flips: without crops both train the same layer."""
+    """Same head, recipe, batch order and flips: without crops both train the same layer
+    (160 images in batches of 48: the last batch is short)."""
     from sslbench.data.augment import eval_transform
     from sslbench.evaluate import linear
     from sslbench.evaluate.features import extract_features
@@ -130,7 +131,7 @@ def test_fast_probe_is_the_offline_probe_without_crops(monkeypatch, augment, sta
     net, _ = build_backbone("tiny")
     train, test = _probe_data()
     cpu = torch.device("cpu")
-    recipe = HeadRecipe(epochs=5, batch_size=32, base_lr=0.5, seed=3, standardize=standardize)
+    recipe = HeadRecipe(epochs=5, batch_size=48, base_lr=0.5, seed=3, standardize=standardize)
     offline = linear.offline_linear_probe(net, train, test, image_size=32, recipe=recipe,
                                           augment=augment, device=cpu)
     view = eval_transform(image_size=32, mean=train.mean, std=train.std)
@@ -140,7 +141,7 @@ def test_fast_probe_is_the_offline_probe_without_crops(monkeypatch, augment, sta
     flips = dict(mirror_x=mirror, flip_p=0.5 if augment == "flip" else 0.0)
     fast = train_linear_probe(tx, ty, vx, vy, train.num_classes, recipe, **flips)
     other_order = train_linear_probe(tx, ty, vx, vy, train.num_classes,
-                                     HeadRecipe(epochs=5, batch_size=32, base_lr=0.5, seed=4,
+                                     HeadRecipe(epochs=5, batch_size=48, base_lr=0.5, seed=4,
                                                 standardize=standardize), **flips)
     offline_w, fast_w, other_w = layers
     scale = float(fast_w.abs().max())
@@ -283,3 +284,26 @@ def test_fast_probe_needs_mirrored_features_to_flip():
     x, y = _blobs(40, 4, 2, sep=4.0, seed=0)
     with pytest.raises(ValueError, match="mirror_x"):
         train_linear_probe(x, y, x, y, 2, flip_p=0.5)
+
+
+def test_runs_record_the_probe_settings_they_used(tmp_path, monkeypatch):
+    """Both protocols record the requested crop-flip; fast-linear replays the flips but never
+    the crops, so its id is that of flip."""
+    from sslbench.config import replace
+    from sslbench.db import Store
+    from sslbench.evaluate.run import evaluate_protocols, random_init_config
+
+    monkeypatch.setenv("SSLBENCH_HOME", str(tmp_path))
+    base = random_init_config(backbone="tiny", dataset="synthetic", image_size=32,
+                              linear_epochs=1, batch_size=512, device="cpu")
+    assert base.probe_augment == "crop-flip"
+    with Store.open(f"sqlite:///{tmp_path / 's.sqlite'}") as store:
+        fast, offline = evaluate_protocols(store, base, ("fast-linear", "linear"),
+                                           command=["t"])
+        recorded = {r.protocol: store.get_run(r.run_id).config for r in (fast, offline)}
+    assert recorded["fast-linear"]["probe_augment"] == "crop-flip"
+    assert recorded["linear"]["probe_augment"] == "crop-flip"
+    as_flip = replace(base, protocol="fast-linear", probe_augment="flip")
+    assert fast.run_id == as_flip.run_id
+    assert offline.run_id != replace(base, protocol="linear", probe_augment="flip").run_id
+    assert all(c["probe_standardize"] is True for c in recorded.values())

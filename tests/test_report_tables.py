@@ -361,7 +361,8 @@ def test_table_s2_s3_pairs_and_regression(paper):
                                                           "r2": 1.0}
     assert f"slope {slope:.3f}" in report.caption
     # Evaluations from before the augmentation was recorded used the paper's crop-flip.
-    probe = "training images crop-flip, flip (mixed); representations standardised, unrecorded (mixed)"
+    probe = ("training images crop-flip, flip (mixed); "
+             "representations not standardised, standardised (mixed)")
     assert report.notes["probe"] == probe and f"({probe})" in report.caption
     dims = build_report("dims", paper[0], metric="linear_top1",
                         filters=ReportFilters(dataset="imagenet"))
@@ -377,11 +378,15 @@ def test_probe_text():
     assert probe_text(cells, "fast_linear_top1") == ("training images flip; "
                                                      "representations standardised")
     assert probe_text(cells, "knn_top1") == ""
+    crops = cells.assign(**{"eval.probe_augment": ["crop-flip", "flip"]})
+    assert probe_text(crops, "fast_linear_top1").startswith("training images flip;")
+    assert probe_text(crops, "linear_top1").startswith("training images crop-flip, flip (mixed)")
     old = pd.DataFrame({"eval.probe_augment": [None, "none"],
                         "eval.probe_standardize": [False, np.nan]})
-    assert probe_text(old, "fast_linear_top1").startswith("training images none, unrecorded")
+    assert probe_text(old, "fast_linear_top1") == ("training images none; representations "
+                                                   "not standardised, standardised (mixed)")
     assert probe_text(old, "linear_top1") == ("training images crop-flip, none (mixed); "
-                                              "representations not standardised, unrecorded (mixed)")
+                                              "representations not standardised")
 
 
 def test_table_s2_s3_published_columns_equal_the_paper(paper):

@@ -121,3 +121,18 @@ def test_resolution_errors_name_the_cell(tmp_path):
     path.write_text(SWEEP.replace("dim = 16", "dim = 16\nlambd = 0.1"))
     with pytest.raises(ConfigError, match="lambd applies to none of the sweep's methods"):
         build_plan(load_sweep(path))
+
+
+def test_eval_probe_settings_reach_the_planned_runs(tmp_path):
+    """Planned ids are the ids the evaluation itself computes, probe settings included."""
+    from sslbench.evaluate.run import _resolve_probe_augment
+
+    path = tmp_path / "probe.toml"
+    path.write_text(SWEEP.replace("linear_epochs = 7", 'linear_epochs = 7\nprobe_augment = '
+                                  '"crop-flip"\nprobe_standardize = false').replace(
+                                      '["fast-linear", "knn"]', '["fast-linear", "linear"]'))
+    evals = [r for r in build_plan(load_sweep(path)).runs if r.kind == "eval"]
+    assert {e.config.probe_augment for e in evals} == {"crop-flip"}
+    assert {e.config.probe_standardize for e in evals} == {False}
+    for e in evals:
+        assert _resolve_probe_augment(e.config).run_id == e.run_id

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -77,15 +78,14 @@ def _stored_shapes(n: int, seed: int, split: str) -> tuple[torch.Tensor, torch.T
     """:func:`generate_shapes`, kept in the cache (``paths.cache_root()/datasets``) so that each
     process reads the default 6000 images in milliseconds instead of drawing them for a second.
 
-    The file name carries a hash of the generator's source, so a changed generator never reads
-    an old file. A missing, unreadable or malformed file is regenerated; the cache is written
-    atomically (concurrent writers are harmless) and skipped where it cannot be written.
+    The file name carries a hash of the generator's source and of the numpy and torch versions,
+    so a changed generator never reads an old file. A missing, unreadable or malformed file is
+    regenerated; files are written atomically under unique temporary names (concurrent writers
+    are harmless), and a cache that cannot be written is skipped.
     """
-    from sslbench import paths
-
-    source = hashlib.sha256(Path(shapes.__file__).read_bytes()).hexdigest()[:12]
-    path = paths.cache_root() / "datasets" / f"shapes-{split}-{n}-{seed}-{source}.pt"
+    path = None
     try:
+        path = _shapes_cache_path(n, seed, split)
         blob = torch.load(path, weights_only=True)
         images, labels = blob["images"], blob["labels"]
         if (images.dtype == torch.uint8 and tuple(images.shape) == (n, 3, shapes.SIZE, shapes.SIZE)
@@ -94,15 +94,30 @@ def _stored_shapes(n: int, seed: int, split: str) -> tuple[torch.Tensor, torch.T
     except Exception:  # noqa: BLE001 -- missing or unreadable: regenerate below
         pass
     images, labels = generate_shapes(n, seed, split)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save({"images": images, "labels": labels}, tmp)
-        os.replace(tmp, path)
-    except OSError:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
+    if path is not None:
+        with contextlib.suppress(Exception):  # a read-only or full disk only costs the speed-up
+            _write_atomically({"images": images, "labels": labels}, path)
     return images, labels
+
+
+def _shapes_cache_path(n: int, seed: int, split: str) -> Path:
+    from sslbench import paths
+
+    key = hashlib.sha256(Path(shapes.__file__).read_bytes())
+    key.update(f"{np.__version__} {torch.__version__}".encode())
+    return paths.cache_root() / "datasets" / f"shapes-{split}-{n}-{seed}-{key.hexdigest()[:12]}.pt"
+
+
+def _write_atomically(obj: object, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+        os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
 
 
 def load_synthetic_dataset(split: str, *, name: str, mean: Triple, std: Triple,

@@ -31,6 +31,7 @@ import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -179,13 +180,14 @@ def _require_labels(labels: Tensor) -> None:
 def flip_draws(recipe: HeadRecipe, epoch: int, n: int, flip_p: float) -> Tensor:
     """(n,) bool on CPU: whether the image at position j of ``epoch``'s batch order is mirrored.
     Both protocols use these draws."""
-    g = torch.Generator().manual_seed(2 * _seed(recipe, epoch) + 1)
+    g = torch.Generator().manual_seed(_seed(recipe, epoch, stream=1))
     return torch.rand(n, generator=g) < flip_p
 
 
-def _seed(recipe: HeadRecipe, epoch: int, batch: int = 0) -> int:
-    """A seed per (epoch, batch): crops draw from 2 x seed, flips from 2 x seed + 1."""
-    return (recipe.seed * 1_000_003 + epoch) * 1_000_003 + batch
+def _seed(recipe: HeadRecipe, epoch: int, batch: int = 0, *, stream: int = 0) -> int:
+    """A 64-bit seed per (probe seed, epoch, batch, stream): stream 0 crops, stream 1 flips."""
+    state = np.random.SeedSequence([recipe.seed, epoch, batch, stream]).generate_state(2)
+    return int(state[0]) << 32 | int(state[1])
 
 
 def train_linear_probe(train_x: Tensor, train_y: Tensor, test_x: Tensor, test_y: Tensor,
@@ -254,17 +256,21 @@ def offline_linear_probe(backbone: torch.nn.Module, train_ds, test_ds, *, image_
 
     @torch.no_grad()
     def encode(images: Tensor, transform, *args) -> Tensor:
+        # The transform runs in float32, as in feature extraction; only the backbone autocasts.
+        x = transform(to_device(images, device), *args).contiguous(memory_format=fmt)
         with autocast(device):
-            x = transform(to_device(images, device), *args).contiguous(memory_format=fmt)
             return backbone(x).float()
 
     def view(images: Tensor, epoch: int, i: int, flip: Tensor) -> Tensor:
-        g.manual_seed(2 * _seed(recipe, epoch, i))
+        g.manual_seed(_seed(recipe, epoch, i))
         x = train_view(images, g)  # the crop (or the centre square)
-        return torch.where(flip.to(device)[:, None, None, None], x.flip(3), x)
+        if flip_p == 0:
+            return x
+        return torch.where(flip[:, None, None, None], x.flip(3), x)
 
     def batches(epoch: int):
-        flips = flip_draws(recipe, epoch, len(train_ds), flip_p)
+        # One copy of the epoch's flips to the device, sliced there: no sync per batch.
+        flips = to_device(flip_draws(recipe, epoch, len(train_ds), flip_p), device)
         start = 0
         for i, (images, labels) in enumerate(iterate_batches(
                 train_ds, recipe.batch_size, shuffle=True, drop_last=False, seed=recipe.seed,

@@ -78,7 +78,7 @@ def _resolve_probe_augment(cfg: EvalConfig) -> EvalConfig:
         from sslbench.data import DATASETS
 
         spec = DATASETS.get(cfg.dataset)
-        return replace(cfg, probe_augment=spec.probe_augment if spec else "crop-flip")
+        cfg = replace(cfg, probe_augment=spec.probe_augment if spec else "crop-flip")
     require_choice("--probe-augment", cfg.probe_augment, PROBE_AUGMENTS)
     return cfg
 

@@ -16,11 +16,12 @@ only read for series (spectra), run by run.
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from sslbench.config import probe_augment_used
 from sslbench.report.filters import ReportFilters
 from sslbench.report.labels import embedding_dim, method_label, normalize_spec, projector_families
 
@@ -123,21 +124,25 @@ def probe_columns(runs: pd.DataFrame, chosen: pd.DataFrame) -> dict[str, pd.Seri
 def probe_text(cells: pd.DataFrame, metric: str) -> str:
     """How the linear probes behind ``metric`` in ``cells`` (with :func:`probe_columns`) were
     set up, for a caption, e.g. ``"training images flip; representations standardised"``;
-    "" for other metrics. Offline evaluations from before the augmentation was recorded used
-    crop-flip, the only one then."""
-    def values(column: str, names: dict, unknown: str) -> str:
-        found = sorted({names.get(v, str(v)) if pd.notna(v) else unknown
+    "" for other metrics. Evaluations from before these settings were recorded are described
+    as they ran: offline probes with crop-flip on raw representations, fast probes without
+    flips on standardised ones."""
+    def values(column: str, names: Callable[[Any], str], unknown: str) -> str:
+        found = sorted({names(v) if pd.notna(v) else unknown
                         for v in cells.get(column, pd.Series(dtype=object))})
         return ", ".join(found) + (" (mixed)" if len(found) > 1 else "")
 
     if metric not in ("linear_top1", "fast_linear_top1"):
         return ""
-    unknown = "crop-flip" if metric == "linear_top1" else "unrecorded"
+    offline = metric == "linear_top1"
+    protocol = "linear" if offline else "fast-linear"
+    standardised = {True: "standardised", False: "not standardised"}
     return "; ".join([
-        "training images " + values("eval.probe_augment", {}, unknown),
-        "representations " + values("eval.probe_standardize",
-                                    {True: "standardised", False: "not standardised"},
-                                    "unrecorded")])
+        "training images " + values("eval.probe_augment",
+                                    lambda v: probe_augment_used(protocol, str(v)),
+                                    "crop-flip" if offline else "none"),
+        "representations " + values("eval.probe_standardize", lambda v: standardised[bool(v)],
+                                    standardised[not offline])])
 
 
 def baselines(evals: pd.DataFrame, filters: ReportFilters, metric: str,

@@ -53,13 +53,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from sslbench.config import EVAL_PROTOCOLS, EvalConfig, TrainConfig
+from sslbench.config import EVAL_PROTOCOLS, PROBE_AUGMENTS, EvalConfig, TrainConfig
 from sslbench.errors import ConfigError
 
 SHIPPED_DIR = Path(__file__).with_name("sweeps")
 TOP_KEYS = ("name", "description", "fixed", "grid", "override", "exclude", "eval", "scheduler",
             "slurm")
-EVAL_OPTION_KEYS = ("linear_epochs", "batch_size", "lr", "samples", "device", "num_workers")
+EVAL_OPTION_KEYS = ("linear_epochs", "batch_size", "lr", "probe_augment", "probe_standardize",
+                    "samples", "device", "num_workers")
 SCHEDULER_KEYS = {"max_attempts": int, "transient": list, "per_device": int, "workers": int}
 SLURM_KEYS = {"partition": str, "timeout_min": int, "gpus_per_node": int, "cpus_per_task": int,
               "mem_gb": int, "array_parallelism": int, "account": str, "qos": str,
@@ -337,6 +338,9 @@ def _eval_section(where: str, table: Mapping[str, Any]
                   if f.name in EVAL_OPTION_KEYS}
     options = _check_settings(label, {k: v for k, v in table.items()
                                       if k not in ("protocols", "baseline")}, eval_types)
+    if options.get("probe_augment", "auto") not in (*PROBE_AUGMENTS, "auto"):
+        raise ConfigError(f"{label}: unknown probe_augment {options['probe_augment']!r}; use "
+                          f"{', '.join(PROBE_AUGMENTS)} or auto")
     return tuple(protocols), options, baseline
 
 
