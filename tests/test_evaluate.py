@@ -140,13 +140,13 @@ def test_fast_probe_is_the_offline_probe_without_crops(monkeypatch, augment, sta
     vx, vy = extract_features(net, test, view, cpu)
     flips = dict(mirror_x=mirror, flip_p=0.5 if augment == "flip" else 0.0)
     fast = train_linear_probe(tx, ty, vx, vy, train.num_classes, recipe, **flips)
-    other_order = train_linear_probe(tx, ty, vx, vy, train.num_classes,
-                                     HeadRecipe(epochs=5, batch_size=48, base_lr=0.5, seed=4,
-                                                standardize=standardize), **flips)
-    offline_w, fast_w, other_w = layers
+    train_linear_probe(tx, ty, vx, vy, train.num_classes,
+                       HeadRecipe(epochs=5, batch_size=48, base_lr=0.5, seed=4,
+                                  standardize=standardize), **flips)
+    offline_w, fast_w, other_seed_w = layers
     scale = float(fast_w.abs().max())
     assert torch.allclose(offline_w, fast_w, atol=1e-4 * scale)
-    assert not torch.allclose(other_w, fast_w, atol=1e-2 * scale)  # the order matters
+    assert not torch.allclose(other_seed_w, fast_w, atol=1e-2 * scale)  # the test can tell
     assert fast["top1"] == pytest.approx(offline["top1"])
     assert fast["train_top1"] == pytest.approx(offline["train_top1"])
 
