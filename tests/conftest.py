@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import multiprocessing as mp
 import os
 import subprocess
 import sys
@@ -59,3 +60,25 @@ def run_cli(args: list[str], home: Path, *, timeout: float = 300, **kwargs) -> s
     env.pop("SSLBENCH_DB", None)
     return subprocess.run([sys.executable, "-m", "sslbench", *map(str, args)], cwd=home, env=env,
                           capture_output=True, text=True, timeout=timeout, **kwargs)
+
+
+def fork_context() -> mp.context.BaseContext:
+    """fork where available: ~2 s instead of ~15 s with spawn (8 fresh interpreters importing
+    SQLAlchemy and pandas on 2 cores). Safe for the store tests: the children open their own
+    Store after the fork and touch nothing else the parent owns (no torch, no connections)."""
+    return mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
+
+
+def race(target, processes: int, *args) -> list[tuple]:
+    """Starts ``processes`` children at once, each running ``target(*args, index, barrier,
+    results)``, and returns the tuple each put on ``results`` (within 240 s)."""
+    ctx = fork_context()
+    barrier, results = ctx.Barrier(processes), ctx.Queue()
+    procs = [ctx.Process(target=target, args=(*args, i, barrier, results))
+             for i in range(processes)]
+    for proc in procs:
+        proc.start()
+    outcomes = [results.get(timeout=240) for _ in procs]
+    for proc in procs:
+        proc.join(timeout=60)
+    return outcomes

@@ -3,23 +3,16 @@ locked" (ANCHORS.md §2, items 1 and 2)."""
 
 from __future__ import annotations
 
-import multiprocessing as mp
 import sqlite3
 import traceback
 from pathlib import Path
 
 import pytest
 
+from tests.conftest import fork_context, race
+
 N_PROCS = 8
 STEPS = 15
-
-
-def _context() -> mp.context.BaseContext:
-    # fork: ~2 s instead of ~15 s with spawn/forkserver (8 fresh interpreters importing
-    # SQLAlchemy and pandas on 2 cores). Safe here: the children open their own Store after the
-    # fork and touch nothing else the parent owns (no torch, no inherited connections).
-    methods = mp.get_all_start_methods()
-    return mp.get_context("fork" if "fork" in methods else "spawn")
 
 
 def _open_and_log(url: str, index: int, barrier, results) -> None:
@@ -45,22 +38,9 @@ def _open_and_log(url: str, index: int, barrier, results) -> None:
         results.put((index, traceback.format_exc()))
 
 
-def _run_children(url: str) -> list[tuple[int, str | None]]:
-    ctx = _context()
-    barrier, results = ctx.Barrier(N_PROCS), ctx.Queue()
-    procs = [ctx.Process(target=_open_and_log, args=(url, i, barrier, results))
-             for i in range(N_PROCS)]
-    for proc in procs:
-        proc.start()
-    out = [results.get(timeout=240) for _ in procs]
-    for proc in procs:
-        proc.join(timeout=60)
-    return out
-
-
 def test_processes_started_together_create_one_schema_and_lose_no_rows(tmp_path: Path):
     path = tmp_path / "fresh" / "store.sqlite"  # neither file nor folder exists yet
-    outcomes = _run_children(f"sqlite:///{path}")
+    outcomes = race(_open_and_log, N_PROCS, f"sqlite:///{path}")
     errors = [err for _, err in outcomes if err]
     assert not errors, errors[0]
     con = sqlite3.connect(path)
@@ -88,8 +68,7 @@ def test_concurrent_opening_of_an_existing_store(tmp_path: Path, n_openers: int)
 
     url = f"sqlite:///{tmp_path / 'store.sqlite'}"
     Store.open(url).close()
-    ctx = _context()
-    with ctx.Pool(n_openers) as pool:
+    with fork_context().Pool(n_openers) as pool:
         ids = pool.map(_open_only, [url] * n_openers * 2)
     assert len(set(ids)) == 1
 

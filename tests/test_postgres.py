@@ -11,7 +11,6 @@ why. The server-down tests need only the psycopg driver.
 from __future__ import annotations
 
 import glob
-import multiprocessing as mp
 import os
 import shutil
 import socket
@@ -25,6 +24,7 @@ import pytest
 
 from sslbench.db import Store
 from sslbench.errors import StoreError
+from tests.conftest import race
 
 N_PROCS = 8
 
@@ -153,11 +153,7 @@ def test_claims_and_ledger_on_postgres(pg_store):
     assert [r.run_id for r in pg_store.runs_tagged("sweep:pg_test")] == [b]
 
 
-def _context() -> mp.context.BaseContext:
-    return mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
-
-
-def _open_claim_log(url: str, index: int, run_ids: list[str], barrier, results) -> None:
+def _open_claim_log(url: str, run_ids: list[str], index: int, barrier, results) -> None:
     try:
         barrier.wait(timeout=60)
         with Store.open(url) as store:  # the first to arrive creates the schema
@@ -179,16 +175,7 @@ def _open_claim_log(url: str, index: int, run_ids: list[str], barrier, results) 
 def test_eight_processes_create_log_and_claim_at_once(postgres_url):
     """Many hosts at once: one schema, no lost rows, no run claimed twice."""
     run_ids = [f"pgrace{i:06d}" for i in range(16)]
-    ctx = _context()
-    barrier, results = ctx.Barrier(N_PROCS), ctx.Queue()
-    procs = [ctx.Process(target=_open_claim_log,
-                         args=(postgres_url, i, run_ids, barrier, results))
-             for i in range(N_PROCS)]
-    for proc in procs:
-        proc.start()
-    outcomes = [results.get(timeout=240) for _ in procs]
-    for proc in procs:
-        proc.join(timeout=60)
+    outcomes = race(_open_claim_log, N_PROCS, postgres_url, run_ids)
     errors = [err for _, _, err in outcomes if err]
     assert not errors, errors[0]
     assert sorted(r for _, mine, _ in outcomes for r in mine) == run_ids

@@ -3,7 +3,6 @@ compare-and-set end of an attempt, process liveness, and 8 processes claiming at
 
 from __future__ import annotations
 
-import multiprocessing as mp
 import os
 import sqlite3
 import subprocess
@@ -15,6 +14,7 @@ import pytest
 
 from sslbench.db import Store
 from sslbench.db.liveness import process_alive, process_start_time
+from tests.conftest import race
 
 N_PROCS = 8
 
@@ -146,11 +146,7 @@ def test_a_zombie_counts_as_dead():
     proc.wait()
 
 
-def _context() -> mp.context.BaseContext:
-    return mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
-
-
-def _claim_all(url: str, index: int, run_ids: list[str], barrier, results) -> None:
+def _claim_all(url: str, run_ids: list[str], index: int, barrier, results) -> None:
     """Child: claim every run it can, in a different order than its siblings, log into them."""
     try:
         with Store.open(url) as store:
@@ -176,15 +172,7 @@ def test_eight_processes_claiming_at_once_never_share_a_run(tmp_path: Path):
     with Store.open(url) as store:
         for run_id in run_ids:
             _run(store, run_id)
-    ctx = _context()
-    barrier, results = ctx.Barrier(N_PROCS), ctx.Queue()
-    procs = [ctx.Process(target=_claim_all, args=(url, i, run_ids, barrier, results))
-             for i in range(N_PROCS)]
-    for proc in procs:
-        proc.start()
-    outcomes = [results.get(timeout=240) for _ in procs]
-    for proc in procs:
-        proc.join(timeout=60)
+    outcomes = race(_claim_all, N_PROCS, url, run_ids)
     errors = [err for _, _, err in outcomes if err]
     assert not errors, errors[0]  # in particular, never "database is locked"
     claimed = [r for _, mine, _ in outcomes for r in mine]
