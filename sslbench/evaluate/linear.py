@@ -78,14 +78,14 @@ class LinearHead:
     """
 
     def __init__(self, dim: int, num_classes: int, recipe: HeadRecipe, device: torch.device,
-                 moments: tuple[Tensor, Tensor] | None = None):
+                 stats: tuple[Tensor, Tensor] | None = None):
         g = torch.Generator().manual_seed(recipe.seed)
         weight = torch.randn(num_classes, dim, generator=g) * 0.01
         self.params = torch.cat([weight, torch.zeros(num_classes, 1)], 1).to(device)
         self.momentum, self.weight_decay = recipe.momentum, recipe.weight_decay
         self._buffer: Tensor | None = None
         # Inputs are standardised with (mean, std) when given: (h - mean) / std.
-        self.moments = None if moments is None else tuple(m.to(device) for m in moments)
+        self.stats = None if stats is None else tuple(m.to(device) for m in stats)
 
     @property
     def weight(self) -> Tensor:
@@ -96,8 +96,8 @@ class LinearHead:
         return self.params[:, -1]
 
     def _inputs(self, h: Tensor) -> Tensor:
-        if self.moments is not None:
-            mean, std = self.moments
+        if self.stats is not None:
+            mean, std = self.stats
             h = (h - mean) / std
         return torch.cat([h, h.new_ones(len(h), 1)], 1)
 
