@@ -197,6 +197,8 @@ def _sweep_past_first_epoch(home: Path, *, epochs: int, seed: int):
         store = _store(home)
         run_id = _wait_for(lambda: [r.run_id for r in store.runs_tagged("sweep:tiny")])[0]
         _wait_for(lambda: store.summary(run_id).get("epoch", 0) >= 1)
+        # The epoch's metrics are logged just before its checkpoint is written: wait for both.
+        _wait_for(lambda: any(a["kind"] == "checkpoint" for a in store.artifacts(run_id)))
     except BaseException:
         sweep.kill()
         raise
