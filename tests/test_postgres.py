@@ -106,14 +106,21 @@ def postgres_url():
         shutil.rmtree(root, ignore_errors=True)
 
 
+def _drop_store(engine) -> None:
+    """Leave the database empty for the next test: the store's tables and Alembic's."""
+    from sslbench.db.models import Base
+
+    Base.metadata.drop_all(engine)
+    with engine.begin() as conn:
+        conn.exec_driver_sql("DROP TABLE IF EXISTS alembic_version")
+
+
 @pytest.fixture
 def pg_store(postgres_url):
     """A store in a fresh schema-less database state: tables dropped after each test."""
     store = Store.open(postgres_url)
     yield store
-    from sslbench.db.models import Base
-
-    Base.metadata.drop_all(store._engine)
+    _drop_store(store._engine)
     store.close()
 
 
@@ -186,9 +193,7 @@ def test_eight_processes_create_log_and_claim_at_once(postgres_url):
             assert all(len(store.metrics_frame(f"own{i:09d}")) == 10 for i in range(N_PROCS))
             assert all(store.get_run(r).attempts == 1 for r in run_ids)
         finally:
-            from sslbench.db.models import Base
-
-            Base.metadata.drop_all(store._engine)
+            _drop_store(store._engine)
 
 
 def test_scheduler_runs_a_queue_on_postgres(postgres_url, tmp_path, monkeypatch):
@@ -215,9 +220,66 @@ def test_scheduler_runs_a_queue_on_postgres(postgres_url, tmp_path, monkeypatch)
             assert [a["status"] for a in store.attempt_details(ids[1])] == ["killed",
                                                                             "completed"]
         finally:
-            from sslbench.db.models import Base
+            _drop_store(store._engine)
 
-            Base.metadata.drop_all(store._engine)
+
+# ------------------------------------------------------------- an older store, upgraded
+
+def _build_v2_database(url: str, sqlite_v2: Path) -> None:
+    """A version-2 store as sslbench 2 made it on PostgreSQL (the v2 models' DDL, which
+    tests/fixtures/make_stores.py froze) holding the rows of the version-2 SQLite fixture."""
+    from sqlalchemy import MetaData, create_engine, select
+
+    from tests.test_db_migrations import FIXTURES
+
+    source, target = create_engine(f"sqlite:///{sqlite_v2}"), create_engine(url)
+    source_tables, target_tables = MetaData(), MetaData()
+    source_tables.reflect(source)
+    ddl = (FIXTURES / "schema_v2.postgresql.sql").read_text()
+    with target.begin() as conn, source.connect() as rows_from:
+        for statement in filter(str.strip, ddl.split(";\n")):
+            conn.exec_driver_sql(statement)
+        conn.exec_driver_sql("SET LOCAL TIME ZONE 'UTC'")  # SQLite's naive times are UTC
+        target_tables.reflect(conn)
+        for table in target_tables.sorted_tables:
+            rows = rows_from.execute(select(source_tables.tables[table.name])).mappings().all()
+            conn.execute(table.insert(), [dict(row) for row in rows])
+        conn.exec_driver_sql("SELECT setval(pg_get_serial_sequence('artifacts', 'id'), "
+                             "(SELECT max(id) FROM artifacts))")
+    source.dispose()
+    target.dispose()
+
+
+def _contents(store: Store) -> dict:
+    """Everything the store tells about its runs and schedulers, as plain data."""
+    out: dict = {"schedulers": store.schedulers(running_only=False),
+                 "reserved": store.reserved_slots("node1")}
+    for run in store.find_runs():
+        rid = run.run_id
+        out[rid] = (run.to_dict(), store.params(rid), store.summary_stats(rid),
+                    store.metrics_frame(rid).to_json(orient="records"),  # NaN as null
+                    store.artifacts(rid), store.attempt_details(rid))
+    return out
+
+
+def test_v2_database_is_upgraded_in_place_on_postgres(postgres_url, tmp_path):
+    from tests.test_db_migrations import FIXTURE_RUN_IDS, fixture_copy, migrated_schema_diff
+
+    sqlite_v2 = fixture_copy(2, tmp_path)
+    _build_v2_database(postgres_url, sqlite_v2)
+    with Store.open(postgres_url, create=False) as store, Store.open(str(sqlite_v2)) as same:
+        try:
+            assert (store.upgraded_from, store.backup_path) == (2, None)
+            assert _contents(store) == _contents(same) and len(store.find_runs()) == 3
+            with store._engine.connect() as conn:
+                assert migrated_schema_diff(conn) == []
+            first = FIXTURE_RUN_IDS[0]
+            store.log_artifact(first, "log", f"/runs/{first}/more.txt")  # ids continue
+            assert store.adopt_numerics(first, {"threads": 4}) == {"threads": 4}
+            store.log_metrics(first, 100, {"loss": 0.25})
+            assert store.summary(first)["loss"] == 0.25
+        finally:
+            _drop_store(store._engine)
 
 
 # ----------------------------------------------------------------- a server that is down

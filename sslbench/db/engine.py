@@ -1,7 +1,7 @@
-"""Connecting to a store: URL resolution, engines, SQLite pragmas, schema creation and checks.
+"""Connecting to a store: URL resolution, engines, SQLite pragmas, schema creation and upgrades.
 
 Every failure a user can cause (a bad or unreachable URL, a missing driver, an unwritable folder,
-a foreign database, another schema version) becomes a one-line :class:`StoreError`.
+a foreign database, a newer schema version) becomes a one-line :class:`StoreError`.
 
 SQLite settings (ANCHORS.md §2, "database is locked"): on every new connection ``busy_timeout``
 is set first (30 s), then WAL, ``synchronous=NORMAL`` and ``foreign_keys=ON``. pysqlite's own
@@ -11,19 +11,29 @@ instead of failing on a lock upgrade) and a plain deferred ``BEGIN`` for reads. 
 created once, inside one transaction, under a file lock next to the database (SQLite) or a
 transaction-scoped advisory lock (PostgreSQL), so processes that start together are safe. The
 lock file (``<store>.sqlite.lock``, empty) stays beside the store; deleting it is harmless.
+
+A store of an older schema version is upgraded in place under that same lock, in one transaction
+(:mod:`sslbench.db.migrations`), so of many processes opening it at once exactly one upgrades
+and the others find it current. A SQLite file is first copied beside itself
+(``<store>.sqlite.bak-v<N>-<UTC time>``). Nothing is printed: :func:`init_schema` returns a
+:class:`SchemaUpgrade` for the caller to report. A store newer than this sslbench is refused.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import re
+import sqlite3
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from sqlalchemy import Engine, create_engine, event, inspect, select
+from sqlalchemy import Engine, create_engine, event, inspect, select, update
 from sqlalchemy.engine import URL, Connection, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
 
+from sslbench.db import migrations
 from sslbench.db.models import APP_NAME, META_TABLE, SCHEMA_VERSION, Base, Meta, utcnow
 from sslbench.errors import StoreError
 
@@ -33,6 +43,7 @@ WRITE_OPTION = "sslbench_write"
 #: Key of the PostgreSQL advisory lock that serialises schema creation ("sslbench" in ASCII).
 _PG_LOCK_KEY = 0x73736C62656E6368
 _SUPPORTED = ("sqlite", "postgresql")
+_URL_FORMS = "sqlite:///PATH or postgresql+psycopg://USER@HOST[:PORT]/DBNAME"
 _DRIVER_HINTS = {
     "psycopg2": "pip install psycopg2-binary (or pip install 'psycopg[binary]' and use a "
                 "postgresql+psycopg:// URL)",
@@ -61,24 +72,42 @@ def resolve_url(url: str | None = None) -> str:
 
 
 def parse_url(url: str) -> URL:
-    """A SQLAlchemy URL of a supported backend, or a one-line StoreError."""
+    """A SQLAlchemy URL of a supported backend, or a one-line StoreError (password masked)."""
     try:
         parsed = make_url(url)
-    except ArgumentError:
-        raise StoreError(f"invalid database URL {url!r}: use sqlite:///PATH or "
-                         "postgresql+psycopg://USER@HOST/DBNAME") from None
+        port = parsed.port
+    except (ArgumentError, ValueError):  # ValueError: a port that is not a number
+        raise StoreError(f"invalid database URL {_mask_password(url)!r}: use "
+                         f"{_URL_FORMS}") from None
     backend = parsed.get_backend_name()
     if backend not in _SUPPORTED:
         raise StoreError(f"unsupported database {backend!r} in {safe_url(parsed)}: sslbench "
                          "stores results in SQLite (sqlite:///PATH) or PostgreSQL "
                          "(postgresql+psycopg://...)")
+    if port is not None and not 0 < port < 65536:
+        raise StoreError(f"invalid port {port} in the database URL {safe_url(parsed)!r}: use "
+                         f"a port from 1 to 65535 ({_URL_FORMS})")
+    if backend == "sqlite" and (parsed.host or parsed.username):
+        # sqlite://name/x would silently be an in-memory store: a slash is missing.
+        raise StoreError(f"invalid SQLite URL {safe_url(parsed)!r}: a SQLite URL has no host; "
+                         "use sqlite:///relative/path or sqlite:////absolute/path")
     return parsed
 
 
 def safe_url(url: URL | str) -> str:
-    """The URL with its password masked, for messages."""
-    parsed = url if isinstance(url, URL) else make_url(url)
-    return parsed.render_as_string(hide_password=True)
+    """The URL with its password masked, for messages (also when it cannot be parsed)."""
+    if isinstance(url, URL):
+        return url.render_as_string(hide_password=True)
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except (ArgumentError, ValueError):
+        return _mask_password(url)
+
+
+def _mask_password(text: str) -> str:
+    """``scheme://user:***@rest`` for text that is no valid URL (masks too much, never too
+    little: everything from the first ':' after the user name to the last '@')."""
+    return re.sub(r"^([^:/]*://[^:/@]*:).*@", r"\1***@", text)
 
 
 def sqlite_path(url: URL) -> Path | None:
@@ -148,8 +177,7 @@ def file_lock(path: Path) -> Iterator[None]:
 
 def describe_db_error(exc: DBAPIError, url: URL | str) -> str:
     """One line for a driver error: the driver's first line plus what to try."""
-    text = str(exc.orig if exc.orig is not None else exc).strip()
-    first = text.splitlines()[0] if text else type(exc.orig or exc).__name__
+    first = _first_line(exc)
     where = safe_url(url)
     low = first.lower()
     if "not a database" in low:
@@ -166,6 +194,12 @@ def describe_db_error(exc: DBAPIError, url: URL | str) -> str:
                 "readable and writable file, or point --db / SSLBENCH_DB elsewhere")
     return (f"cannot reach the database {where} ({first}): check that the server is running "
             "and reachable and that --db / SSLBENCH_DB is right")
+
+
+def _first_line(exc: DBAPIError) -> str:
+    """The driver's message, first line only (PostgreSQL adds hints and context lines)."""
+    text = str(exc.orig if exc.orig is not None else exc).strip()
+    return text.splitlines()[0] if text else type(exc.orig or exc).__name__
 
 
 def prepare_sqlite_folder(path: Path, create: bool) -> None:
@@ -187,24 +221,49 @@ def prepare_sqlite_folder(path: Path, create: bool) -> None:
                          "with --db, SSLBENCH_DB or SSLBENCH_HOME") from None
 
 
-def init_schema(engine: Engine, url: URL, *, create: bool) -> None:
-    """Create the schema if the database is empty, else check it is ours and of our version."""
+@dataclass(frozen=True)
+class SchemaUpgrade:
+    """What :func:`init_schema` did to an older store, for the caller to tell the user."""
+
+    from_version: int
+    to_version: int
+    #: The copy of the SQLite file taken before the upgrade (None on PostgreSQL).
+    backup_path: Path | None
+
+
+def init_schema(engine: Engine, url: URL, *, create: bool) -> SchemaUpgrade | None:
+    """Create the schema if the database is empty, upgrade it in place if it is older than this
+    sslbench, refuse it if it is foreign or newer. Returns what an upgrade did, else None."""
     path = sqlite_path(url) if engine.dialect.name == "sqlite" else None
-    lock: contextlib.AbstractContextManager[None] = contextlib.nullcontext()
-    if path is not None:
-        lock_path = path.with_name(path.name + ".lock")
-        if create or os.access(path.parent, os.W_OK):
-            lock = file_lock(lock_path)
     try:
-        with lock, engine.execution_options(**{WRITE_OPTION: create}).begin() as conn:
-            if engine.dialect.name == "postgresql":
-                conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_PG_LOCK_KEY})")
-            _ensure_schema(conn, url, create=create)
+        with _schema_lock(path, create):
+            with engine.execution_options(**{WRITE_OPTION: create}).begin() as conn:
+                _lock_postgres(conn)
+                found = _ensure_schema(conn, url, create=create)
+            if found == SCHEMA_VERSION:
+                return None
+            _require_writable(path, found)
+            return _upgrade(engine, url, path)
     except DBAPIError as exc:
         raise StoreError(describe_db_error(exc, url)) from None
 
 
-def _ensure_schema(conn: Connection, url: URL, *, create: bool) -> None:
+def _schema_lock(path: Path | None, create: bool) -> contextlib.AbstractContextManager[None]:
+    """The file lock beside a SQLite store (none where the folder is read-only: nothing can be
+    created or upgraded there anyway); PostgreSQL locks in the transaction instead."""
+    if path is None or not (create or os.access(path.parent, os.W_OK)):
+        return contextlib.nullcontext()
+    return file_lock(path.with_name(path.name + ".lock"))
+
+
+def _lock_postgres(conn: Connection) -> None:
+    if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_PG_LOCK_KEY})")
+
+
+def _ensure_schema(conn: Connection, url: URL, *, create: bool) -> int:
+    """Create the schema if the database is empty; check it is ours and not newer than this
+    sslbench. Returns its schema version."""
     tables = set(inspect(conn).get_table_names())
     where = safe_url(url)
     if META_TABLE not in tables:
@@ -215,33 +274,108 @@ def _ensure_schema(conn: Connection, url: URL, *, create: bool) -> None:
         if not create:
             raise StoreError(f"no store at {where}: run `sslbench train` or `sslbench demo` first")
         Base.metadata.create_all(conn)
+        migrations.stamp_head(conn)
         now = utcnow().isoformat()
         conn.execute(Meta.__table__.insert(), [
             {"key": "app", "value": APP_NAME},
             {"key": "schema_version", "value": str(SCHEMA_VERSION)},
             {"key": "created_at", "value": now},
         ])
-        return
+        return SCHEMA_VERSION
+    return _stored_version(conn, where)
+
+
+def _stored_version(conn: Connection, where: str) -> int:
     meta = {key: value for key, value in conn.execute(select(Meta.key, Meta.value))}
     if meta.get("app") != APP_NAME:
         raise StoreError(f"{where} is not an sslbench store (its {META_TABLE} table belongs to "
                          "something else): point --db / SSLBENCH_DB at a new file")
-    check_version(meta.get("schema_version"), where)
+    return check_version(meta.get("schema_version"), where)
 
 
-def check_version(stored: str | None, where: str) -> None:
-    """Refuse a store written with another schema version, saying what to do."""
+def check_version(stored: str | None, where: str) -> int:
+    """The schema version as a number; a newer or unknown one is refused, saying what to do."""
     try:
         version = int(stored or "")
     except ValueError:
-        version = -1
-    if version == SCHEMA_VERSION:
-        return
+        version = 0
     if version > SCHEMA_VERSION:
         raise StoreError(f"the store {where} has schema version {version}, newer than this "
                          f"sslbench's {SCHEMA_VERSION}: upgrade sslbench (pip install -U sslbench) "
                          "or use another --db")
-    raise StoreError(f"the store {where} has schema version {stored}, this sslbench needs "
-                     f"{SCHEMA_VERSION} and cannot migrate it: move the file aside (or use another "
-                     "--db) and re-run to start a new store, or use the sslbench version that "
-                     "wrote it")
+    if version < 1:
+        raise StoreError(f"the store {where} has schema version {stored!r}, which no sslbench "
+                         "wrote: point --db / SSLBENCH_DB at another store or a new file")
+    return version
+
+
+def _require_writable(path: Path | None, version: int) -> None:
+    """An upgrade writes the file, its WAL beside it and a backup: refuse before trying."""
+    if path is None or (os.access(path, os.W_OK) and os.access(path.parent, os.W_OK)):
+        return  # PostgreSQL: a read-only role fails the upgrade's first statement instead
+    what = "file" if not os.access(path, os.W_OK) else "folder"
+    raise StoreError(f"the store {path} has schema version {version} and this sslbench needs "
+                     f"{SCHEMA_VERSION}, but its {what} is not writable, so it cannot be upgraded "
+                     "in place: run a command that writes the store (sslbench train, sweep, "
+                     "demo) as a user who can write it, or copy the store somewhere writable "
+                     "and use --db COPY")
+
+
+def _upgrade(engine: Engine, url: URL, path: Path | None) -> SchemaUpgrade | None:
+    """Back up (SQLite) and migrate to this sslbench's version, in one write transaction."""
+    with _migration_connection(engine) as conn, conn.begin():
+        _lock_postgres(conn)
+        # Read again under the lock: another process may have upgraded meanwhile.
+        found = _stored_version(conn, safe_url(url))
+        if found == SCHEMA_VERSION:
+            return None
+        backup = backup_sqlite(path, found) if path is not None else None
+        try:
+            migrations.upgrade(conn, found)
+            conn.execute(update(Meta).where(Meta.key == "schema_version")
+                         .values(value=str(SCHEMA_VERSION)))
+        except DBAPIError as exc:
+            kept = f"; a copy from before is at {backup}" if backup is not None else ""
+            raise StoreError(f"upgrading the store {safe_url(url)} from schema version {found} "
+                             f"to {SCHEMA_VERSION} failed ({_first_line(exc)}), so it was left "
+                             f"as it was{kept}: use the sslbench that wrote it, or report this "
+                             "error to sslbench's maintainers") from None
+    return SchemaUpgrade(found, SCHEMA_VERSION, backup)
+
+
+@contextlib.contextmanager
+def _migration_connection(engine: Engine) -> Iterator[Connection]:
+    """A write connection, on SQLite with foreign keys off: a revision that recreates a table
+    (batch mode) drops the old one, which with foreign keys on would first delete every row
+    pointing at it (ON DELETE CASCADE). The pragma only works outside a transaction."""
+    with engine.execution_options(**{WRITE_OPTION: True}).connect() as conn:
+        if engine.dialect.name != "sqlite":
+            yield conn
+            return
+        raw = conn.connection.driver_connection
+        raw.execute("PRAGMA foreign_keys = OFF")
+        try:
+            yield conn
+        finally:
+            raw.execute("PRAGMA foreign_keys = ON")  # the pooled connection is reused
+
+
+def backup_sqlite(path: Path, version: int) -> Path:
+    """Copy the SQLite store to ``<store>.bak-v<version>-<UTC time>`` beside it and return that
+    path. The backup API, not a file copy: it includes what is still in the WAL file."""
+    stamp = utcnow().strftime("%Y%m%dT%H%M%SZ")
+    target = path.with_name(f"{path.name}.bak-v{version}-{stamp}")
+    for n in range(2, 1000):  # never overwrite an earlier backup
+        if not target.exists():
+            break
+        target = path.with_name(f"{path.name}.bak-v{version}-{stamp}-{n}")
+    try:
+        with contextlib.closing(sqlite3.connect(path, timeout=SQLITE_BUSY_TIMEOUT_MS / 1000)) \
+                as source, contextlib.closing(sqlite3.connect(target)) as copy:
+            source.backup(copy)
+    except (sqlite3.Error, OSError) as exc:
+        target.unlink(missing_ok=True)
+        raise StoreError(f"cannot back up the store {path} to {target.name} before upgrading it "
+                         f"to schema version {SCHEMA_VERSION} ({exc}): free some disk space "
+                         "there, or copy the store elsewhere and use --db COPY") from None
+    return target

@@ -32,8 +32,13 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-#: Bumped on every schema change; a store of another version is refused with a one-line fix.
-SCHEMA_VERSION = 2  # 2: attempt process/exit details, attempt_limit, schedulers, reservations
+#: Bumped on every schema change, together with a new migration (``sslbench/db/migrations``,
+#: revision ``000N`` for version N) and a new ``tests/fixtures/store_v<N>.sqlite`` (written by
+#: ``tests/fixtures/make_stores.py``): an older store is upgraded in place when it is opened, a
+#: newer one is refused with a one-line fix.
+#: 2: attempt process/exit details, attempt_limit, schedulers, reservations.
+#: 3: runs.numerics_json.
+SCHEMA_VERSION = 3
 #: The value of ``sslbench_meta.app``: what tells an sslbench store from a foreign database.
 APP_NAME = "sslbench"
 META_TABLE = "sslbench_meta"
@@ -111,6 +116,10 @@ class Run(Base):
     heartbeat_at: Mapped[Optional[datetime]] = mapped_column(UTCDateTime())
     #: Attempts a scheduler or the reaper may start in all (NULL: the default budget).
     attempt_limit: Mapped[Optional[int]] = mapped_column(Integer)
+    #: The execution settings that change a run's numbers (CPU intra-op threads, CUDA
+    #: precision/determinism flags), recorded as JSON at the run's first start and applied on
+    #: every resume, so a resumed run computes as it began (NULL: not started since version 3).
+    numerics_json: Mapped[Optional[str]] = mapped_column(Text)
 
     __table_args__ = (
         Index("ix_runs_kind_status", "kind", "status"),

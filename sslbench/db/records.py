@@ -44,6 +44,8 @@ class RunRecord:
     attempts: int = 0
     updated_at: datetime | None = None
     attempt_limit: int | None = None
+    #: The settings that change the run's numbers, as recorded at its first start ({}: none yet).
+    numerics: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def from_row(cls, row: Run) -> "RunRecord":
@@ -56,6 +58,7 @@ class RunRecord:
             heartbeat_at=row.heartbeat_at, tags=json.loads(row.tags_json), host=row.host,
             pid=row.pid, attempts=row.attempts, updated_at=row.updated_at,
             attempt_limit=row.attempt_limit,
+            numerics=json.loads(row.numerics_json) if row.numerics_json is not None else {},
         )
 
     @property
@@ -88,4 +91,5 @@ class RunRecord:
             "ended_at": _iso(self.ended_at),
             "heartbeat_at": _iso(self.heartbeat_at),
             "duration_s": self.duration_s,
+            "numerics": self.numerics,
         }

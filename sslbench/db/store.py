@@ -20,6 +20,7 @@ import json
 import os
 import socket
 from collections.abc import Iterable, Iterator, Mapping
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -83,6 +84,11 @@ class Store(SchedulingMixin):
     :class:`sslbench.db.scheduling.SchedulingMixin`.
     """
 
+    #: Set by :meth:`open` when it upgraded an older store in place: the schema version found.
+    upgraded_from: int | None = None
+    #: The copy of the SQLite file :meth:`open` took before that upgrade (None otherwise).
+    backup_path: Path | None = None
+
     def __init__(self, engine: Engine, url: str) -> None:
         self._engine = engine
         self._write_engine = engine.execution_options(**{WRITE_OPTION: True})
@@ -90,11 +96,14 @@ class Store(SchedulingMixin):
 
     @classmethod
     def open(cls, url: str | None = None, *, create: bool = True) -> "Store":
-        """Connect, create the schema if the database is empty, check its version.
+        """Connect, create the schema if the database is empty, upgrade an older one in place.
 
         ``url``: explicit URL or SQLite path, else ``$SSLBENCH_DB``, else
         ``$SSLBENCH_HOME/db/sslbench.sqlite``. With ``create=False`` (read-only commands) a
-        missing store is a StoreError and nothing is created on disk.
+        missing store is a StoreError and nothing is created on disk; an older store is
+        upgraded all the same when it can be written. After an upgrade, ``upgraded_from`` and
+        ``backup_path`` say what happened, for the caller to tell the user (nothing is printed).
+        A store newer than this sslbench is a StoreError.
         """
         text = resolve_url(url)
         parsed = parse_url(text)
@@ -103,11 +112,14 @@ class Store(SchedulingMixin):
         try:
             if path is not None:
                 prepare_sqlite_folder(path, create)
-            init_schema(engine, parsed, create=create)
+            upgrade = init_schema(engine, parsed, create=create)
         except BaseException:
             engine.dispose()
             raise
-        return cls(engine, text)
+        store = cls(engine, text)
+        if upgrade is not None:
+            store.upgraded_from, store.backup_path = upgrade.from_version, upgrade.backup_path
+        return store
 
     def close(self) -> None:
         """Release the connections (the store can no longer be used)."""
@@ -246,6 +258,19 @@ class Store(SchedulingMixin):
                                      .values(heartbeat_at=now, updated_at=now))
             if result.rowcount == 0:
                 self._require_run(session, run_id)
+
+    def adopt_numerics(self, run_id: str, proposed: Mapping[str, Any]) -> dict[str, Any]:
+        """The run's numerics settings (``Run.numerics_json``): the first caller's ``proposed``
+        is stored (sorted-key JSON); every later one gets the stored mapping back unchanged, so
+        a resume computes as the run began. Returns the mapping as stored (JSON-decoded: tuples
+        come back as lists)."""
+        with self._session(write=True) as session:
+            self._require_run(session, run_id)
+            # One conditional UPDATE: of two racing first starts, the row lock lets one win.
+            session.execute(update(Run).where(Run.run_id == run_id, Run.numerics_json.is_(None))
+                            .values(numerics_json=_to_json(proposed)))
+            stored = session.scalar(select(Run.numerics_json).where(Run.run_id == run_id))
+        return json.loads(stored)
 
     def delete_run(self, run_id: str) -> None:
         """Delete a run with its params, metrics, summaries, artifacts rows and attempts
