@@ -104,11 +104,12 @@ def train(
     weight_decay: Optional[float] = _opt("Weight decay [1e-6], not on biases and norms."),
     warmup_epochs: Optional[int] = _opt("Linear warm-up epochs [epochs/10, at most 10]."),
     augment: Optional[str] = _opt("Augmentation recipe: byol, cifar, small [by dataset]."),
-    image_size: Optional[int] = _opt("Training resolution [the dataset's]."),
+    image_size: Optional[int] = _opt("Training resolution in pixels, >= 1 [the dataset's]."),
     cifar_stem: Optional[bool] = _opt("ResNet stem for small images [cifar when size <= 64].",
                                       "--cifar-stem/--imagenet-stem"),
-    train_samples: Optional[int] = _opt("Use only this many training images [0 = all]."),
-    seed: Optional[int] = _opt("Random seed [0]; CPU runs are repeatable."),
+    train_samples: Optional[int] = _opt("Use only this many training images, at most the "
+                                        "dataset's [0 = all]."),
+    seed: Optional[int] = _opt("Random seed in 0 .. 2**63-1 [0]; CPU runs are repeatable."),
     temperature: Optional[float] = _opt("Loss temperature (SimCLR/DCL families, VICReg-exp/ctr)."),
     sim_coeff: Optional[float] = _opt("VICReg-family invariance weight (lambda)."),
     std_coeff: Optional[float] = _opt("VICReg-family variance weight (mu)."),
@@ -189,15 +190,15 @@ def eval_(
 ) -> None:
     """Probe and analyse frozen backbones; every result is an eval run in the store."""
     _check_format(fmt)
-    from sslbench.config import PROBE_AUGMENTS, require_choice, require_positive
+    from sslbench.config import PROBE_AUGMENTS, require_choice
     from sslbench.errors import ConfigError
     from sslbench.evaluate.run import (eval_config_for, evaluate_protocols, parse_protocols,
                                        random_init_config)
     from sslbench.evaluate.run import pending as pending_runs
 
-    for name, value in (("linear_epochs", linear_epochs), ("batch_size", batch_size),
-                        ("lr", lr), ("samples", samples)):
-        require_positive(name, value)
+    _validate_eval_options(seed=seed, linear_epochs=linear_epochs, batch_size=batch_size, lr=lr,
+                           samples=samples,
+                           **(dict(projector=projector, dim=dim) if random_init else {}))
     if probe_augment != "auto":
         require_choice("--probe-augment", probe_augment, PROBE_AUGMENTS)
     protocols = parse_protocols(protocol)
@@ -226,6 +227,14 @@ def eval_(
     for r in results:
         typer.echo(f"{r.run_id} {r.protocol:<11} {_headline(r.summary)}"
                    + (" [reused]" if r.reused else ""))
+
+
+def _validate_eval_options(**options: Any) -> None:
+    """The eval options checked as EvalConfig fields, before the store is opened (the run's
+    own values fill what is not given, and were checked when it was trained)."""
+    from sslbench.config import EvalConfig, replace, validate_eval
+
+    validate_eval(replace(EvalConfig(), **{k: v for k, v in options.items() if v is not None}))
 
 
 def _headline(summary: dict) -> str:

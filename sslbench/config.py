@@ -59,6 +59,9 @@ class TrainConfig:
     num_workers: int = _exec(0)
     compile: bool = _exec(False)
     log_every: int = _exec(10)
+    # CPU intra-op threads (0: sslbench.numerics' default). They change the numbers, so the count
+    # of the run's first start is recorded with the run and every later attempt uses it.
+    threads: int = _exec(0)
 
     kind = "pretrain"
 
@@ -219,12 +222,40 @@ def embedding_dim(projector: str, dim: int, representation_dim: int) -> int:
 
 # --------------------------------------------------------------------------- validation
 
-def require_positive(name: str, value: float, flag: str | None = None) -> None:
-    flag = flag or "--" + name.replace("_", "-")
+# Seeds and every other integer end up in SQLite INTEGER columns and torch generators, both
+# signed 64-bit: a larger value fails deep inside the store or torch instead of here.
+INT64_MAX = 2**63 - 1
+
+
+def flag_of(name: str) -> str:
+    """The command-line spelling of a config key: ``weight_decay`` -> ``--weight-decay``."""
+    return "--" + name.replace("_", "-")
+
+
+def require_finite(name: str, value: Any, flag: str | None = None) -> None:
+    """NaN and infinities pass every ``<`` / ``<=`` test, so they are refused by name first."""
     if isinstance(value, float) and not math.isfinite(value):
-        raise ConfigError(f"{flag} must be a finite number, got {value}")
+        raise ConfigError(f"{flag or flag_of(name)} must be a finite number, got {value}")
+
+
+def require_positive(name: str, value: float, flag: str | None = None) -> None:
+    flag = flag or flag_of(name)
+    require_finite(name, value, flag)
     if value <= 0:
         raise ConfigError(f"{flag} must be positive, got {value}")
+
+
+def require_non_negative(name: str, value: float, flag: str | None = None) -> None:
+    flag = flag or flag_of(name)
+    require_finite(name, value, flag)
+    if value < 0:
+        raise ConfigError(f"{flag} must be >= 0, got {value}")
+
+
+def require_seed(name: str, value: Any, flag: str | None = None) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= INT64_MAX:
+        raise ConfigError(f"{flag or flag_of(name)} must be an integer in 0 .. 2**63-1 "
+                          f"({INT64_MAX}), got {value}")
 
 
 def require_choice(name: str, value: str, choices: list[str] | tuple[str, ...]) -> None:
@@ -233,20 +264,44 @@ def require_choice(name: str, value: str, choices: list[str] | tuple[str, ...]) 
             f"unknown {name} {value!r}: choose one of {', '.join(sorted(choices))}")
 
 
+def _check_numbers(cfg: Any, positive: tuple[str, ...], non_negative: tuple[str, ...]) -> None:
+    """Every float finite and every integer within 64 bits, by name; then the bounds."""
+    require_seed("seed", cfg.seed)  # first: its message says the whole range
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        require_finite(f.name, value)
+        if isinstance(value, int) and not isinstance(value, bool) and abs(value) > INT64_MAX:
+            raise ConfigError(f"{flag_of(f.name)} {value} is too large: use at most "
+                              f"{INT64_MAX} (2**63-1)")
+    for name in positive:
+        require_positive(name, getattr(cfg, name))
+    for name in non_negative:
+        require_non_negative(name, getattr(cfg, name))
+    if cfg.train_samples < 0:
+        raise ConfigError(f"--train-samples must be >= 0 (0 = all), got {cfg.train_samples}")
+
+
 OPTIMIZERS = ("sgd", "lars", "adamw")
+TRAIN_POSITIVE = ("epochs", "batch_size", "dim", "lr", "image_size", "probe_lr", "log_every")
+TRAIN_NON_NEGATIVE = ("weight_decay", "momentum", "warmup_epochs", "num_workers", "threads")
+EVAL_POSITIVE = ("linear_epochs", "batch_size", "lr", "samples", "image_size")
+EVAL_NON_NEGATIVE = ("dim", "num_workers")
 
 
 def validate_train(cfg: TrainConfig) -> None:
-    """Checks that need no registry: numbers, optimiser name, projector syntax."""
-    for name in ("epochs", "batch_size", "dim", "lr", "image_size", "probe_lr"):
-        require_positive(name, getattr(cfg, name))
-    if cfg.weight_decay < 0:
-        raise ConfigError(f"--weight-decay must be >= 0, got {cfg.weight_decay}")
-    if cfg.warmup_epochs < 0:
-        raise ConfigError(f"--warmup-epochs must be >= 0, got {cfg.warmup_epochs}")
-    if cfg.train_samples < 0:
-        raise ConfigError(f"--train-samples must be >= 0 (0 = all), got {cfg.train_samples}")
+    """Checks that need no registry: numbers (finite, in range, by flag name), optimiser name,
+    projector syntax, loss hyperparameters finite."""
+    _check_numbers(cfg, TRAIN_POSITIVE, TRAIN_NON_NEGATIVE)
+    for key, value in cfg.loss.items():
+        require_finite(key, value)
     require_choice("optimizer", cfg.optimizer, OPTIMIZERS)
+    parse_projector(cfg.projector, cfg.dim)
+
+
+def validate_eval(cfg: EvalConfig) -> None:
+    """The same checks for an evaluation config (the probe augmentation is resolved, and
+    checked, where ``auto`` becomes the dataset's choice)."""
+    _check_numbers(cfg, EVAL_POSITIVE, EVAL_NON_NEGATIVE)
     parse_projector(cfg.projector, cfg.dim)
 
 

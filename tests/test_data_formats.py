@@ -226,9 +226,9 @@ def test_image_folder_decodes_to_fixed_size(folder_root):
 @pytest.mark.parametrize("workers", [0, 2])
 def test_corrupt_image_is_one_line_naming_the_file(folder_root, workers):
     root, _ = folder_root
-    bad = root / "train" / "dog" / "broken.jpg"
-    bad.write_bytes(b"this is not a jpeg" * 20)
     ds = load_dataset("imagefolder", "train", root, image_size=16)
+    bad = root / "train" / "dog" / "img1.jpg"  # broken after loading (which checks headers)
+    bad.write_bytes(b"this is not a jpeg" * 20)
     with pytest.raises(DataError) as e:
         list(iterate_batches(ds, 2, shuffle=False, drop_last=False, num_workers=workers))
     assert str(bad) in _one_line(e) and "unreadable image" in str(e.value)

@@ -138,7 +138,7 @@ def decode_image(path: str | Path, size: int) -> Tensor:
 
     JPEGs are decoded at a reduced scale first when much larger than needed (PIL ``draft``).
     """
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
     try:
         with Image.open(path) as im:
@@ -152,12 +152,48 @@ def decode_image(path: str | Path, size: int) -> Tensor:
             left, top = (nw - size) // 2, (nh - size) // 2
             im = im.crop((left, top, left + size, top + size))
             arr = np.asarray(im, dtype=np.uint8)
-    except (OSError, SyntaxError, ValueError, UnidentifiedImageError,
-            Image.DecompressionBombError) as e:
-        reason = " ".join(str(e).split()) or type(e).__name__
-        raise DataError(f"unreadable image {path}: expected a JPEG/PNG image PIL can decode "
-                        f"({reason}); remove or replace the file") from None
+    except _pil_errors() as e:
+        raise unreadable_image(path, e) from None
     return torch.from_numpy(arr.copy()).permute(2, 0, 1).contiguous()
+
+
+def _pil_errors() -> tuple[type[BaseException], ...]:
+    """What PIL raises for a file that is not an image it can read (imported late: PIL is
+    needed only by image folders)."""
+    from PIL import Image, UnidentifiedImageError
+
+    return (OSError, SyntaxError, ValueError, UnidentifiedImageError,
+            Image.DecompressionBombError)
+
+
+def unreadable_image(path: str | Path, err: BaseException) -> DataError:
+    """The one-line error for an image file PIL cannot read."""
+    from PIL import UnidentifiedImageError
+
+    if isinstance(err, UnidentifiedImageError):  # its own text only repeats the path
+        reason = "no known image format: not an image, or its header is cut short"
+    else:
+        reason = " ".join(str(err).split()) or type(err).__name__
+    return DataError(f"unreadable image {path}: expected a JPEG/PNG image PIL can decode "
+                     f"({reason}); remove or replace the file")
+
+
+def check_image_headers(paths: Sequence[str]) -> None:
+    """Open every file's header (format, size; no pixels are decoded) and raise DataError for
+    the first that is not a readable image, so a bad file fails the command up front rather
+    than a run midway. About 40 us per file on a local disk (see the folder loader)."""
+    from PIL import Image
+
+    errors = _pil_errors()
+    for path in paths:
+        try:
+            with Image.open(path) as im:
+                width, height = im.size
+        except errors as e:
+            raise unreadable_image(path, e) from None
+        if width < 1 or height < 1:
+            raise DataError(f"unreadable image {path}: its header says {width}x{height} "
+                            "pixels; remove or replace the file")
 
 
 def resize_images(images: Tensor, size: int) -> Tensor:

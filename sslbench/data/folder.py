@@ -4,6 +4,12 @@ Classes are the sub-folders of ``ROOT/train`` (sorted), so train and val always 
 ``classes="imagenet100"`` keeps only the standard ImageNet-100 subset (the CMC list of Tian et al.
 2019, shipped as ``imagenet100.txt``), with indices in sorted synset order. The test split reads
 ``val/`` (or ``test/`` when there is no ``val/``).
+
+A split is checked when it is loaded, before any run is written: every class folder must hold
+images (an empty one would silently become a class no sample has), and every image's header must
+be readable (a corrupt file would otherwise fail a run midway). Headers only, no pixel is
+decoded: about 40 us per file from the page cache (0.4 s for 10,000 small JPEGs), which is why
+the scan is not cached.
 """
 
 from __future__ import annotations
@@ -12,7 +18,7 @@ import os
 from importlib import resources
 from pathlib import Path
 
-from sslbench.data.base import IMAGE_SUFFIXES, FolderImageDataset, Triple
+from sslbench.data.base import IMAGE_SUFFIXES, FolderImageDataset, Triple, check_image_headers
 from sslbench.data.formats import require_root
 from sslbench.errors import ConfigError, DataError
 
@@ -78,6 +84,9 @@ def _list_images(split_dir: Path, class_names: list[str],
                             f"{split_dir.name}/")
         files = sorted(e.name for e in os.scandir(split_dir / cls)
                        if e.is_file() and e.name.lower().endswith(IMAGE_SUFFIXES))
+        if not files:
+            raise DataError(f"class folder {split_dir / cls} has no images: add its images "
+                            f"({', '.join(IMAGE_SUFFIXES)}) or remove the folder")
         paths.extend(str(split_dir / cls / f) for f in files)
         labels.extend([index[cls]] * len(files))
     if not paths:
@@ -90,10 +99,12 @@ def load_image_folder(split: str, root: str | Path | None, *, name: str, mean: T
                       std: Triple, image_size: int | None, classes: str | None = None,
                       allow_missing_classes: bool = False) -> FolderImageDataset:
     """Index ``ROOT/<split>/<class>/*`` (split "train" or "test"), decoding later at
-    ``image_size`` (default 224). Files are checked when decoded, not here."""
+    ``image_size`` (default 224). Every class folder must hold images and every image's header
+    must be readable (DataError naming the first bad file); pixels are decoded later."""
     base = require_root(root, name, "train/ and val/ class folders (ImageNet layout)")
     split_dir = _split_dir(base, split)
     class_names = _select_classes(base, split_dir, classes, allow_missing_classes)
     paths, labels = _list_images(split_dir, class_names, subset=classes is not None)
+    check_image_headers(paths)
     return FolderImageDataset(name, split, paths, labels, class_names, mean, std,
                               image_size or 224)

@@ -18,7 +18,10 @@ running                   leave it to the process running it; its evaluations st
 
 Evaluations of a failed pretraining run that is not retried are "blocked" (not queued).
 
-Nothing is written until every cell resolved, so a bad sweep queues nothing.
+Nothing is written until every cell resolved and passed the data checks of ``sslbench train``
+(``--batch-size`` and ``--train-samples`` against the dataset, loaded once per dataset and
+root), so a bad sweep queues nothing. Memory is left to each run's own check: it depends on the
+device the scheduler gives the run and on what else runs there.
 """
 
 from __future__ import annotations
@@ -113,6 +116,7 @@ def resolve_sweep(spec: SweepSpec) -> list[tuple[Cell, TrainConfig]]:
         raise ConfigError(f"{spec.path}: {unused[0]} applies to none of the sweep's methods: "
                           "remove it")
     _check_data_roots(spec, [cfg for _, cfg in resolved])
+    _check_sizes(spec, resolved)
     return resolved
 
 
@@ -123,6 +127,31 @@ def _check_data_roots(spec: SweepSpec, configs: Sequence[TrainConfig]) -> None:
         if not Path(root).expanduser().is_dir():
             raise ConfigError(f"{spec.path}: data_root {root!r} is not a folder: point it at the "
                               "dataset (--set data_root=/path)")
+
+
+def _split_sizes(cfg: TrainConfig) -> tuple[int, int]:
+    """(pretraining images, test images) of the cell's dataset, at its native size (a resize
+    changes no count)."""
+    from sslbench.data import load_dataset
+
+    root = cfg.data_root or None
+    return (len(load_dataset(cfg.dataset, "pretrain", root)),
+            len(load_dataset(cfg.dataset, "test", root)))
+
+
+def _check_sizes(spec: SweepSpec, resolved: Sequence[tuple[Cell, TrainConfig]]) -> None:
+    """``sslbench train``'s data checks for every cell; each dataset is loaded once."""
+    from sslbench.train.preflight import check_sizes
+
+    sizes: dict[tuple[str, str], tuple[int, int]] = {}
+    for cell, cfg in resolved:
+        key = (cfg.dataset, cfg.data_root)
+        if key not in sizes:
+            sizes[key] = _split_sizes(cfg)
+        try:
+            check_sizes(cfg, *sizes[key])
+        except ConfigError as err:
+            raise ConfigError(f"{spec.path}, cell {cell.label}: {err}") from None
 
 
 def eval_configs(spec: SweepSpec, cfg: TrainConfig) -> list[EvalConfig]:

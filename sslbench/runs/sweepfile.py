@@ -37,8 +37,9 @@ A sweep file (see ``sslbench/runs/sweeps/*.toml`` for complete examples)::
 
 Keys of ``[fixed]``, ``[grid]``, ``where``, ``set`` and ``[[exclude]]`` are ``TrainConfig`` fields
 (``preset`` included) or loss hyperparameters (``temperature``, ``cov_coeff``, ...). Unknown
-keys, wrong types, empty grids, repeated grid values and overrides that match no cell are
-one-line ConfigErrors naming the file. This module imports neither torch nor the store; the loss
+keys, wrong types, numbers that are not finite or do not fit in 64 bits, empty grids, repeated
+grid values, overrides that match no cell and files that are not UTF-8 are one-line
+ConfigErrors naming the file. This module imports neither torch nor the store; the loss
 hyperparameter names come from ``sslbench.losses`` when a file is checked.
 """
 
@@ -46,6 +47,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import math
 import os
 import re
 import tomllib
@@ -53,7 +55,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from sslbench.config import EVAL_PROTOCOLS, PROBE_AUGMENTS, EvalConfig, TrainConfig
+from sslbench.config import (EVAL_PROTOCOLS, INT64_MAX, PROBE_AUGMENTS, EvalConfig, TrainConfig,
+                             replace, validate_eval)
 from sslbench.errors import ConfigError
 
 SHIPPED_DIR = Path(__file__).with_name("sweeps")
@@ -135,13 +138,19 @@ def _type_name(kind: type) -> str:
 
 
 def check_value(where: str, key: str, value: Any, kind: type) -> Any:
-    """``value`` as ``kind`` (ints are accepted for numbers), else a one-line ConfigError."""
-    ok = isinstance(value, kind) and not (kind is int and isinstance(value, bool))
-    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+    """``value`` as ``kind`` (ints are accepted for numbers), else a one-line ConfigError.
+    TOML reads ``nan`` and ``inf`` as floats: numbers must also be finite."""
+    integer = isinstance(value, int) and not isinstance(value, bool)
+    if integer and kind in (int, float) and abs(value) > INT64_MAX:
+        raise ConfigError(f"{where}: {key} = {value} is too large: use at most {INT64_MAX} "
+                          "(2**63-1)")
+    if kind is float and integer:
         return float(value)
-    if not ok:
+    if not isinstance(value, kind) or (kind is int and not integer):
         raise ConfigError(f"{where}: {key} = {value!r} must be {_type_name(kind)}, got "
                           f"{type(value).__name__}")
+    if kind is float and not math.isfinite(value):
+        raise ConfigError(f"{where}: {key} must be a finite number, got {value}")
     return value
 
 
@@ -215,6 +224,9 @@ def load_sweep(source: str | Path, sets: Sequence[str] = (),
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as err:
         raise ConfigError(f"{path}: not valid TOML ({err})") from None
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path}: byte {err.object[err.start]:#04x} at offset {err.start} is "
+                          "not UTF-8: save the sweep file as UTF-8 TOML") from None
     except OSError as err:
         raise ConfigError(f"cannot read the sweep file {path}: {err.strerror}") from None
     return build_spec(data, path, parse_set(sets), os.environ if env is None else env)
@@ -341,6 +353,11 @@ def _eval_section(where: str, table: Mapping[str, Any]
     if options.get("probe_augment", "auto") not in (*PROBE_AUGMENTS, "auto"):
         raise ConfigError(f"{label}: unknown probe_augment {options['probe_augment']!r}; use "
                           f"{', '.join(PROBE_AUGMENTS)} or auto")
+    numbers = {k: v for k, v in options.items() if k != "probe_augment"}
+    try:
+        validate_eval(replace(EvalConfig(), **numbers))
+    except ConfigError as err:
+        raise ConfigError(f"{label}: {err}") from None
     return tuple(protocols), options, baseline
 
 

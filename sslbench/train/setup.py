@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from sslbench.config import TrainConfig, default_warmup, replace, require_choice, validate_train
+from sslbench.config import (TrainConfig, default_warmup, replace, require_choice, require_finite,
+                             validate_train)
 from sslbench.errors import ConfigError
 
 # Options whose automatic value depends on others; ``None`` in the options means "automatic".
@@ -43,6 +44,8 @@ def resolve_loss(method: str, overrides: Mapping[str, Any], batch_size: int) -> 
         valid = ", ".join(sorted(defaults)) or "none"
         raise ConfigError(f"--{unknown[0].replace('_', '-')} does not apply to method {method!r} "
                           f"(its hyperparameters: {valid})")
+    for key, value in overrides.items():
+        require_finite(key, value)  # by flag name, before the criterion's own wording
     loss = {**defaults, **overrides}
     build_criterion(method, **loss)  # type-checks the values with the criterion's own rules
     if batch_size < spec.min_batch_size:
@@ -65,12 +68,13 @@ def resolve_train_config(options: Mapping[str, Any],
         preset_loss = dict(values.pop("loss", {}))
         explicit = {**values, **explicit}
     cfg = replace(TrainConfig(), **{k: v for k, v in explicit.items() if k not in AUTO_KEYS})
-    validate_train(cfg)
+    # Explicit automatic keys are checked too: --image-size 0 is an error, not "automatic".
+    validate_train(replace(cfg, **{k: v for k, v in explicit.items() if k in AUTO_KEYS}))
     from sslbench.models import backbone_names
 
     require_choice("backbone", cfg.backbone, backbone_names())
     spec = _dataset_spec(cfg.dataset)
-    image_size = explicit.get("image_size") or spec.image_size or 224
+    image_size = explicit.get("image_size", spec.image_size or 224)
     auto = {
         "image_size": image_size,
         "cifar_stem": explicit.get("cifar_stem", image_size <= 64),
