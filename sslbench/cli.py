@@ -55,9 +55,15 @@ def _main(db: Optional[str] = typer.Option(
 
 
 def open_store(create: bool = True):
-    from sslbench.db import Store
+    """The store of ``--db``; says on stderr when opening it upgraded an older schema."""
+    from sslbench.db import SCHEMA_VERSION, Store
 
-    return Store.open(_State.db, create=create)
+    store = Store.open(_State.db, create=create)
+    if store.upgraded_from is not None:
+        backup = f"; the old store is backed up at {store.backup_path}" if store.backup_path else ""
+        typer.echo(f"upgraded the store {store.display_url} from schema version "
+                   f"{store.upgraded_from} to {SCHEMA_VERSION}{backup}", err=True)
+    return store
 
 
 def _command() -> list[str]:
@@ -121,6 +127,8 @@ def train(
                                    "--sync-bn/--no-sync-bn"),
     device: Optional[str] = _opt("auto [default], cpu, cuda or cuda:N."),
     num_workers: Optional[int] = _opt("DataLoader workers for image folders [0]."),
+    threads: Optional[int] = _opt("CPU intra-op threads [1]. Recorded at the run's first start "
+                                  "and kept by every resume: one run id, one result."),
     compile_model: Optional[bool] = _opt("torch.compile the model [off].",
                                          "--compile/--no-compile"),
     progress: bool = typer.Option(True, "--progress/--quiet", help="Show a progress bar."),
@@ -135,7 +143,8 @@ def train(
                    optimizer=optimizer, weight_decay=weight_decay, warmup_epochs=warmup_epochs,
                    augment=augment, image_size=image_size, cifar_stem=cifar_stem,
                    train_samples=train_samples, seed=seed, probe_lr=probe_lr, sync_bn=sync_bn,
-                   device=device, num_workers=num_workers, compile=compile_model)
+                   device=device, num_workers=num_workers, compile=compile_model,
+                   threads=threads)
     loss = {k: v for k, v in dict(temperature=temperature, sim_coeff=sim_coeff,
                                   std_coeff=std_coeff, cov_coeff=cov_coeff, lambd=lambd,
                                   impl=impl).items() if v is not None}

@@ -24,3 +24,14 @@ class StoreError(SSLBenchError):
 
 class UnknownRunError(StoreError):
     """A run id that the store does not hold."""
+
+
+def one_line(err: BaseException) -> str:
+    """The message of ``err`` as one line, also when a DataLoader worker re-raised it (torch
+    then prefixes "Caught X in DataLoader worker process N" and the worker's whole traceback)."""
+    text = str(err).strip()
+    if "Original Traceback" in text:
+        last = text.splitlines()[-1]
+        text = last.split(": ", 1)[1] if ": " in last else last
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[0] if lines else type(err).__name__

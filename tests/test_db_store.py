@@ -209,7 +209,7 @@ def test_status_lifecycle_timestamps(store):
     assert "boom" in attempts[0]["error"]
     now = datetime.now(timezone.utc)
     assert abs((now - done.ended_at).total_seconds()) < 60
-    with pytest.raises(ConfigError, match="unknown run status 'done'"):
+    with pytest.raises(ValueError, match="unknown run status 'done'"):
         store.set_status(run, "done")
     assert set(RUN_STATUSES) >= {"queued", "running", "completed", "failed", "killed",
                                  "interrupted"}
@@ -360,3 +360,15 @@ def test_schema_and_upserts_compile_for_postgresql():
                                         set_={"value": stmt.excluded.value})
     assert "ON CONFLICT (run_id, key, step) DO UPDATE SET value = excluded.value" in str(
         upsert.compile(dialect=dialect))
+
+
+def test_adopt_numerics_first_writer_wins(store):
+    run_id = _new_run(store)
+    assert store.get_run(run_id).numerics == {}  # not started yet
+    first = {"intra_op_threads": 2, "cuda": {"tf32": False, "deterministic": True}}
+    assert store.adopt_numerics(run_id, first) == first
+    assert store.adopt_numerics(run_id, {"intra_op_threads": 8}) == first  # a resume: unchanged
+    record = store.get_run(run_id)
+    assert record.numerics == first and record.to_dict()["numerics"] == first
+    with pytest.raises(UnknownRunError):
+        store.adopt_numerics("nosuchrun000", first)

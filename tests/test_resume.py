@@ -46,7 +46,7 @@ def _final(home: Path, run_id: str) -> tuple[dict, dict]:
     frame = store.metrics_frame(run_id)
     assert not frame.duplicated(["key", "step"]).any()
     metrics = {(r.key, r.step): r.value for r in frame.itertuples()}
-    weights = torch.load(home / "runs" / run_id / "backbone.pt", weights_only=False)["backbone"]
+    weights = torch.load(home / "runs" / run_id / "backbone.pt", weights_only=True)["backbone"]
     store.close()
     return metrics, weights
 

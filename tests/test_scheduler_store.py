@@ -14,6 +14,7 @@ import pytest
 
 from sslbench.db import Store
 from sslbench.db.liveness import process_alive, process_start_time
+from sslbench.db.ownership import RunBusyError
 from tests.conftest import race
 
 N_PROCS = 8
@@ -75,11 +76,45 @@ def test_worker_adopts_the_claimed_attempt(store):
     assert store.attempt_details(run)[0]["status"] == "completed"
 
 
-def test_running_from_another_pid_opens_a_new_attempt(store):
+def test_running_owned_by_a_live_process_is_refused(store):
     run = _run(store, "twopids00001")
     store.set_status(run, "running", pid=os.getpid())
-    store.set_status(run, "running", pid=1)  # another live process took over: a new attempt
-    assert [a["pid"] for a in store.attempt_details(run)] == [os.getpid(), 1]
+    with pytest.raises(RunBusyError, match=rf"owned by pid {os.getpid()} on .* since .*runs stop"):
+        store.set_status(run, "running", pid=1)
+    (only,) = store.attempt_details(run)
+    assert only["pid"] == os.getpid() and only["ended_at"] is None
+
+
+def test_running_owned_by_a_dead_process_is_taken_over(store):
+    run = _run(store, "twopids00002")
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    store.set_status(run, "running", pid=dead.pid)
+    store.set_status(run, "running")
+    first, second = store.attempt_details(run)
+    assert first["status"] == "killed" and first["failure_class"] == "lost"
+    assert first["ended_at"] is not None and "taken over" in first["error"]
+    assert second["pid"] == os.getpid() and second["ended_at"] is None
+    store.set_status(run, "completed")
+    assert all(a["ended_at"] is not None for a in store.attempt_details(run))
+
+
+def test_a_claimed_attempt_is_adopted_only_by_its_worker(store):
+    run = _run(store, "claimed00001")
+    attempt = store.claim_run(run, scheduler_id="sched-live", device="cpu", slots=[0])
+    store.register_scheduler("sched-live", backend="local", slots=["cpu:0"])
+    with pytest.raises(RunBusyError, match="owned by scheduler sched-live"):
+        store.set_status(run, "running", pid=os.getpid())  # a user's `train`, not the worker
+    store.set_status(run, "running", pid=os.getpid(), claim=attempt)  # the worker
+    (only,) = store.attempt_details(run)
+    assert only["pid"] == os.getpid() and only["scheduler_id"] == "sched-live"
+
+
+def test_a_late_terminal_status_does_not_overwrite_the_new_owner(store):
+    run = _run(store, "fenced000001")
+    store.set_status(run, "running", pid=os.getpid())
+    store.set_status(run, "failed", pid=1, error="a process that lost the run")  # pid 1 lives
+    assert store.get_run(run).status == "running"
 
 
 def test_end_attempt_only_ends_the_attempt_it_names(store):

@@ -30,7 +30,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
-from sslbench.db import queries
+from sslbench.db import ownership, queries
 from sslbench.db.engine import (
     WRITE_OPTION,
     build_engine,
@@ -204,44 +204,41 @@ class Store(SchedulingMixin):
         return record, created
 
     def set_status(self, run_id: str, status: str, *, error: str | None = None,
-                   pid: int | None = None, failure_class: str | None = None) -> None:
+                   pid: int | None = None, failure_class: str | None = None,
+                   claim: int | None = None) -> None:
         """Move a run to ``status`` and record the attempt.
 
-        'running' opens a new attempt (pid defaults to this process; its start time is recorded
-        too, see :mod:`sslbench.db.liveness`), sets ``started_at`` the first time and clears
-        ``ended_at`` -- unless the run is already running in an open attempt of that same pid (or
-        of no pid yet: a scheduler claimed the run and started this process for it), which the
-        call then adopts instead of opening a second one. 'queued' clears ``ended_at``; a
-        terminal status sets ``ended_at`` and closes the open attempt. ``error`` (a traceback is
-        fine) replaces the run's error text; None clears it.
+        'running' takes ownership of the run for process ``pid`` (default: this one) and opens a
+        new attempt (its pid and process start time, see :mod:`sslbench.db.liveness`), sets
+        ``started_at`` the first time and clears ``ended_at``. When the run is already running:
+        its open attempt is adopted if it is this pid's, or if ``claim`` names it (a scheduler
+        claimed the run and started this process for attempt ``claim``); a live owner makes
+        this a :class:`~sslbench.db.ownership.RunBusyError` naming it; a dead owner's attempt is
+        closed as 'killed' first. See :mod:`sslbench.db.ownership`.
+
+        'queued' clears ``ended_at``; a terminal status sets ``ended_at`` and closes the open
+        attempt -- unless another live process owns the run by now (this one was presumed dead
+        and taken over), which the call then leaves alone. ``error`` (a traceback is fine)
+        replaces the run's error text; None clears it.
         """
         if status not in RUN_STATUSES:
-            raise ConfigError(f"unknown run status {status!r}: use one of "
-                              f"{', '.join(RUN_STATUSES)}")
-        now = utcnow()
+            raise ValueError(f"unknown run status {status!r}: use one of "
+                             f"{', '.join(RUN_STATUSES)}")
+        now, pid = utcnow(), pid if pid is not None else os.getpid()
         with self._session(write=True) as session:
             row = session.scalars(select(Run).where(Run.run_id == run_id).with_for_update()).first()
             if row is None:
                 self._require_run(session, run_id)
                 return
-            previous = row.status
-            row.status, row.error, row.updated_at = status, error, now
+            current = ownership.open_attempt(session, row)
             if status == "running":
-                row.started_at = row.started_at or now
-                row.ended_at, row.heartbeat_at = None, now
-                row.pid, row.host = pid if pid is not None else os.getpid(), socket.gethostname()
-                started = process_start_time(row.pid)
-                open_attempt = session.get(Attempt, (run_id, row.attempts)) \
-                    if previous == "running" else None
-                if (open_attempt is not None and open_attempt.ended_at is None
-                        and open_attempt.pid in (None, row.pid)):
-                    open_attempt.pid, open_attempt.host = row.pid, row.host
-                    open_attempt.proc_start = started
-                    return
-                row.attempts += 1
-                session.add(Attempt(run_id=run_id, attempt=row.attempts, host=row.host,
-                                    pid=row.pid, proc_start=started, started_at=now))
-            elif status in TERMINAL_STATUSES:
+                self._take_ownership(session, row, current, pid, claim, now)
+                return
+            if (current is not None and current.pid not in (None, pid)
+                    and ownership.owner_dead(session, row, current) is None):
+                return  # taken over by a live process: its result is the run's, not ours
+            row.status, row.error, row.updated_at = status, error, now
+            if status in TERMINAL_STATUSES:
                 row.ended_at = now
                 session.execute(update(Attempt).where(
                     Attempt.run_id == run_id, Attempt.attempt == row.attempts,
@@ -249,6 +246,32 @@ class Store(SchedulingMixin):
                     ended_at=now, status=status, error=error, failure_class=failure_class))
             else:  # 'queued' again: the run is live, waiting for its next attempt
                 row.ended_at = None
+
+    @staticmethod
+    def _take_ownership(session: Session, row: Run, current: Attempt | None, pid: int,
+                        claim: int | None, now: Any) -> None:
+        """The 'running' half of :meth:`set_status` (inside its transaction, row locked)."""
+        host, started = socket.gethostname(), process_start_time(pid)
+        if current is not None:
+            mine = current.pid == pid or (claim is not None and current.attempt == claim)
+            if not mine:
+                reason = ownership.owner_dead(session, row, current, now=now)
+                if reason is None:
+                    raise ownership.RunBusyError(ownership.busy_message(row, current))
+                current.ended_at, current.status = now, "killed"
+                current.failure_class = "lost"
+                current.error = f"taken over by pid {pid} on {host}: {reason}"
+                current = None
+        row.status, row.error, row.updated_at = "running", None, now
+        row.started_at = row.started_at or now
+        row.ended_at, row.heartbeat_at = None, now
+        row.pid, row.host = pid, host
+        if current is not None:  # adopt the attempt a scheduler opened for this process
+            current.pid, current.host, current.proc_start = pid, host, started
+            return
+        row.attempts += 1
+        session.add(Attempt(run_id=row.run_id, attempt=row.attempts, host=host, pid=pid,
+                            proc_start=started, started_at=now))
 
     def heartbeat(self, run_id: str) -> None:
         """Record that the run's process is alive now."""

@@ -15,7 +15,7 @@ import torch
 from sslbench.config import EvalConfig
 from sslbench.errors import SSLBenchError
 from sslbench.evaluate import analysis as A
-from sslbench.train import checkpoint as ckpt
+from sslbench import checkpoint as ckpt
 
 HIST_BINS = 80
 
@@ -37,7 +37,11 @@ def representations_and_embeddings(cfg: EvalConfig, cache) -> tuple[torch.Tensor
         if not path.exists():
             raise SSLBenchError(f"no checkpoint at {path}: set SSLBENCH_HOME to the folder "
                                 "holding runs/")
-        model.load_state_dict(ckpt.load(path)["model"])
+        from sslbench.config import TrainConfig
+
+        payload = ckpt.load(path)
+        ckpt.check_run(payload, path, cfg.source_run, TrainConfig)
+        model.load_state_dict(payload["model"])
     device = cache.device
     model = model.to(device, memory_format=memory_format(device)).eval()
     ds = cache.dataset(cfg, "train")

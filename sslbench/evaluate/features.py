@@ -16,7 +16,7 @@ from torch import nn
 from sslbench import paths
 from sslbench.config import EvalConfig
 from sslbench.errors import SSLBenchError
-from sslbench.train import checkpoint as ckpt
+from sslbench import checkpoint as ckpt
 
 
 @torch.no_grad()
@@ -57,12 +57,28 @@ class FeatureCache:
         self._datasets: dict[tuple, object] = {}
         self._backbones: dict[tuple, nn.Module] = {}
         self._features: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._sources: dict[str, dict] = {}  # run id -> its checked backbone weights
 
     def check_source(self, cfg: EvalConfig) -> None:
-        if cfg.source_run is not None and not backbone_path(cfg.source_run).exists():
-            raise SSLBenchError(f"no backbone file at {backbone_path(cfg.source_run)}: the run's "
-                                "artifacts were moved or deleted; set SSLBENCH_HOME to the folder "
-                                "holding runs/")
+        """A pretrained run's backbone file exists, loads safely and is that run's."""
+        if cfg.source_run is not None:
+            self._source_weights(cfg.source_run)
+
+    def _source_weights(self, run_id: str) -> dict:
+        if run_id not in self._sources:
+            from sslbench.config import TrainConfig
+
+            path = backbone_path(run_id)
+            if not path.exists():
+                raise SSLBenchError(f"no backbone file at {path}: the run's artifacts were moved "
+                                    "or deleted; set SSLBENCH_HOME to the folder holding runs/")
+            payload = ckpt.load(path)
+            ckpt.check_run(payload, path, run_id, TrainConfig)
+            if not isinstance(payload.get("backbone"), dict):
+                raise ckpt.DamagedCheckpoint(f"{path} is damaged (it holds no backbone weights): "
+                                             "re-run the run's train command after deleting it")
+            self._sources[run_id] = payload["backbone"]
+        return self._sources[run_id]
 
     def dataset(self, cfg: EvalConfig, split: str):
         from sslbench.data import load_dataset
@@ -89,8 +105,12 @@ class FeatureCache:
         torch.manual_seed(cfg.seed)
         net, _ = build_backbone(cfg.backbone, cifar_stem=cfg.cifar_stem)
         if cfg.source_run is not None:
-            self.check_source(cfg)
-            net.load_state_dict(ckpt.load(backbone_path(cfg.source_run))["backbone"])
+            try:
+                net.load_state_dict(self._source_weights(cfg.source_run))
+            except RuntimeError as err:
+                raise ckpt.DamagedCheckpoint(
+                    f"{backbone_path(cfg.source_run)} does not fit a {cfg.backbone} backbone "
+                    f"({str(err).splitlines()[0][:160]})") from None
         return net.to(self.device, memory_format=memory_format(self.device)).eval()
 
     def features(self, cfg: EvalConfig, split: str, *, mirror: bool = False):
@@ -110,7 +130,10 @@ class FeatureCache:
                 transform = (lambda images: centre(images).flip(3)) if mirror else centre
                 cached = extract_features(self.backbone(cfg), ds, transform, self.device)
                 if disk:
-                    self._write(disk, cfg, cached)
+                    try:
+                        self._write(disk, cfg, cached)
+                    except ckpt.CheckpointWriteError:
+                        pass  # a cache: a full disk only costs the next command the speed-up
             self._features[key] = cached
         x, y = self._features[key]
         return x, y, ds
@@ -129,13 +152,18 @@ class FeatureCache:
     def _read(path: Path, cfg: EvalConfig):
         if not path.exists():
             return None
-        blob = ckpt.load(path)
+        try:
+            blob = ckpt.load(path)
+        except ckpt.DamagedCheckpoint:
+            return None  # a cache: extract again (and overwrite it)
         if blob.get("backbone_sha256") != ckpt.sha256_of(backbone_path(cfg.source_run)):
             return None  # the checkpoint changed since: extract again
-        return blob["features"], blob["labels"]
+        features, labels = blob.get("features"), blob.get("labels")
+        if not isinstance(features, torch.Tensor) or not isinstance(labels, torch.Tensor):
+            return None
+        return features, labels
 
     @staticmethod
     def _write(path: Path, cfg: EvalConfig, cached) -> None:
-        ckpt.atomic_save({"features": cached[0], "labels": cached[1],
-                          "backbone_sha256": ckpt.sha256_of(backbone_path(cfg.source_run))},
-                         path)
+        ckpt.save({"features": cached[0], "labels": cached[1],
+                   "backbone_sha256": ckpt.sha256_of(backbone_path(cfg.source_run))}, path)

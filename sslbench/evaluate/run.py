@@ -18,9 +18,9 @@ from __future__ import annotations
 import traceback
 from dataclasses import dataclass, field
 
-from sslbench import paths
+from sslbench import numerics, paths
 from sslbench.config import (EVAL_PROTOCOLS, PROBE_AUGMENTS, EvalConfig, replace,
-                             require_choice)
+                             require_choice, validate_eval)
 from sslbench.errors import ConfigError, SSLBenchError
 from sslbench.evaluate.features import FeatureCache
 from sslbench.evaluate.knn import best_cell, knn_sweep
@@ -80,6 +80,7 @@ def _resolve_probe_augment(cfg: EvalConfig) -> EvalConfig:
         spec = DATASETS.get(cfg.dataset)
         cfg = replace(cfg, probe_augment=spec.probe_augment if spec else "crop-flip")
     require_choice("--probe-augment", cfg.probe_augment, PROBE_AUGMENTS)
+    validate_eval(cfg)  # every config built here (eval_config_for, random_init_config) or run
     return cfg
 
 
@@ -96,8 +97,14 @@ def random_init_config(*, backbone: str, dataset: str, **options) -> EvalConfig:
 
 
 def evaluate(cfg: EvalConfig, store, *, command: list[str],
-             cache: FeatureCache | None = None) -> EvalResult:
-    """Runs (or reuses) the evaluation ``cfg`` identifies."""
+             cache: FeatureCache | None = None, claim: int | None = None) -> EvalResult:
+    """Runs (or reuses) the evaluation ``cfg`` identifies.
+
+    Like pretraining: inputs are checked before the store is written, this process takes
+    ownership of the run (``claim``: the attempt a scheduler opened for this worker) and the
+    protocol runs under the numerics recorded at the run's first start.
+    """
+    from sslbench.db.heartbeat import Heartbeat
     from sslbench.device import device_names, resolve_device
     from sslbench.runs.environment import capture
 
@@ -105,34 +112,43 @@ def evaluate(cfg: EvalConfig, store, *, command: list[str],
     cfg = _resolve_probe_augment(cfg)
     device = resolve_device(cfg.device)
     cache = cache or FeatureCache(device)
-    cache.check_source(cfg)  # a missing backbone file fails before anything is written
+    # Everything that can fail on the user's input fails before anything is written: a missing,
+    # unsafe or foreign backbone file, a missing dataset, an unreadable image in a folder.
+    cache.check_source(cfg)
+    for split in ("train", "test"):
+        cache.dataset(cfg, split)
     record, _ = store.upsert_run(run_id=cfg.run_id, kind="eval", config=cfg.to_dict(),
                                  command=command, env=capture(device_names(device)),
                                  parent_id=cfg.source_run, method=cfg.method,
                                  dataset=cfg.dataset)
     if record.status == "completed":
         return EvalResult(cfg.run_id, cfg.protocol, "completed", True, store.summary(cfg.run_id))
-    store.set_status(cfg.run_id, "running")
+    store.set_status(cfg.run_id, "running", claim=claim)
+    settings = store.adopt_numerics(cfg.run_id, numerics.proposed(device))
     try:
-        series = {}
-        if cfg.protocol == "analysis":
-            from sslbench.evaluate.analyse import analyse
-
-            metrics, series, figures = analyse(cfg, cache, paths.run_dir(cfg.run_id))
-            for kind, path in figures:
-                store.log_artifact(cfg.run_id, kind, str(path), size=path.stat().st_size)
-        else:
-            metrics = PROTOCOL_FUNCTIONS[cfg.protocol](cfg, cache)
+        with numerics.applied(settings), Heartbeat(store.url, cfg.run_id):
+            metrics, series, figures = _run_protocol(cfg, cache)
     except BaseException as err:
         message = str(err) if isinstance(err, SSLBenchError) else traceback.format_exc()
         store.set_status(cfg.run_id, "failed", error=message,
                          failure_class="error" if not isinstance(err, SSLBenchError) else "input")
         raise
+    for kind, path in figures:
+        store.log_artifact(cfg.run_id, kind, str(path), size=path.stat().st_size)
     store.log_metrics(cfg.run_id, 0, metrics)
     for key, values in series.items():
         store.log_series(cfg.run_id, key, values)
     store.set_status(cfg.run_id, "completed")
     return EvalResult(cfg.run_id, cfg.protocol, "completed", False, store.summary(cfg.run_id))
+
+
+def _run_protocol(cfg: EvalConfig, cache: FeatureCache):
+    """(metrics, series, figures) of one protocol."""
+    if cfg.protocol == "analysis":
+        from sslbench.evaluate.analyse import analyse
+
+        return analyse(cfg, cache, paths.run_dir(cfg.run_id))
+    return PROTOCOL_FUNCTIONS[cfg.protocol](cfg, cache), {}, []
 
 
 def evaluate_protocols(store, base: EvalConfig, protocols: tuple[str, ...], *,

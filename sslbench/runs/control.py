@@ -9,8 +9,10 @@ slots are freed, and it is put back in the queue while it has attempts left. A r
   keep a dead run alive; on another host: its heartbeat is older than ``stale_after_s``.
 
 A scheduler is alive when, on this host, its process is; elsewhere, when its heartbeat (every
-second or so) is younger than ``SCHEDULER_STALE_S``. Dead schedulers are ended and their slots
-freed. Every sweep reaps before planning, and every scheduler reaps every few seconds.
+second or so) is younger than ``SCHEDULER_STALE_S``. These judgements live in
+:mod:`sslbench.db.ownership`, which also refuses to start a run that a live process owns.
+Dead schedulers are ended and their slots freed. Every sweep reaps before planning, and every
+scheduler reaps every few seconds.
 
 **Stop.** Live schedulers get the store's stop flag (read on their next heartbeat, from any host)
 and, on this host, SIGTERM at once; they forward SIGTERM to their workers, which finish the step,
@@ -28,13 +30,8 @@ from datetime import datetime, timezone
 from typing import Any, Sequence
 
 from sslbench.db.liveness import process_alive
-from sslbench.db.scheduling import DEFAULT_ATTEMPT_LIMIT, LiveAttempt, SchedulerInfo
-
-#: A run on another host whose heartbeat is older than this is presumed dead (workers beat
-#: every 30 s; training also beats after every epoch).
-STALE_AFTER_S = 300.0
-#: A scheduler on another host whose heartbeat is older than this is presumed dead.
-SCHEDULER_STALE_S = 60.0
+from sslbench.db.ownership import STALE_AFTER_S, run_dead, scheduler_alive
+from sslbench.db.scheduling import DEFAULT_ATTEMPT_LIMIT, LiveAttempt
 
 
 @dataclass(frozen=True)
@@ -42,36 +39,6 @@ class Reaped:
     run_id: str
     requeued: bool
     reason: str
-
-
-def _age_s(when: datetime | None, now: datetime) -> float:
-    return float("inf") if when is None else (now - when).total_seconds()
-
-
-def scheduler_alive(info: SchedulerInfo, *, now: datetime | None = None,
-                    host: str | None = None) -> bool:
-    """Whether a scheduler still runs (see the module docstring)."""
-    now = now or datetime.now(timezone.utc)
-    if info.host == (host or socket.gethostname()):
-        return process_alive(info.pid, info.proc_start)
-    return _age_s(info.heartbeat_at, now) < SCHEDULER_STALE_S
-
-
-def run_dead(att: LiveAttempt, *, live_schedulers: set[str], now: datetime,
-             host: str, stale_after_s: float) -> str | None:
-    """Why a running run is dead, or None while it may be alive."""
-    if att.scheduler_id is not None and att.scheduler_id in live_schedulers:
-        return None
-    if att.host == host:
-        if att.pid is None:
-            return "claimed by a scheduler that died before starting its worker"
-        if not process_alive(att.pid, att.proc_start):
-            return f"its process {att.pid} on {host} is gone"
-        return None
-    age = _age_s(att.heartbeat_at, now)
-    if age > stale_after_s:
-        return f"no heartbeat from {att.host} for {age:.0f} s"
-    return None
 
 
 def reap(store: Any, *, stale_after_s: float = STALE_AFTER_S) -> list[Reaped]:

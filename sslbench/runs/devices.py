@@ -8,7 +8,9 @@ device with ``CUDA_VISIBLE_DEVICES`` -- so inside the worker the device is alway
 runs spread over the devices instead of all landing on GPU 0.
 
 CPU threads are shared out: each worker gets ``OMP_NUM_THREADS = cores // slots`` (at least 1),
-so N concurrent workers do not each spawn one thread per core and thrash.
+so N concurrent workers do not each spawn one thread per core and thrash. A run's intra-op
+thread count inside the worker is the one recorded with the run (``sslbench.numerics``), so the
+number of workers never changes a result.
 """
 
 from __future__ import annotations
@@ -52,8 +54,7 @@ class DevicePool:
     def worker_env(self, device: str) -> dict[str, str]:
         """Environment of a worker on ``device``: its GPU only (none on CPU), its threads."""
         threads = str(self.threads_per_worker())
-        env = {"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads,
-               "SSLBENCH_NUM_THREADS": threads}
+        env = {"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
         if self.is_cpu:
             env["CUDA_VISIBLE_DEVICES"] = ""  # a CPU worker must not grab a GPU by accident
         else:

@@ -38,6 +38,9 @@ def run_details(data: dict) -> str:
             lines.append(f"  {key:<11} {data[key]}")
     lines.append("config:")
     lines += [f"  {k:<15} {json.dumps(v)}" for k, v in sorted((data.get("config") or {}).items())]
+    if data.get("numerics"):
+        lines.append("numerics (recorded at the first start, applied on every attempt):")
+        lines += [f"  {k:<15} {json.dumps(v)}" for k, v in sorted(data["numerics"].items())]
     summary = data.get("summary") or {}
     if summary:
         lines.append("final metrics:")

@@ -15,16 +15,15 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import traceback
 from pathlib import Path
 from typing import Any, Mapping
 
 from sslbench import paths
+from sslbench.db.heartbeat import HEARTBEAT_S, Heartbeat
 from sslbench.errors import ConfigError, SSLBenchError
 
 EXIT_COMPLETED, EXIT_FAILED, EXIT_INTERRUPTED = 0, 1, 3
-HEARTBEAT_S = 30.0
 
 
 def worker_command(run_id: str) -> list[str]:
@@ -72,37 +71,6 @@ def log_tail(path: str | Path | None, lines: int = 30) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
-class _Heartbeat:
-    """Touch the run's heartbeat every ``every`` seconds from a daemon thread."""
-
-    def __init__(self, url: str, run_id: str, every: float) -> None:
-        self._url, self._run_id, self._every = url, run_id, every
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, daemon=True, name="heartbeat")
-
-    def _loop(self) -> None:
-        from sslbench.db import Store
-
-        try:
-            store = Store.open(self._url, create=False)
-        except SSLBenchError:
-            return
-        with store:
-            while not self._stop.wait(self._every):
-                try:
-                    store.heartbeat(self._run_id)
-                except SSLBenchError:
-                    pass  # a busy store: the next beat will do
-
-    def __enter__(self) -> "_Heartbeat":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-
-
 def _load_config(record: Any) -> Any:
     from sslbench.config import EvalConfig, TrainConfig, from_dict
 
@@ -123,30 +91,36 @@ def _record_failure(store: Any, run_id: str, error: str, failure_class: str) -> 
                           failure_class=failure_class)
 
 
+def _claimed_attempt() -> int | None:
+    """The attempt this worker's scheduler claimed for it (``SSLBENCH_ATTEMPT``), if any: the
+    one attempt of a running run this process may adopt instead of being refused."""
+    text = os.environ.get("SSLBENCH_ATTEMPT", "")
+    return int(text) if text.isdigit() else None
+
+
 def exec_run(store: Any, run_id: str, *, command: list[str],
              heartbeat_s: float = HEARTBEAT_S) -> int:
     """Run (or resume, or reuse) one stored run in this process; returns the exit code."""
-    threads = os.environ.get("SSLBENCH_NUM_THREADS")
-    if threads and threads.isdigit():
-        import torch
-
-        torch.set_num_threads(int(threads))
+    # The run's own recorded thread count applies inside pretrain/evaluate (sslbench.numerics);
+    # OMP_NUM_THREADS from the scheduler only bounds what this process starts with.
     # Slurm warns every process of a job step (SIGUSR2) before a timeout; the submitit task
     # above this worker handles it and asks this worker to checkpoint with SIGTERM.
     if hasattr(signal, "SIGUSR2"):
         signal.signal(signal.SIGUSR2, signal.SIG_IGN)
     record = store.get_run(run_id)
-    with _Heartbeat(store.url, record.run_id, heartbeat_s):
+    claim = _claimed_attempt()
+    with Heartbeat(store.url, record.run_id, heartbeat_s):
         try:
             cfg = _load_config(record)
             if record.kind == "pretrain":
                 from sslbench.train.loop import pretrain
 
-                status = pretrain(cfg, store, command=command, progress=False).status
+                status = pretrain(cfg, store, command=command, progress=False,
+                                  claim=claim).status
             else:
                 from sslbench.evaluate.run import evaluate
 
-                status = evaluate(cfg, store, command=command).status
+                status = evaluate(cfg, store, command=command, claim=claim).status
         except SSLBenchError as err:
             _record_failure(store, record.run_id, str(err), "input")
             raise

@@ -9,9 +9,11 @@ by (run, key, step), so replayed steps overwrite instead of duplicating.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import signal
+import sys
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -21,16 +23,17 @@ from typing import Any
 
 import torch
 
-from sslbench import paths
+from sslbench import checkpoint as ckpt
+from sslbench import numerics, paths
 from sslbench.config import TrainConfig
-from sslbench.errors import SSLBenchError
-from sslbench.train import checkpoint as ckpt
+from sslbench.db.heartbeat import Heartbeat
+from sslbench.db.ownership import RunBusyError
+from sslbench.errors import SSLBenchError, one_line
 from sslbench.train import distributed
 from sslbench.train.optim import build_optimizer, lr_at, scaled_lr, set_lr
 from sslbench.train.probe import OnlineProbe, probe_accuracy
 
 
-HEARTBEAT_S = 30.0  # a live run touches heartbeat_at at least this often (the reaper's clock)
 
 
 class NonFiniteLoss(SSLBenchError):
@@ -89,50 +92,115 @@ def load_data(cfg: TrainConfig):
     return train, test
 
 
-def pretrain(cfg: TrainConfig, store, *, command: list[str], progress: bool = True) -> TrainResult:
+def pretrain(cfg: TrainConfig, store, *, command: list[str], progress: bool = True,
+             claim: int | None = None) -> TrainResult:
     """Runs (or resumes, or reuses) the pretraining run that ``cfg`` identifies.
+
+    Everything that can be checked is checked before the store or the run folder is touched.
+    Then this process takes ownership of the run (refused while another live process owns it;
+    ``claim``: the attempt a scheduler opened for this worker), and trains under the numerics
+    recorded at the run's first start. Failures that can only happen now (a full disk, a file
+    that became unreadable, out of memory) end the run 'failed' with a one-line cause.
 
     Under torchrun every process calls this; only rank 0 touches the store and the run folder.
     """
     from sslbench.device import device_names
     from sslbench.runs.environment import capture
+    from sslbench.train.preflight import check_train
 
     info = distributed.from_env()
     distributed.check_batch(cfg.batch_size, info)
     device = distributed.setup(info, cfg.device)
     train_ds, test_ds = load_data(cfg)
+    check_train(cfg, train_ds, test_ds, device, info.world_size)
     rdir = paths.run_dir(cfg.run_id)
-    status = None
+    opened = None
     if info.is_main:
-        record, _ = store.upsert_run(run_id=cfg.run_id, kind="pretrain", config=cfg.to_dict(),
-                                     command=command, env=capture(device_names(device)),
-                                     method=cfg.method, dataset=cfg.dataset)
-        status = record.status
-    if distributed.broadcast(status, info) == "completed":
+        opened = _open_run(cfg, store, device, command, claim,
+                           env=capture(device_names(device)))
+    status, settings = distributed.broadcast(opened, info)
+    if status == "completed":
         return TrainResult(cfg.run_id, "completed", True, rdir, store.summary(cfg.run_id))
+    if status == "busy":
+        raise RunBusyError(settings)
     writer = store if info.is_main else distributed.NullStore()
     if info.is_main:
         rdir.mkdir(parents=True, exist_ok=True)
-    writer.set_status(cfg.run_id, "running", pid=os.getpid())
     try:
-        with _StopFlag() as stop:
+        with numerics.applied(settings), _StopFlag() as stop, _beating(store, cfg, info):
             status = _train(cfg, writer, device, train_ds, test_ds, rdir, stop,
                             progress and info.is_main, info)
     except NonFiniteLoss as err:
         writer.set_status(cfg.run_id, "failed", error=str(err), failure_class="nonfinite")
         raise
+    except ckpt.CheckpointWriteError as err:
+        writer.set_status(cfg.run_id, "failed", error=str(err), failure_class="io")
+        raise
+    except SSLBenchError as err:
+        message = one_line(err)
+        writer.set_status(cfg.run_id, "failed", error=message, failure_class="input")
+        if message != str(err):
+            raise RunFailed(message) from None
+        raise
     except KeyboardInterrupt:
         writer.set_status(cfg.run_id, "interrupted", error="KeyboardInterrupt")
         raise
     except torch.OutOfMemoryError:
-        writer.set_status(cfg.run_id, "failed", error=traceback.format_exc(), failure_class="oom")
-        raise
+        message = (f"out of memory on {device} (batch {cfg.batch_size}, dim {cfg.dim}, "
+                   f"{cfg.backbone}): lower --batch-size or --dim, or use a larger device")
+        writer.set_status(cfg.run_id, "failed", error=message, failure_class="oom")
+        raise RunFailed(message) from None
+    except OSError as err:
+        message = (f"run {cfg.run_id} stopped: {_os_error(err)}; fix it and re-run the same "
+                   "command to resume from the last checkpoint")
+        writer.set_status(cfg.run_id, "failed", error=message, failure_class="io")
+        raise RunFailed(message) from None
     except BaseException:
         writer.set_status(cfg.run_id, "failed", error=traceback.format_exc(),
                           failure_class="error")
         raise
     writer.set_status(cfg.run_id, status)
     return TrainResult(cfg.run_id, status, False, rdir, writer.summary(cfg.run_id))
+
+
+class RunFailed(SSLBenchError):
+    """A run failed for a cause outside the program (disk, memory); the store says why."""
+
+
+def _os_error(err: OSError) -> str:
+    reason = err.strerror or one_line(err)
+    return f"{reason}: {err.filename}" if err.filename else reason
+
+
+def _open_run(cfg: TrainConfig, store, device: torch.device, command: list[str],
+              claim: int | None, env: dict) -> tuple[str, Any]:
+    """Create or find the run, take ownership, adopt its numerics -- on rank 0, broadcast.
+
+    Returns ``("completed", None)``, ``("busy", message)`` or ``("running", numerics)``.
+    """
+    record, _ = store.upsert_run(run_id=cfg.run_id, kind="pretrain", config=cfg.to_dict(),
+                                 command=command, env=env, method=cfg.method,
+                                 dataset=cfg.dataset)
+    if record.status == "completed":
+        return "completed", None
+    try:
+        store.set_status(cfg.run_id, "running", pid=os.getpid(), claim=claim)
+    except RunBusyError as err:
+        return "busy", str(err)
+    asked = numerics.proposed(device, cfg.threads)
+    settings = store.adopt_numerics(cfg.run_id, asked)
+    if cfg.threads and settings.get("cpu_threads") != asked["cpu_threads"]:
+        _warn(f"run {cfg.run_id} keeps the {settings['cpu_threads']} CPU thread(s) it was "
+              f"started with, not --threads {cfg.threads} (one run id, one result)")
+    return "running", settings
+
+
+def _beating(store, cfg: TrainConfig, info: distributed.DistInfo):
+    """The run's heartbeat from a side thread, on the process that owns the store."""
+    url = getattr(store, "url", None)
+    if not info.is_main or not url:
+        return contextlib.nullcontext()
+    return Heartbeat(url, cfg.run_id)
 
 
 class _State:
@@ -189,8 +257,48 @@ class _State:
 
 def _save(cfg: TrainConfig, state: _State, store, rdir: Path) -> None:
     path = rdir / ckpt.CHECKPOINT
-    size = ckpt.atomic_save(state.state_dict(cfg), path)
+    size = ckpt.save(ckpt.stamp(state.state_dict(cfg), cfg), path, keep_previous=True)
     store.log_artifact(cfg.run_id, "checkpoint", str(path), size=size)
+
+
+def _restore(cfg: TrainConfig, device: torch.device, num_classes: int,
+             info: distributed.DistInfo, rdir: Path) -> _State:
+    """The training state: from the latest usable checkpoint of this run, else fresh.
+
+    A checkpoint of another run, or one that could run code, stops the run (one line naming the
+    file). A damaged one (truncated, empty, random bytes, wrong shapes) is reported in one line
+    and the previous checkpoint is tried, then a fresh start: never a crash loop.
+    """
+    warn = _warn if info.is_main else (lambda message: None)
+    latest = rdir / ckpt.CHECKPOINT
+    for path in (latest, ckpt.previous_of(latest)):
+        if not path.exists():
+            continue
+        state = _State(cfg, device, num_classes, info)
+        try:
+            payload = ckpt.load(path, map_location=device)
+            ckpt.check_owner(payload, path, cfg)
+            state.load_state_dict(payload)
+        except ckpt.DamagedCheckpoint as err:
+            warn(f"{err}: skipping it")
+            continue
+        except torch.OutOfMemoryError:
+            raise
+        except (KeyError, TypeError, ValueError, RuntimeError) as err:
+            warn(f"{path} does not fit run {cfg.run_id} ({one_line(err)[:200]}): skipping it")
+            continue
+        if path != latest:
+            warn(f"resuming run {cfg.run_id} from the previous checkpoint {path} "
+                 f"(epoch {state.epoch + 1}, step {state.step})")
+        return state
+    if latest.exists() or ckpt.previous_of(latest).exists():
+        warn(f"no usable checkpoint in {rdir}: starting run {cfg.run_id} from scratch")
+    return _State(cfg, device, num_classes, info)
+
+
+def _warn(message: str) -> None:
+    """One line on stderr (a worker's stderr is its attempt log)."""
+    print(f"warning: {message}", file=sys.stderr, flush=True)
 
 
 def _train(cfg: TrainConfig, store, device: torch.device, train_ds, test_ds, rdir: Path,
@@ -198,23 +306,17 @@ def _train(cfg: TrainConfig, store, device: torch.device, train_ds, test_ds, rdi
     from sslbench.data import iterate_batches, num_batches
     from sslbench.data.augment import build_augment, eval_transform
 
-    state = _State(cfg, device, train_ds.num_classes, info)
+    state = _restore(cfg, device, train_ds.num_classes, info, rdir)
     local_batch = cfg.batch_size // info.world_size
-    if (rdir / ckpt.CHECKPOINT).exists():
-        state.load_state_dict(ckpt.load(rdir / ckpt.CHECKPOINT, map_location=device))
     aug1, aug2 = build_augment(cfg.augment, image_size=cfg.image_size, mean=train_ds.mean,
                                std=train_ds.std)
     aug1, aug2 = aug1.to(device), aug2.to(device)
     to_eval = eval_transform(image_size=cfg.image_size, mean=test_ds.mean, std=test_ds.std)
     per_epoch = num_batches(train_ds, local_batch, drop_last=True, world_size=info.world_size)
-    if per_epoch == 0:
-        raise SSLBenchError(f"--batch-size {cfg.batch_size} is larger than the {len(train_ds)} "
-                            f"training images of {cfg.dataset}: lower it")
     total = per_epoch * cfg.epochs
     warmup = per_epoch * cfg.warmup_epochs
     generator = torch.Generator(device=device)
     pending: dict[int, dict[str, float]] = {}
-    last_beat = time.monotonic()
     with _progress(show_progress, total, state.step, cfg.batch_size) as bar:
         while state.epoch < cfg.epochs:
             started = time.perf_counter()
@@ -240,9 +342,6 @@ def _train(cfg: TrainConfig, store, device: torch.device, train_ds, test_ds, rdi
                 state.batch += 1
                 images_seen += len(images)
                 bar.advance(terms, state.epoch)
-                if time.monotonic() - last_beat > HEARTBEAT_S:
-                    store.heartbeat(cfg.run_id)
-                    last_beat = time.monotonic()
                 if distributed.broadcast(stop.requested, info):
                     _flush(store, cfg.run_id, pending)
                     if info.is_main:
@@ -320,8 +419,8 @@ def _flush(store, run_id: str, pending: dict[int, dict[str, float]],
 def _export_backbone(cfg: TrainConfig, state: _State, store, rdir: Path) -> None:
     """A backbone-only file that evaluation consumes (like the official VICReg code)."""
     path = rdir / ckpt.BACKBONE
-    size = ckpt.atomic_save({"config": cfg.to_dict(),
-                             "backbone": state.model.backbone.state_dict()}, path)
+    size = ckpt.save(ckpt.stamp({"config": cfg.to_dict(),
+                                 "backbone": state.model.backbone.state_dict()}, cfg), path)
     store.log_artifact(cfg.run_id, "backbone", str(path), size=size, sha256=ckpt.sha256_of(path))
 
 
