@@ -494,6 +494,18 @@ def bench_report(fmt: str = typer.Option("table", "--format", help="table or jso
     _bench_output(run(), fmt)
 
 
+@bench_app.command("scan")
+@handle_errors
+def bench_scan(fmt: str = typer.Option("table", "--format", help="table or json."),
+               images: int = typer.Option(10_000, help="JPEGs in the generated folder.")) -> None:
+    """The up-front image-folder check (headers only) vs listing and decoding the folder."""
+    from sslbench.bench.scan import run
+    from sslbench.config import require_positive
+
+    require_positive("images", images)
+    _bench_output(run(images=images), fmt)
+
+
 @bench_app.command("train")
 @handle_errors
 def bench_train(fmt: str = typer.Option("table", "--format", help="table or json."),

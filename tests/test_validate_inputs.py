@@ -195,3 +195,14 @@ def test_check_sizes_counts_the_batch_per_process():
     with pytest.raises(ConfigError, match=r"lower --batch-size to 8 or less \(a multiple of the "
                                           r"4 processes\)"):
         check_sizes(TrainConfig(batch_size=12), 10, 1, world_size=4)
+
+
+def test_bench_scan_prints_its_timings_as_json(cli):
+    result = cli("bench", "scan", "--images", "200", "--format", "json")
+    assert result.exit_code == 0, result.output
+    import json
+
+    record = json.loads(result.output)
+    assert record["images"] == 200 and record["repeats"] == 3
+    assert 0 <= record["list_s"] <= record["load_s"] and record["scan_s"] > 0
+    assert record["scan_us_per_image"] == pytest.approx(1e6 * record["scan_s"] / 200, rel=0.01)
