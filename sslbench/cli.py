@@ -10,8 +10,9 @@ from __future__ import annotations
 import functools
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any
 
 import typer
 
@@ -20,7 +21,8 @@ from sslbench.errors import SSLBenchError
 # rich_markup_mode=None: help texts show "[default]" literally instead of parsing it as markup.
 app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False,
                   rich_markup_mode=None,
-                  help="Pretrain, evaluate and compare SSL criteria; every run lands in a SQL store.")
+                  help="Pretrain, evaluate and compare SSL criteria; every run lands in a SQL "
+                       "store.")
 runs_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None,
                        help="List and inspect runs in the store.")
 bench_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None,
@@ -44,11 +46,11 @@ def handle_errors(fn: Callable) -> Callable:
 
 
 class _State:
-    db: Optional[str] = None
+    db: str | None = None
 
 
 @app.callback()
-def _main(db: Optional[str] = typer.Option(
+def _main(db: str | None = typer.Option(
         None, "--db", envvar="SSLBENCH_DB", metavar="URL",
         help="SQLAlchemy URL of the store (default: sqlite file in $SSLBENCH_HOME/db/).")) -> None:
     _State.db = db
@@ -91,45 +93,45 @@ def _opt(help: str, *decls: str) -> Any:
 @app.command()
 @handle_errors
 def train(
-    method: Optional[str] = _opt("Criterion [simclr]: simclr, vicreg, vicreg-exp, vicreg-ctr, "
+    method: str | None = _opt("Criterion [simclr]: simclr, vicreg, vicreg-exp, vicreg-ctr, "
                                  "barlow, dcl, scl, tcr, ... (see `sslbench methods`)."),
-    preset: Optional[str] = _opt("Bundle of values that explicit flags override: paper "
+    preset: str | None = _opt("Bundle of values that explicit flags override: paper "
                                  "(Table S6), cifar, tiny."),
-    dataset: Optional[str] = _opt("Dataset [shapes]: shapes, digits, cifar10, cifar100, stl10, "
+    dataset: str | None = _opt("Dataset [shapes]: shapes, digits, cifar10, cifar100, stl10, "
                                   "imagefolder, synthetic."),
-    data_root: Optional[str] = _opt("Folder holding the dataset (not needed for the embedded "
+    data_root: str | None = _opt("Folder holding the dataset (not needed for the embedded "
                                     "shapes and digits)."),
-    backbone: Optional[str] = _opt("Backbone [small]: small, resnet18, resnet50."),
-    projector: Optional[str] = _opt("Projector [2048-d], widths with d = --dim: 8192-8192-d, "
+    backbone: str | None = _opt("Backbone [small]: small, resnet18, resnet50."),
+    projector: str | None = _opt("Projector [2048-d], widths with d = --dim: 8192-8192-d, "
                                     "d-d-d, 2048-d, 512-512-128, none."),
-    dim: Optional[int] = _opt("Embedding dimension d, the projector output [128]."),
-    epochs: Optional[int] = _opt("Pretraining epochs [10]."),
-    batch_size: Optional[int] = _opt("Global batch size [256] (split across processes)."),
-    lr: Optional[float] = _opt("Base learning rate [0.3], scaled by batch_size/256."),
-    optimizer: Optional[str] = _opt("lars [default], sgd or adamw."),
-    weight_decay: Optional[float] = _opt("Weight decay [1e-6], not on biases and norms."),
-    warmup_epochs: Optional[int] = _opt("Linear warm-up epochs [epochs/10, at most 10]."),
-    augment: Optional[str] = _opt("Augmentation recipe: byol, cifar, small [by dataset]."),
-    image_size: Optional[int] = _opt("Training resolution in pixels, >= 1 [the dataset's]."),
-    cifar_stem: Optional[bool] = _opt("ResNet stem for small images [cifar when size <= 64].",
+    dim: int | None = _opt("Embedding dimension d, the projector output [128]."),
+    epochs: int | None = _opt("Pretraining epochs [10]."),
+    batch_size: int | None = _opt("Global batch size [256] (split across processes)."),
+    lr: float | None = _opt("Base learning rate [0.3], scaled by batch_size/256."),
+    optimizer: str | None = _opt("lars [default], sgd or adamw."),
+    weight_decay: float | None = _opt("Weight decay [1e-6], not on biases and norms."),
+    warmup_epochs: int | None = _opt("Linear warm-up epochs [epochs/10, at most 10]."),
+    augment: str | None = _opt("Augmentation recipe: byol, cifar, small [by dataset]."),
+    image_size: int | None = _opt("Training resolution in pixels, >= 1 [the dataset's]."),
+    cifar_stem: bool | None = _opt("ResNet stem for small images [cifar when size <= 64].",
                                       "--cifar-stem/--imagenet-stem"),
-    train_samples: Optional[int] = _opt("Use only this many training images, at most the "
+    train_samples: int | None = _opt("Use only this many training images, at most the "
                                         "dataset's [0 = all]."),
-    seed: Optional[int] = _opt("Random seed in 0 .. 2**63-1 [0]; CPU runs are repeatable."),
-    temperature: Optional[float] = _opt("Loss temperature (SimCLR/DCL families, VICReg-exp/ctr)."),
-    sim_coeff: Optional[float] = _opt("VICReg-family invariance weight (lambda)."),
-    std_coeff: Optional[float] = _opt("VICReg-family variance weight (mu)."),
-    cov_coeff: Optional[float] = _opt("VICReg-family covariance weight (nu)."),
-    lambd: Optional[float] = _opt("Barlow Twins off-diagonal weight."),
-    impl: Optional[str] = _opt("Squared-Frobenius terms: auto [default], direct or dual."),
-    probe_lr: Optional[float] = _opt("Learning rate of the online linear probe [1e-3]."),
-    sync_bn: Optional[bool] = _opt("SyncBatchNorm across processes under torchrun [off].",
+    seed: int | None = _opt("Random seed in 0 .. 2**63-1 [0]; CPU runs are repeatable."),
+    temperature: float | None = _opt("Loss temperature (SimCLR/DCL families, VICReg-exp/ctr)."),
+    sim_coeff: float | None = _opt("VICReg-family invariance weight (lambda)."),
+    std_coeff: float | None = _opt("VICReg-family variance weight (mu)."),
+    cov_coeff: float | None = _opt("VICReg-family covariance weight (nu)."),
+    lambd: float | None = _opt("Barlow Twins off-diagonal weight."),
+    impl: str | None = _opt("Squared-Frobenius terms: auto [default], direct or dual."),
+    probe_lr: float | None = _opt("Learning rate of the online linear probe [1e-3]."),
+    sync_bn: bool | None = _opt("SyncBatchNorm across processes under torchrun [off].",
                                    "--sync-bn/--no-sync-bn"),
-    device: Optional[str] = _opt("auto [default], cpu, cuda or cuda:N."),
-    num_workers: Optional[int] = _opt("DataLoader workers for image folders [0]."),
-    threads: Optional[int] = _opt("CPU intra-op threads [1]. Recorded at the run's first start "
+    device: str | None = _opt("auto [default], cpu, cuda or cuda:N."),
+    num_workers: int | None = _opt("DataLoader workers for image folders [0]."),
+    threads: int | None = _opt("CPU intra-op threads [1]. Recorded at the run's first start "
                                   "and kept by every resume: one run id, one result."),
-    compile_model: Optional[bool] = _opt("torch.compile the model [off].",
+    compile_model: bool | None = _opt("torch.compile the model [off].",
                                          "--compile/--no-compile"),
     progress: bool = typer.Option(True, "--progress/--quiet", help="Show a progress bar."),
     fmt: str = typer.Option("table", "--format", help="table or json (the finished run)."),
@@ -138,7 +140,8 @@ def train(
     _check_format(fmt)
     from sslbench.train.setup import resolve_train_config
 
-    options = dict(method=method, preset=preset, dataset=dataset, data_root=data_root, backbone=backbone,
+    options = dict(method=method, preset=preset, dataset=dataset, data_root=data_root,
+                   backbone=backbone,
                    projector=projector, dim=dim, epochs=epochs, batch_size=batch_size, lr=lr,
                    optimizer=optimizer, weight_decay=weight_decay, warmup_epochs=warmup_epochs,
                    augment=augment, image_size=image_size, cifar_stem=cifar_stem,
@@ -170,7 +173,7 @@ def train(
 @app.command("eval")
 @handle_errors
 def eval_(
-    run_id: Optional[str] = typer.Argument(None, help="Pretraining run to evaluate."),
+    run_id: str | None = typer.Argument(None, help="Pretraining run to evaluate."),
     protocol: str = typer.Option("fast-linear,knn", help="Comma-separated: fast-linear (linear "
                                  "probe on cached features), knn (the paper's k x T sweep), "
                                  "linear (the paper's offline protocol), analysis; or all."),
@@ -183,7 +186,7 @@ def eval_(
     data_root: str = typer.Option("", help="With --random-init: the dataset folder."),
     projector: str = typer.Option("none", help="With --random-init: projector spec (analysis)."),
     dim: int = typer.Option(0, help="With --random-init: embedding dim of the projector."),
-    seed: Optional[int] = typer.Option(None, help="Seed (default: the run's)."),
+    seed: int | None = typer.Option(None, help="Seed (default: the run's)."),
     linear_epochs: int = typer.Option(100, help="Epochs of the linear probes."),
     batch_size: int = typer.Option(256, help="Batch size of the linear probes."),
     lr: float = typer.Option(0.25, help="Base lr of the linear probes (x batch/256)."),
@@ -201,8 +204,12 @@ def eval_(
     _check_format(fmt)
     from sslbench.config import PROBE_AUGMENTS, require_choice
     from sslbench.errors import ConfigError
-    from sslbench.evaluate.run import (eval_config_for, evaluate_protocols, parse_protocols,
-                                       random_init_config)
+    from sslbench.evaluate.run import (
+        eval_config_for,
+        evaluate_protocols,
+        parse_protocols,
+        random_init_config,
+    )
     from sslbench.evaluate.run import pending as pending_runs
 
     _validate_eval_options(seed=seed, linear_epochs=linear_epochs, batch_size=batch_size, lr=lr,
@@ -308,10 +315,10 @@ def export_features(
 @runs_app.command("list")
 @handle_errors
 def runs_list(
-    kind: Optional[str] = typer.Option(None, help="pretrain or eval."),
-    status: Optional[str] = typer.Option(None, help="queued, running, completed, failed, ..."),
-    method: Optional[str] = typer.Option(None, help="Only this method."),
-    dataset: Optional[str] = typer.Option(None, help="Only this dataset."),
+    kind: str | None = typer.Option(None, help="pretrain or eval."),
+    status: str | None = typer.Option(None, help="queued, running, completed, failed, ..."),
+    method: str | None = typer.Option(None, help="Only this method."),
+    dataset: str | None = typer.Option(None, help="Only this dataset."),
     fmt: str = typer.Option("table", "--format", help="table or json."),
 ) -> None:
     """All runs with their status, main settings and final metrics."""
@@ -360,26 +367,31 @@ def report(
                                "knn, spectra, hparams, or all (one HTML file, needs --out)."),
     fmt: str = typer.Option("table", "--format", help="table, markdown, csv, json, latex, html, "
                             "png or svg (figures need --out)."),
-    out: Optional[Path] = typer.Option(None, help="File or folder to write to."),
+    out: Path | None = typer.Option(None, help="File or folder to write to."),
     select: str = typer.Option("final", help="final or best value of each run's metric."),
-    metric: Optional[str] = typer.Option(None, help="dims: fast_linear_top1 [default], "
+    metric: str | None = typer.Option(None, help="dims: fast_linear_top1 [default], "
                                          "linear_top1, knn_top1, online_top1."),
-    sweep: Optional[str] = typer.Option(None, help="Only runs of this sweep."),
-    dataset: Optional[str] = typer.Option(None, help="Only this dataset."),
-    backbone: Optional[str] = typer.Option(None, help="Only this backbone."),
-    epochs: Optional[int] = typer.Option(None, help="Only runs of this many epochs."),
-    tag: Optional[str] = typer.Option(None, help="Only runs with this tag."),
-    since: Optional[str] = typer.Option(None, help="Only runs created on or after YYYY-MM-DD."),
-    until: Optional[str] = typer.Option(None, help="Only runs created on or before YYYY-MM-DD."),
-    dim: Optional[int] = typer.Option(None, help="spectra: only this embedding dim."),
-    run_id: Optional[str] = typer.Option(None, "--run-id", help="cka: this comparison run."),
-    complete: Optional[bool] = typer.Option(None, "--complete/--partial", help="Grid reports: "
+    sweep: str | None = typer.Option(None, help="Only runs of this sweep."),
+    dataset: str | None = typer.Option(None, help="Only this dataset."),
+    backbone: str | None = typer.Option(None, help="Only this backbone."),
+    epochs: int | None = typer.Option(None, help="Only runs of this many epochs."),
+    tag: str | None = typer.Option(None, help="Only runs with this tag."),
+    since: str | None = typer.Option(None, help="Only runs created on or after YYYY-MM-DD."),
+    until: str | None = typer.Option(None, help="Only runs created on or before YYYY-MM-DD."),
+    dim: int | None = typer.Option(None, help="spectra: only this embedding dim."),
+    run_id: str | None = typer.Option(None, "--run-id", help="cka: this comparison run."),
+    complete: bool | None = typer.Option(None, "--complete/--partial", help="Grid reports: "
                                             "list the paper's whole grid [complete] or only "
                                             "cells with runs."),
 ) -> None:
     """Regenerate the paper's tables and figures from the store, beside the published values."""
-    from sslbench.report import ReportFilters, build_report, report_options, write_html, \
-        write_report
+    from sslbench.report import (
+        ReportFilters,
+        build_report,
+        report_options,
+        write_html,
+        write_report,
+    )
 
     store = open_store(create=False)
     filters = ReportFilters.from_options(sweep=sweep, dataset=dataset, backbone=backbone,
@@ -410,7 +422,7 @@ def _report_names() -> tuple[str, ...]:
 @app.command()
 @handle_errors
 def duality(
-    run_id: Optional[str] = typer.Argument(None, help="Pretraining run (omit for random "
+    run_id: str | None = typer.Argument(None, help="Pretraining run (omit for random "
                                            "Gaussian embeddings)."),
     samples: int = typer.Option(1024, help="Batch size N of the embedding matrix."),
     m: int = typer.Option(512, help="Without a run: embedding dimension M."),

@@ -9,7 +9,7 @@ unreachable store queue nothing.
 
 from __future__ import annotations
 
-from typing import Any, List, Optional
+from typing import Any
 
 import typer
 
@@ -28,16 +28,16 @@ def sweep(
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan; queue nothing."),
     retry_failed: bool = typer.Option(False, "--retry-failed",
                                       help="Re-run runs that failed before."),
-    set_: Optional[List[str]] = typer.Option(None, "--set", metavar="KEY=VALUE",
+    set_: list[str] | None = typer.Option(None, "--set", metavar="KEY=VALUE",
                                              help="Replace a fixed value or a grid axis "
                                              "(repeatable), e.g. --set data_root=/data."),
-    devices: Optional[str] = typer.Option(None, help="CUDA devices the scheduler owns, e.g. "
+    devices: str | None = typer.Option(None, help="CUDA devices the scheduler owns, e.g. "
                                           "0,1,2,3 (default: CPU workers)."),
-    per_device: Optional[int] = typer.Option(None, help="Runs at once on each device [1]."),
-    workers: Optional[int] = typer.Option(None, help="CPU workers when there is no GPU "
+    per_device: int | None = typer.Option(None, help="Runs at once on each device [1]."),
+    workers: int | None = typer.Option(None, help="CPU workers when there is no GPU "
                                           "[min(4, cores)]."),
-    max_attempts: Optional[int] = typer.Option(None, help="Attempts per run [3]."),
-    transient: Optional[List[str]] = typer.Option(None, "--transient", metavar="REGEX",
+    max_attempts: int | None = typer.Option(None, help="Attempts per run [3]."),
+    transient: list[str] | None = typer.Option(None, "--transient", metavar="REGEX",
                                                   help="Also retry errors matching this "
                                                   "(repeatable)."),
     backend: str = typer.Option("local", help="local, slurm (a submitit job array) or "
@@ -77,7 +77,7 @@ def sweep(
         _submit(plan, store, spec, backend, policy, per_device or 1, fmt)
 
 
-def _policy(spec: Any, max_attempts: Optional[int], transient: list[str]) -> Any:
+def _policy(spec: Any, max_attempts: int | None, transient: list[str]) -> Any:
     import re
 
     from sslbench.errors import ConfigError
@@ -95,8 +95,8 @@ def _policy(spec: Any, max_attempts: Optional[int], transient: list[str]) -> Any
     return RetryPolicy(attempts, tuple(spec.scheduler.get("transient", [])) + tuple(transient))
 
 
-def _pool(spec: Any, backend: str, devices: Optional[str], per_device: Optional[int],
-          workers: Optional[int], *, needed: bool) -> Any:
+def _pool(spec: Any, backend: str, devices: str | None, per_device: int | None,
+          workers: int | None, *, needed: bool) -> Any:
     """The local device pool (checked now, so missing devices queue nothing), or None."""
     from sslbench.errors import ConfigError
 
@@ -130,7 +130,7 @@ def _store_for_dry_run() -> Any:
     return cli.open_store(create=False)
 
 
-def _show_plan(plan: Any, rows: Optional[list], fmt: str) -> None:
+def _show_plan(plan: Any, rows: list | None, fmt: str) -> None:
     counts = plan.counts()
     if fmt == "json":
         if rows is not None:
@@ -203,7 +203,7 @@ def runs_exec(run_id: str = typer.Argument(..., help="Run to execute.")) -> None
 
 
 def runs_stop(
-    run_ids: Optional[List[str]] = typer.Argument(None, help="Only these runs (default: every "
+    run_ids: list[str] | None = typer.Argument(None, help="Only these runs (default: every "
                                                   "scheduler and live run)."),
     wait: float = typer.Option(60.0, help="Seconds to wait for the runs to checkpoint."),
 ) -> None:
@@ -244,7 +244,7 @@ def runs_reap(
 
 
 def runs_watch(
-    sweep_name: Optional[str] = typer.Option(None, "--sweep", help="Only this sweep's runs "
+    sweep_name: str | None = typer.Option(None, "--sweep", help="Only this sweep's runs "
                                              "(default: every queued or running run)."),
     interval: float = typer.Option(2.0, help="Seconds between refreshes."),
     once: bool = typer.Option(False, "--once", help="Print the table once and exit."),

@@ -15,8 +15,9 @@ import hashlib
 import json
 import math
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 from sslbench.errors import ConfigError
 
@@ -211,7 +212,8 @@ def parse_projector(spec: str, dim: int) -> list[int]:
             "--dim, e.g. 8192-8192-d, d-d-d, 2048-d or 512-512-128")
     widths = [dim if part == "d" else int(part) for part in text.split("-")]
     if any(w <= 0 for w in widths):
-        raise ConfigError(f"projector spec {spec!r} has a layer of width 0: every width must be >= 1")
+        raise ConfigError(f"projector spec {spec!r} has a layer of width 0: every width must be "
+                          ">= 1")
     return widths
 
 

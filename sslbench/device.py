@@ -8,7 +8,7 @@ runs in float32, which keeps CPU runs bit-for-bit repeatable.
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator
+from collections.abc import Iterator
 
 import torch
 
@@ -24,7 +24,8 @@ def resolve_device(spec: str = "auto") -> torch.device:
         return torch.device("cpu")
     if spec.startswith("cuda"):
         if not torch.cuda.is_available():
-            raise ConfigError(f"--device {spec}: no CUDA device is available here; use --device cpu")
+            raise ConfigError(f"--device {spec}: no CUDA device is available here; use --device "
+                              "cpu")
         device = torch.device(spec)
         if device.index is not None and device.index >= torch.cuda.device_count():
             raise ConfigError(f"--device {spec}: only {torch.cuda.device_count()} CUDA device(s) "

@@ -20,7 +20,8 @@ puts them in force for every later attempt, whoever runs it.
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Iterator, Mapping
+from collections.abc import Iterator, Mapping
+from typing import Any
 
 import torch
 

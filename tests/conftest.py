@@ -54,7 +54,8 @@ def cli(home: Path):
     return invoke
 
 
-def run_cli(args: list[str], home: Path, *, timeout: float = 300, **kwargs) -> subprocess.CompletedProcess:
+def run_cli(args: list[str], home: Path, *, timeout: float = 300,
+            **kwargs) -> subprocess.CompletedProcess:
     """Runs `python -m sslbench ARGS` in a subprocess, as a user types it."""
     env = {**os.environ, "SSLBENCH_HOME": str(home), "PYTHONUNBUFFERED": "1"}
     env.pop("SSLBENCH_DB", None)

@@ -2,8 +2,14 @@ import numpy as np
 import pytest
 import torch
 
-from sslbench.evaluate.analysis import (cka_matrix, cosine_histogram, effective_rank,
-                                        linear_cka, negative_cosines, singular_values)
+from sslbench.evaluate.analysis import (
+    cka_matrix,
+    cosine_histogram,
+    effective_rank,
+    linear_cka,
+    negative_cosines,
+    singular_values,
+)
 
 
 def _cka_reference(x, y):
@@ -11,9 +17,9 @@ def _cka_reference(x, y):
     x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
     n = len(x)
     h = np.eye(n) - np.ones((n, n)) / n
-    k, l = x @ x.T, y @ y.T
+    kx, ky = x @ x.T, y @ y.T
     hsic = lambda a, b: np.trace(a @ h @ b @ h)  # noqa: E731
-    return hsic(k, l) / np.sqrt(hsic(k, k) * hsic(l, l))
+    return hsic(kx, ky) / np.sqrt(hsic(kx, kx) * hsic(ky, ky))
 
 
 def test_cka_identical_and_reference():

@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+
 def test_bench_eval_compares_both_protocols(tmp_path, monkeypatch):
     from sslbench.bench import eval as bench_eval
 

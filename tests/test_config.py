@@ -2,8 +2,15 @@ import dataclasses
 
 import pytest
 
-from sslbench.config import (EvalConfig, TrainConfig, embedding_dim, parse_projector, replace,
-                             run_id_of, validate_train)
+from sslbench.config import (
+    EvalConfig,
+    TrainConfig,
+    embedding_dim,
+    parse_projector,
+    replace,
+    run_id_of,
+    validate_train,
+)
 from sslbench.errors import ConfigError
 
 

@@ -15,12 +15,25 @@ from hypothesis import strategies as st
 from torch.autograd import gradcheck
 
 from sslbench.losses import build_criterion
-from sslbench.losses.duality import (corollary341_bounds, dimension_norms4, duality_report,
-                                     embedding_norms4, l_c, l_nc, l_reg, lemma34_bounds,
-                                     theorem33_sides)
-from sslbench.losses.gram import (cov_sq_frobenius, logdet_eye_plus_cov, offdiag,
-                                  offdiag_cov_sq_frobenius, offdiag_gram_sq_frobenius,
-                                  resolve_impl)
+from sslbench.losses.duality import (
+    corollary341_bounds,
+    dimension_norms4,
+    duality_report,
+    embedding_norms4,
+    l_c,
+    l_nc,
+    l_reg,
+    lemma34_bounds,
+    theorem33_sides,
+)
+from sslbench.losses.gram import (
+    cov_sq_frobenius,
+    logdet_eye_plus_cov,
+    offdiag,
+    offdiag_cov_sq_frobenius,
+    offdiag_gram_sq_frobenius,
+    resolve_impl,
+)
 from sslbench.losses.vicreg import vicreg_terms
 from sslbench.losses.vicreg_dual import VICRegDual
 
@@ -209,8 +222,8 @@ def test_gram_primitives_dual_equals_direct(n, m, seed):
              lambda x, y, i: offdiag_cov_sq_frobenius(x, None, i) + y.sum(),
              lambda x, y, i: logdet_eye_plus_cov(x, 0.7, i) + y.sum()]
     for prim in prims:
-        v_d, g_d = _value_and_grads(lambda x, y: prim(x, y, "direct"), a, b)
-        v_u, g_u = _value_and_grads(lambda x, y: prim(x, y, "dual"), a, b)
+        v_d, g_d = _value_and_grads(lambda x, y, prim=prim: prim(x, y, "direct"), a, b)
+        v_u, g_u = _value_and_grads(lambda x, y, prim=prim: prim(x, y, "dual"), a, b)
         assert v_u.item() == pytest.approx(v_d.item(), rel=1e-9, abs=1e-9)
         for gd, gu in zip(g_d, g_u):
             torch.testing.assert_close(gu, gd, rtol=1e-9, atol=1e-9)
@@ -224,7 +237,7 @@ def test_criteria_dual_equals_direct(name, n, m, seed, shift):
     outs = {}
     for impl in ("direct", "dual"):
         crit = build_criterion(name, impl=impl)
-        outs[impl] = _value_and_grads(lambda x, y: crit(x, y)["loss"], z1, z2)
+        outs[impl] = _value_and_grads(lambda x, y, crit=crit: crit(x, y)["loss"], z1, z2)
     assert outs["dual"][0].item() == pytest.approx(outs["direct"][0].item(), rel=1e-8, abs=1e-9)
     for gd, gu in zip(outs["direct"][1], outs["dual"][1]):
         torch.testing.assert_close(gu, gd, rtol=1e-7, atol=1e-9)
@@ -237,7 +250,7 @@ def test_vicreg_dual_equals_direct_in_float32(n, m):
     outs = {}
     for impl in ("direct", "dual"):
         crit = build_criterion("vicreg", impl=impl)
-        outs[impl] = _value_and_grads(lambda x, y: crit(x, y)["loss"], z1, z2)
+        outs[impl] = _value_and_grads(lambda x, y, crit=crit: crit(x, y)["loss"], z1, z2)
     assert outs["dual"][0].item() == pytest.approx(outs["direct"][0].item(), rel=1e-5)
     for gd, gu in zip(outs["direct"][1], outs["dual"][1]):
         torch.testing.assert_close(gu, gd, rtol=1e-4, atol=1e-4 * gd.abs().max().item())

@@ -76,11 +76,11 @@ def test_knn_ignores_unlabelled_training_samples():
 def test_probing_leaves_the_backbone_untouched(tmp_path):
     """Weights and BatchNorm running statistics are identical after every probe."""
     from sslbench.data import load_dataset
+    from sslbench.data.augment import eval_transform
     from sslbench.data.subset import subset
     from sslbench.evaluate.features import extract_features
     from sslbench.evaluate.linear import offline_linear_probe
     from sslbench.models import build_backbone
-    from sslbench.data.augment import eval_transform
 
     torch.manual_seed(0)
     net, _ = build_backbone("tiny")
@@ -209,7 +209,8 @@ def test_probe_augment_defaults_to_the_datasets(dataset, expected):
 
     cfg = eval_config_for(None, None, dataset=dataset, protocol="linear")
     assert cfg.probe_augment == expected
-    assert eval_config_for(None, None, dataset=dataset, probe_augment="none").probe_augment == "none"
+    chosen = eval_config_for(None, None, dataset=dataset, probe_augment="none")
+    assert chosen.probe_augment == "none"
 
 
 def test_probe_augment_names_match_their_settings():

@@ -6,8 +6,14 @@ import pytest
 import torch
 
 from sslbench.errors import ConfigError
-from sslbench.losses import (CRITERIA, CriterionSpec, build_criterion, criterion_defaults,
-                             criterion_names, resolve_hparams)
+from sslbench.losses import (
+    CRITERIA,
+    CriterionSpec,
+    build_criterion,
+    criterion_defaults,
+    criterion_names,
+    resolve_hparams,
+)
 from sslbench.losses.inputs import EmbeddingShapeError, NonFiniteEmbeddingsError
 
 NAMES = ["simclr", "simclr-sq", "simclr-abs", "dcl", "dcl-sq", "dcl-abs", "simclr-center",

@@ -41,7 +41,8 @@ def _reference_lars(params, grads, mus, lr, wd, momentum, eta, exclude):
 
 def test_lars_matches_reference_and_excludes_1d():
     torch.manual_seed(0)
-    model = torch.nn.Sequential(torch.nn.Linear(5, 4), torch.nn.BatchNorm1d(4), torch.nn.Linear(4, 3))
+    model = torch.nn.Sequential(torch.nn.Linear(5, 4), torch.nn.BatchNorm1d(4),
+                                torch.nn.Linear(4, 3))
     opt = build_optimizer("lars", model, lr=0.7, weight_decay=0.1)
     assert isinstance(opt, LARS)
     params = list(model.parameters())
@@ -55,7 +56,7 @@ def test_lars_matches_reference_and_excludes_1d():
         grads = [p.grad.clone() for p in params]
         expected = _reference_lars(before, grads, mus, 0.7, 0.1, 0.9, 0.001, exclude)
         opt.step()
-        for p, (want, mu) in zip(params, expected):
+        for p, (want, _mu) in zip(params, expected):
             torch.testing.assert_close(p.detach(), want)
         mus = [mu for _, mu in expected]
 

@@ -197,11 +197,10 @@ def test_eight_processes_create_log_and_claim_at_once(postgres_url):
 
 
 def test_scheduler_runs_a_queue_on_postgres(postgres_url, tmp_path, monkeypatch):
-    from tests.test_scheduler_local import FAKE_WORKER
-
     from sslbench.runs.devices import build_pool
     from sslbench.runs.policy import RetryPolicy
     from sslbench.runs.scheduler import LocalScheduler
+    from tests.test_scheduler_local import FAKE_WORKER
 
     monkeypatch.setenv("SSLBENCH_HOME", str(tmp_path))
     script = tmp_path / "fake_worker.py"

@@ -11,15 +11,15 @@ from sslbench.errors import ConfigError
 from sslbench.presets import table_s6
 from sslbench.train.setup import resolve_train_config
 
-S6 = Path(__file__).resolve().parents[1] / "sslbench" / "report" / "published" / "table_s6_hparams.csv"
+S6 = (Path(__file__).resolve().parents[1] / "sslbench" / "report" / "published"
+      / "table_s6_hparams.csv")
 NAMES = {"VICReg": "vicreg", "VICReg-exp": "vicreg-exp", "VICReg-ctr": "vicreg-ctr",
          "SimCLR-Tuned": "simclr"}
 
 
 def _rows():
     with open(S6) as fh:
-        for row in csv.DictReader(fh):
-            yield row
+        yield from csv.DictReader(fh)
 
 
 def _dims(text: str) -> list[int]:

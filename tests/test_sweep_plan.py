@@ -9,8 +9,14 @@ import pytest
 
 from sslbench.db import Store
 from sslbench.errors import ConfigError
-from sslbench.runs.plan import (action_for, apply_plan, build_plan, plan_rows, plan_sweep,
-                                with_statuses)
+from sslbench.runs.plan import (
+    action_for,
+    apply_plan,
+    build_plan,
+    plan_rows,
+    plan_sweep,
+    with_statuses,
+)
 from sslbench.runs.sweepfile import load_sweep
 
 SWEEP = """

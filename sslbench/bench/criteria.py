@@ -22,7 +22,7 @@ case where the direct path is cheaper and ``auto`` must choose it).
 from __future__ import annotations
 
 import time
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 

@@ -21,8 +21,9 @@ from __future__ import annotations
 import os
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 
 def _write_folder(root: Path, images: int, classes: int = 10) -> list[Path]:

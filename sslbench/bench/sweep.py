@@ -29,8 +29,9 @@ import contextlib
 import os
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 TINY = {"dataset": "shapes", "backbone": "small", "projector": "64-d", "dim": 16, "epochs": 1,
         "batch_size": 64, "train_samples": 128, "method": "simclr", "device": "cpu"}

@@ -60,7 +60,8 @@ def measure(backbone: str, size: int, batch: int, recipe: str, *, steps: int,
             if i == n:
                 break
             x = to_device(images, device)
-            step(aug1(x, gen).contiguous(memory_format=fmt), aug2(x, gen).contiguous(memory_format=fmt))
+            step(aug1(x, gen).contiguous(memory_format=fmt),
+                 aug2(x, gen).contiguous(memory_format=fmt))
         _sync(device)
         return (time.perf_counter() - t0) / n
 

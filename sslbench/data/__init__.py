@@ -6,8 +6,15 @@ DDP-shardable order. Augmenting on the training device: :func:`build_augment` (t
 :class:`BatchAugment` views of a recipe in :data:`RECIPES`) and :func:`eval_transform`.
 """
 
-from sslbench.data.augment import RECIPES, BatchAugment, Recipe, ViewRecipe, build_augment
-from sslbench.data.augment import eval_transform, recipe_names
+from sslbench.data.augment import (
+    RECIPES,
+    BatchAugment,
+    Recipe,
+    ViewRecipe,
+    build_augment,
+    eval_transform,
+    recipe_names,
+)
 from sslbench.data.base import DatasetSpec, FolderImageDataset, ImageDataset, TensorImageDataset
 from sslbench.data.loader import epoch_order, iterate_batches, num_batches, rank_batches, to_memory
 from sslbench.data.registry import DATASETS, dataset_names, load_dataset, resolve_split

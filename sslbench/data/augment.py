@@ -144,7 +144,7 @@ class BatchAugment(torch.nn.Module):
 
     @classmethod
     def from_recipe(cls, view: ViewRecipe, *, image_size: int, mean: Sequence[float],
-                    std: Sequence[float]) -> "BatchAugment":
+                    std: Sequence[float]) -> BatchAugment:
         """Build the pipeline of one :class:`ViewRecipe`."""
         return cls(image_size=image_size, mean=mean, std=std, **asdict(view))
 

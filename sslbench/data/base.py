@@ -54,7 +54,7 @@ class DatasetSpec:
     needs_root: bool
     embedded: bool
     default_recipe: str
-    loader: Callable[..., "ImageDataset"] = field(repr=False, compare=False)
+    loader: Callable[..., ImageDataset] = field(repr=False, compare=False)
     splits: tuple[str, ...] = ("pretrain", "train", "test")
     probe_augment: str = "crop-flip"
 

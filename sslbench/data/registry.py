@@ -11,8 +11,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from sslbench.data import embedded, folder, formats
-from sslbench.data.base import (IMAGENET_MEAN, IMAGENET_STD, DatasetSpec, ImageDataset,
-                                TensorImageDataset, resize_images)
+from sslbench.data.base import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    DatasetSpec,
+    ImageDataset,
+    TensorImageDataset,
+    resize_images,
+)
 from sslbench.errors import ConfigError
 
 CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)

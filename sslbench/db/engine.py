@@ -25,9 +25,9 @@ import contextlib
 import os
 import re
 import sqlite3
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 from sqlalchemy import Engine, create_engine, event, inspect, select, update
 from sqlalchemy.engine import URL, Connection, make_url

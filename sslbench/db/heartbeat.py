@@ -39,7 +39,7 @@ class Heartbeat:
                 except SSLBenchError:
                     pass  # a busy store: the next beat will do
 
-    def __enter__(self) -> "Heartbeat":
+    def __enter__(self) -> Heartbeat:
         self._thread.start()
         return self
 

@@ -16,7 +16,6 @@ the zone on read). This module imports neither torch nor any other sslbench modu
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from typing import Optional
 
 from sqlalchemy import (
     BigInteger,
@@ -60,7 +59,7 @@ class UTCDateTime(TypeDecorator[datetime]):
     impl = DateTime(timezone=True)
     cache_ok = True
 
-    def process_bind_param(self, value: Optional[datetime], dialect: object) -> Optional[datetime]:
+    def process_bind_param(self, value: datetime | None, dialect: object) -> datetime | None:
         if value is None:
             return None
         if value.tzinfo is None:
@@ -69,8 +68,8 @@ class UTCDateTime(TypeDecorator[datetime]):
         # SQLite has no time zones: store naive UTC there, aware elsewhere.
         return value.replace(tzinfo=None) if getattr(dialect, "name", "") == "sqlite" else value
 
-    def process_result_value(self, value: Optional[datetime],
-                             dialect: object) -> Optional[datetime]:
+    def process_result_value(self, value: datetime | None,
+                             dialect: object) -> datetime | None:
         if value is None:
             return None
         if value.tzinfo is None:
@@ -97,29 +96,29 @@ class Run(Base):
     run_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     kind: Mapped[str] = mapped_column(String(16))
     status: Mapped[str] = mapped_column(String(16), default="queued")
-    method: Mapped[Optional[str]] = mapped_column(String(64))
-    dataset: Mapped[Optional[str]] = mapped_column(String(64))
-    parent_id: Mapped[Optional[str]] = mapped_column(
+    method: Mapped[str | None] = mapped_column(String(64))
+    dataset: Mapped[str | None] = mapped_column(String(64))
+    parent_id: Mapped[str | None] = mapped_column(
         String(64), ForeignKey("runs.run_id", ondelete="SET NULL"))
     config_json: Mapped[str] = mapped_column(Text)
     command_json: Mapped[str] = mapped_column(Text, default="[]")
     env_json: Mapped[str] = mapped_column(Text, default="{}")
     tags_json: Mapped[str] = mapped_column(Text, default="[]")
-    error: Mapped[Optional[str]] = mapped_column(Text)
-    host: Mapped[Optional[str]] = mapped_column(String(255))
-    pid: Mapped[Optional[int]] = mapped_column(Integer)
+    error: Mapped[str | None] = mapped_column(Text)
+    host: Mapped[str | None] = mapped_column(String(255))
+    pid: Mapped[int | None] = mapped_column(Integer)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
-    started_at: Mapped[Optional[datetime]] = mapped_column(UTCDateTime())
-    ended_at: Mapped[Optional[datetime]] = mapped_column(UTCDateTime())
-    heartbeat_at: Mapped[Optional[datetime]] = mapped_column(UTCDateTime())
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     #: Attempts a scheduler or the reaper may start in all (NULL: the default budget).
-    attempt_limit: Mapped[Optional[int]] = mapped_column(Integer)
+    attempt_limit: Mapped[int | None] = mapped_column(Integer)
     #: The execution settings that change a run's numbers (CPU intra-op threads, CUDA
     #: precision/determinism flags), recorded as JSON at the run's first start and applied on
     #: every resume, so a resumed run computes as it began (NULL: not started since version 3).
-    numerics_json: Mapped[Optional[str]] = mapped_column(Text)
+    numerics_json: Mapped[str | None] = mapped_column(Text)
 
     __table_args__ = (
         Index("ix_runs_kind_status", "kind", "status"),
@@ -138,8 +137,8 @@ class Param(Base):
         String(64), ForeignKey("runs.run_id", ondelete="CASCADE"), primary_key=True)
     key: Mapped[str] = mapped_column(String(255), primary_key=True)
     value_type: Mapped[str] = mapped_column(String(8))
-    value_text: Mapped[Optional[str]] = mapped_column(Text)
-    value_num: Mapped[Optional[float]] = mapped_column(Float)
+    value_text: Mapped[str | None] = mapped_column(Text)
+    value_num: Mapped[float | None] = mapped_column(Float)
 
     __table_args__ = (Index("ix_params_key_num", "key", "value_num"),)
 
@@ -153,8 +152,8 @@ class Metric(Base):
     key: Mapped[str] = mapped_column(String(255), primary_key=True)
     step: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"),
                                       primary_key=True)
-    epoch: Mapped[Optional[int]] = mapped_column(Integer)
-    value: Mapped[Optional[float]] = mapped_column(Float)
+    epoch: Mapped[int | None] = mapped_column(Integer)
+    value: Mapped[float | None] = mapped_column(Float)
     logged_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
     __table_args__ = (Index("ix_metrics_key", "key"),)
@@ -168,12 +167,12 @@ class Summary(Base):
         String(64), ForeignKey("runs.run_id", ondelete="CASCADE"), primary_key=True)
     key: Mapped[str] = mapped_column(String(255), primary_key=True)
     goal: Mapped[str] = mapped_column(String(3))
-    final: Mapped[Optional[float]] = mapped_column(Float)
+    final: Mapped[float | None] = mapped_column(Float)
     final_step: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"))
-    best: Mapped[Optional[float]] = mapped_column(Float)
-    best_step: Mapped[Optional[int]] = mapped_column(BigInteger().with_variant(Integer, "sqlite"))
-    min: Mapped[Optional[float]] = mapped_column(Float)
-    max: Mapped[Optional[float]] = mapped_column(Float)
+    best: Mapped[float | None] = mapped_column(Float)
+    best_step: Mapped[int | None] = mapped_column(BigInteger().with_variant(Integer, "sqlite"))
+    min: Mapped[float | None] = mapped_column(Float)
+    max: Mapped[float | None] = mapped_column(Float)
     count: Mapped[int] = mapped_column(Integer)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
@@ -188,8 +187,8 @@ class Artifact(Base):
     run_id: Mapped[str] = mapped_column(String(64), ForeignKey("runs.run_id", ondelete="CASCADE"))
     kind: Mapped[str] = mapped_column(String(32))
     path: Mapped[str] = mapped_column(Text)
-    size: Mapped[Optional[int]] = mapped_column(BigInteger().with_variant(Integer, "sqlite"))
-    sha256: Mapped[Optional[str]] = mapped_column(String(64))
+    size: Mapped[int | None] = mapped_column(BigInteger().with_variant(Integer, "sqlite"))
+    sha256: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
     __table_args__ = (UniqueConstraint("run_id", "path", name="uq_artifacts_run_path"),)
@@ -202,19 +201,19 @@ class Attempt(Base):
     run_id: Mapped[str] = mapped_column(
         String(64), ForeignKey("runs.run_id", ondelete="CASCADE"), primary_key=True)
     attempt: Mapped[int] = mapped_column(Integer, primary_key=True)
-    host: Mapped[Optional[str]] = mapped_column(String(255))
-    pid: Mapped[Optional[int]] = mapped_column(Integer)
+    host: Mapped[str | None] = mapped_column(String(255))
+    pid: Mapped[int | None] = mapped_column(Integer)
     started_at: Mapped[datetime] = mapped_column(UTCDateTime())
-    ended_at: Mapped[Optional[datetime]] = mapped_column(UTCDateTime())
-    status: Mapped[Optional[str]] = mapped_column(String(16))
-    failure_class: Mapped[Optional[str]] = mapped_column(String(64))
-    error: Mapped[Optional[str]] = mapped_column(Text)
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    status: Mapped[str | None] = mapped_column(String(16))
+    failure_class: Mapped[str | None] = mapped_column(String(64))
+    error: Mapped[str | None] = mapped_column(Text)
     #: Start time of process ``pid`` (clock ticks since boot): tells our process from a reused pid.
-    proc_start: Mapped[Optional[int]] = mapped_column(BigInteger().with_variant(Integer, "sqlite"))
-    exit_code: Mapped[Optional[int]] = mapped_column(Integer)
-    device: Mapped[Optional[str]] = mapped_column(String(64))
-    scheduler_id: Mapped[Optional[str]] = mapped_column(String(128))
-    log_path: Mapped[Optional[str]] = mapped_column(Text)
+    proc_start: Mapped[int | None] = mapped_column(BigInteger().with_variant(Integer, "sqlite"))
+    exit_code: Mapped[int | None] = mapped_column(Integer)
+    device: Mapped[str | None] = mapped_column(String(64))
+    scheduler_id: Mapped[str | None] = mapped_column(String(128))
+    log_path: Mapped[str | None] = mapped_column(Text)
 
 
 class Scheduler(Base):
@@ -225,11 +224,11 @@ class Scheduler(Base):
     backend: Mapped[str] = mapped_column(String(16))
     host: Mapped[str] = mapped_column(String(255))
     pid: Mapped[int] = mapped_column(Integer)
-    proc_start: Mapped[Optional[int]] = mapped_column(BigInteger().with_variant(Integer, "sqlite"))
+    proc_start: Mapped[int | None] = mapped_column(BigInteger().with_variant(Integer, "sqlite"))
     slots_json: Mapped[str] = mapped_column(Text, default="[]")
     started_at: Mapped[datetime] = mapped_column(UTCDateTime())
     heartbeat_at: Mapped[datetime] = mapped_column(UTCDateTime())
-    ended_at: Mapped[Optional[datetime]] = mapped_column(UTCDateTime())
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     stop_requested: Mapped[bool] = mapped_column(default=False)
 
     __table_args__ = (Index("ix_schedulers_host", "host", "ended_at"),)

@@ -48,7 +48,7 @@ class RunRecord:
     numerics: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def from_row(cls, row: Run) -> "RunRecord":
+    def from_row(cls, row: Run) -> RunRecord:
         """Copy an ORM row into a record (decoding the JSON columns)."""
         return cls(
             run_id=row.run_id, kind=row.kind, status=row.status, method=row.method,

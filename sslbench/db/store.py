@@ -95,7 +95,7 @@ class Store(SchedulingMixin):
         self.url = url
 
     @classmethod
-    def open(cls, url: str | None = None, *, create: bool = True) -> "Store":
+    def open(cls, url: str | None = None, *, create: bool = True) -> Store:
         """Connect, create the schema if the database is empty, upgrade an older one in place.
 
         ``url``: explicit URL or SQLite path, else ``$SSLBENCH_DB``, else
@@ -125,7 +125,7 @@ class Store(SchedulingMixin):
         """Release the connections (the store can no longer be used)."""
         self._engine.dispose()
 
-    def __enter__(self) -> "Store":
+    def __enter__(self) -> Store:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Any, Iterator, Mapping
+from collections.abc import Iterator, Mapping
+from typing import Any
 
 #: Substrings that mark an accuracy-like metric (better when higher).
 _MAX_MARKERS = ("top1", "top5", "acc", "rank")

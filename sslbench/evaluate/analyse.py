@@ -12,10 +12,10 @@ from pathlib import Path
 
 import torch
 
+from sslbench import checkpoint as ckpt
 from sslbench.config import EvalConfig
 from sslbench.errors import SSLBenchError
 from sslbench.evaluate import analysis as A
-from sslbench import checkpoint as ckpt
 
 HIST_BINS = 80
 

@@ -13,10 +13,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from sslbench import checkpoint as ckpt
 from sslbench import paths
 from sslbench.config import EvalConfig
 from sslbench.errors import SSLBenchError
-from sslbench import checkpoint as ckpt
 
 
 @torch.no_grad()
@@ -142,8 +142,9 @@ class FeatureCache:
     def _disk_path(cfg: EvalConfig, key: tuple) -> Path | None:
         if cfg.source_run is None:
             return None  # random-init features are cheap to recompute and seed-dependent
-        from sslbench.config import canonical_json
         import hashlib
+
+        from sslbench.config import canonical_json
 
         digest = hashlib.sha256(canonical_json(list(key)).encode()).hexdigest()[:12]
         return paths.run_dir(cfg.source_run) / "features" / f"{key[5]}-{digest}.pt"

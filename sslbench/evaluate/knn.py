@@ -19,8 +19,10 @@ PAPER_TEMPERATURES = (0.05, 0.07, 0.1, 0.2, 0.5, 1.0)
 @torch.no_grad()
 def knn_sweep(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor,
               test_y: torch.Tensor, num_classes: int, *, ks=PAPER_KS,
-              temperatures=PAPER_TEMPERATURES, chunk_size: int = 1024) -> dict[tuple[int, float], float]:
-    """Top-1 (percent) for every (k, T) cell. Unlabelled training samples (label < 0) are dropped."""
+              temperatures=PAPER_TEMPERATURES,
+              chunk_size: int = 1024) -> dict[tuple[int, float], float]:
+    """Top-1 (percent) for every (k, T) cell. Unlabelled training samples (label < 0) are
+    dropped."""
     keep = train_y >= 0
     train_x, train_y = F.normalize(train_x[keep].float(), dim=1), train_y[keep]
     test_x = F.normalize(test_x.float(), dim=1)

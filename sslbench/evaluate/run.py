@@ -19,13 +19,23 @@ import traceback
 from dataclasses import dataclass, field
 
 from sslbench import numerics, paths
-from sslbench.config import (EVAL_PROTOCOLS, PROBE_AUGMENTS, EvalConfig, replace,
-                             require_choice, validate_eval)
+from sslbench.config import (
+    EVAL_PROTOCOLS,
+    PROBE_AUGMENTS,
+    EvalConfig,
+    replace,
+    require_choice,
+    validate_eval,
+)
 from sslbench.errors import ConfigError, SSLBenchError
 from sslbench.evaluate.features import FeatureCache
 from sslbench.evaluate.knn import best_cell, knn_sweep
-from sslbench.evaluate.linear import (AUGMENT_SETTINGS, HeadRecipe, offline_linear_probe,
-                                      train_linear_probe)
+from sslbench.evaluate.linear import (
+    AUGMENT_SETTINGS,
+    HeadRecipe,
+    offline_linear_probe,
+    train_linear_probe,
+)
 
 DEFAULT_PROTOCOLS = ("fast-linear", "knn")
 

@@ -17,8 +17,9 @@ Layering: imports torch and :mod:`sslbench.errors` only (never ``db``, ``cli`` o
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Literal
+from typing import Literal
 
 import torch
 from torch import Tensor, nn
@@ -30,8 +31,12 @@ from sslbench.losses import simclr as _simclr
 from sslbench.losses import tcr as _tcr
 from sslbench.losses import vicreg as _vicreg
 from sslbench.losses.gram import IMPLS
-from sslbench.losses.inputs import (EmbeddingShapeError, NonFiniteEmbeddingsError, as_float,
-                                    check_pair)
+from sslbench.losses.inputs import (
+    EmbeddingShapeError,
+    NonFiniteEmbeddingsError,
+    as_float,
+    check_pair,
+)
 
 Family = Literal["sample", "dimension"]
 

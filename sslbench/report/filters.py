@@ -38,7 +38,7 @@ class ReportFilters:
             raise ConfigError(f"--epochs must be a positive integer, got {self.epochs!r}")
 
     @classmethod
-    def from_options(cls, **options: object) -> "ReportFilters":
+    def from_options(cls, **options: object) -> ReportFilters:
         """Filters from CLI-style values: dates may be ``YYYY-MM-DD`` text, epochs text or int;
         None and "" mean "not given"."""
         given = {k: v for k, v in options.items() if v is not None and v != ""}

@@ -20,13 +20,25 @@ import pandas as pd
 
 from sslbench.report.base import EmptyReportError, Report
 from sslbench.report.filters import ReportFilters
-from sslbench.report.frames import add_paper, agreement, agreement_text, linear_fit, seed_stats
-from sslbench.report.frames import wide
+from sslbench.report.frames import (
+    add_paper,
+    agreement,
+    agreement_text,
+    linear_fit,
+    seed_stats,
+    wide,
+)
 from sslbench.report.grid import FAMILIES_NOTE, SETTING, TOLERANCE, no_runs, where
 from sslbench.report.protocols import PROTOCOLS, check_select, select_text
 from sslbench.report.published import PAPER_REGRESSION, PAPER_SETTING_TEXT, table_s2_s3
-from sslbench.report.query import (completed_evals, latest_children, pretrain_runs,
-                                   probe_columns, probe_text, settings_text)
+from sslbench.report.query import (
+    completed_evals,
+    latest_children,
+    pretrain_runs,
+    probe_columns,
+    probe_text,
+    settings_text,
+)
 
 if TYPE_CHECKING:
     from sslbench.db import Store

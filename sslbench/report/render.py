@@ -271,10 +271,10 @@ def _latex(frame: pd.DataFrame, *, title: str, caption: str, digits: int, width:
     if layout.groups and layout.subheader:
         spans, rules, first = [], [], 1
         for label, span in layout.groups:
-            spans.append(r"\multicolumn{%d}{c}{%s}" % (span, latex_escape(label)) if span > 1
+            spans.append(rf"\multicolumn{{{span}}}{{c}}{{{latex_escape(label)}}}" if span > 1
                          else latex_escape(label))
             if span > 1:
-                rules.append(r"\cmidrule(lr){%d-%d}" % (first, first + span - 1))
+                rules.append(rf"\cmidrule(lr){{{first}-{first + span - 1}}}")
             first += span
         lines += [" & ".join(spans) + r" \\", " ".join(rules), line(layout.subheader)]
     else:

@@ -25,9 +25,10 @@ import os
 import signal
 import socket
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Sequence
+from typing import Any
 
 from sslbench.db.liveness import process_alive
 from sslbench.db.ownership import STALE_AFTER_S, run_dead, scheduler_alive

@@ -7,7 +7,7 @@ cores, no network. Every run is an ordinary run in the store: re-running the dem
 from __future__ import annotations
 
 import time
-from typing import Callable
+from collections.abc import Callable
 
 DEMO_METHODS = ("simclr", "vicreg")
 DEMO_DIMS = (16, 64, 256)

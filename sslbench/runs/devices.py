@@ -16,8 +16,8 @@ number of workers never changes a result.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
 
 from sslbench.errors import ConfigError
 

@@ -26,8 +26,9 @@ device the scheduler gives the run and on what else runs there.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 from sslbench.config import EvalConfig, TrainConfig
 from sslbench.errors import ConfigError

@@ -24,8 +24,8 @@ asked to stop. Re-running the sweep resumes it.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 #: Classes retried whatever their message (infrastructure, not the run's own fault).
 RETRY_CLASSES = ("killed", "lost")

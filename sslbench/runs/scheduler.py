@@ -24,9 +24,10 @@ import socket
 import subprocess
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from sslbench.db.scheduling import DEFAULT_ATTEMPT_LIMIT
 from sslbench.runs import worker

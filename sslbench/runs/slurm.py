@@ -21,8 +21,9 @@ import contextlib
 import os
 import shutil
 import signal
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 from sslbench.errors import ConfigError
 

@@ -50,13 +50,22 @@ import itertools
 import math
 import os
 import re
-import tomllib
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
-from sslbench.config import (EVAL_PROTOCOLS, INT64_MAX, PROBE_AUGMENTS, EvalConfig, TrainConfig,
-                             replace, validate_eval)
+import tomllib
+
+from sslbench.config import (
+    EVAL_PROTOCOLS,
+    INT64_MAX,
+    PROBE_AUGMENTS,
+    EvalConfig,
+    TrainConfig,
+    replace,
+    validate_eval,
+)
 from sslbench.errors import ConfigError
 
 SHIPPED_DIR = Path(__file__).with_name("sweeps")

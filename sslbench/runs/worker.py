@@ -16,8 +16,9 @@ import signal
 import subprocess
 import sys
 import traceback
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from sslbench import paths
 from sslbench.db.heartbeat import HEARTBEAT_S, Heartbeat

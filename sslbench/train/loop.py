@@ -34,8 +34,6 @@ from sslbench.train.optim import build_optimizer, lr_at, scaled_lr, set_lr
 from sslbench.train.probe import OnlineProbe, probe_accuracy
 
 
-
-
 class NonFiniteLoss(SSLBenchError):
     """The loss became NaN or infinite; the run stops as failed."""
 
@@ -56,7 +54,7 @@ class _StopFlag:
         self.requested = False
         self._previous: dict[int, Any] = {}
 
-    def __enter__(self) -> "_StopFlag":
+    def __enter__(self) -> _StopFlag:
         for sig in (signal.SIGTERM, signal.SIGINT):
             try:
                 self._previous[sig] = signal.signal(sig, self._handle)
@@ -431,10 +429,15 @@ class _progress:
         self.enabled, self.total, self.done, self.batch_size = enabled, total, done, batch_size
         self.top1 = float("nan")
 
-    def __enter__(self) -> "_progress":
+    def __enter__(self) -> _progress:
         if self.enabled:
-            from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                                       TimeRemainingColumn)
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeRemainingColumn,
+            )
 
             self._bar = Progress(TextColumn("epoch {task.fields[epoch]}"), BarColumn(),
                                  MofNCompleteColumn(), TextColumn("{task.fields[info]}"),

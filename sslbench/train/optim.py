@@ -8,7 +8,7 @@ trust ratio eta * ||w|| / ||g||, with weight decay and the trust ratio skipped f
 from __future__ import annotations
 
 import math
-from typing import Iterable
+from collections.abc import Iterable
 
 import torch
 from torch import nn

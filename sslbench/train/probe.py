@@ -35,7 +35,8 @@ class OnlineProbe(nn.Module):
 @torch.no_grad()
 def probe_accuracy(backbone: nn.Module, probe: OnlineProbe, batches, transform,
                    device: torch.device) -> float:
-    """Top-1 (percent) of the probe on ``batches`` of (uint8 images, labels), backbone in eval mode."""
+    """Top-1 (percent) of the probe on ``batches`` of (uint8 images, labels), backbone in eval
+    mode."""
     from sslbench.device import autocast, memory_format, to_device
 
     was_training = backbone.training

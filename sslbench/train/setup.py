@@ -7,10 +7,17 @@ one-line ConfigError for anything a user can get wrong, so a bad command writes 
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
-from sslbench.config import (TrainConfig, default_warmup, replace, require_choice, require_finite,
-                             validate_train)
+from sslbench.config import (
+    TrainConfig,
+    default_warmup,
+    replace,
+    require_choice,
+    require_finite,
+    validate_train,
+)
 from sslbench.errors import ConfigError
 
 # Options whose automatic value depends on others; ``None`` in the options means "automatic".
