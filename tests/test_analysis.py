@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from sslbench.evaluate.analysis import (
+from sslbench.evaluate.analysis.measures import (
     cka_matrix,
     cosine_histogram,
     effective_rank,

@@ -1,4 +1,6 @@
-"""PAPER.md §8 claims 1-7 as property tests, and dual == direct for every duality fast path.
+"""The paper's checkable claims as property tests (Theorem 3.3 / eq. 3, the remark on double
+normalisation after it, Lemma 3.4 and Corollary 3.4.1 / eqs. 4-7, Proposition 3.1 / Lemma C.1,
+eqs. 8, 10 and 18/32), and dual == direct for every duality fast path.
 
 Orientation: z is (N, M) with embeddings as rows; the paper's K is zᵀ.
 """
@@ -68,7 +70,7 @@ def test_l_c_l_nc_match_loop_definitions_on_both_sides(n, m, seed):
         assert l_nc(z, impl).item() == pytest.approx(ref_l_nc(z), rel=1e-9, abs=1e-9)
 
 
-# ------------------------------------------------------------------ claim 1: Theorem 3.3
+# ------------------------------------------------------------------ Theorem 3.3 (eq. 3)
 
 @SETTINGS
 @given(n=sizes, m=sizes, seed=seeds, scale=st.floats(0.01, 100.0))
@@ -89,7 +91,7 @@ def test_norm_sums_follow_paper_orientation():
     assert dimension_norms4(z).item() == 4 + 1 + 0  # ‖K_{j,·}‖⁴ = ‖column j of z‖⁴
 
 
-# ------------------------------------------------------------------ claim 2: normalisation
+# ---------------------------------------- double normalisation (remark after Theorem 3.3)
 
 def test_doubly_normalised_square_matrix_has_equal_criteria():
     q, _ = torch.linalg.qr(_z(6, 6, 1))          # orthogonal: unit rows and unit columns
@@ -109,7 +111,7 @@ def test_constant_norms_general_form(k, m, s):
     assert (l_nc(z) - l_c(z)).item() == pytest.approx(n * a_c**4 - m * a_r**4, abs=1e-9)
 
 
-# ------------------------------------------------------- claim 3: Lemma 3.4 / Corollary 3.4.1
+# ---------------------------------------- Lemma 3.4 / Corollary 3.4.1 (eqs. 4-7)
 
 @SETTINGS
 @given(n=sizes, m=sizes, seed=seeds)
@@ -150,7 +152,7 @@ def test_lemma_34_equality_cases_are_collapse():
         corollary341_bounds(1.0, n, m, "rows")
 
 
-# ----------------------------------------------------------------- claim 4: Prop 3.1 / Lemma C.1
+# ---------------------------------------------------------- Proposition 3.1 / Lemma C.1
 
 def test_prop_31_uniform_dot_products_mean_zero_variance_one_over_m():
     scipy_stats = pytest.importorskip("scipy.stats")
@@ -167,7 +169,7 @@ def test_prop_31_uniform_dot_products_mean_zero_variance_one_over_m():
     assert wrong.pvalue < 1e-6  # the test can tell a wrong dimension apart
 
 
-# ------------------------------------------------------------- claims 5-7: eqs 8, 10, 18/32
+# ------------------------------------------------------------------ eqs. 8, 10, 18/32
 
 @SETTINGS
 @given(n=sizes, m=sizes, seed=seeds)

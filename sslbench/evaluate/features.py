@@ -8,7 +8,9 @@ come from, so a later evaluation of the same checkpoint skips the forward passes
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -18,9 +20,16 @@ from sslbench import paths
 from sslbench.config import EvalConfig
 from sslbench.errors import SSLBenchError
 
+if TYPE_CHECKING:
+    from sslbench.data.base import ImageDataset
+
+# Cache keys: the settings the cached value depends on (see each method).
+CacheKey = tuple[object, ...]
+
 
 @torch.no_grad()
-def extract_features(backbone: nn.Module, dataset, transform, device: torch.device,
+def extract_features(backbone: nn.Module, dataset: ImageDataset,
+                     transform: Callable[[torch.Tensor], torch.Tensor], device: torch.device,
                      batch_size: int = 512) -> tuple[torch.Tensor, torch.Tensor]:
     """(features float32 (N, D) on CPU, labels int64 (N,)) with the backbone in eval mode.
 
@@ -54,17 +63,17 @@ class FeatureCache:
 
     def __init__(self, device: torch.device):
         self.device = device
-        self._datasets: dict[tuple, object] = {}
-        self._backbones: dict[tuple, nn.Module] = {}
-        self._features: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
-        self._sources: dict[str, dict] = {}  # run id -> its checked backbone weights
+        self._datasets: dict[CacheKey, ImageDataset] = {}
+        self._backbones: dict[CacheKey, nn.Module] = {}
+        self._features: dict[CacheKey, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._sources: dict[str, dict[str, Any]] = {}  # run id -> its checked backbone weights
 
     def check_source(self, cfg: EvalConfig) -> None:
         """A pretrained run's backbone file exists, loads safely and is that run's."""
         if cfg.source_run is not None:
             self._source_weights(cfg.source_run)
 
-    def _source_weights(self, run_id: str) -> dict:
+    def _source_weights(self, run_id: str) -> dict[str, Any]:
         if run_id not in self._sources:
             from sslbench.config import TrainConfig
 
@@ -80,11 +89,12 @@ class FeatureCache:
             self._sources[run_id] = payload["backbone"]
         return self._sources[run_id]
 
-    def dataset(self, cfg: EvalConfig, split: str):
+    def dataset(self, cfg: EvalConfig, split: str) -> ImageDataset:
         from sslbench.data import load_dataset
         from sslbench.data.subset import subset
 
-        key = (cfg.dataset, cfg.data_root, split, cfg.image_size, cfg.train_samples, cfg.seed)
+        key: CacheKey = (cfg.dataset, cfg.data_root, split, cfg.image_size, cfg.train_samples,
+                         cfg.seed)
         if key not in self._datasets:
             ds = load_dataset(cfg.dataset, split, cfg.data_root or None, image_size=cfg.image_size)
             if split == "train" and cfg.train_samples:
@@ -93,13 +103,13 @@ class FeatureCache:
         return self._datasets[key]
 
     def backbone(self, cfg: EvalConfig) -> nn.Module:
-        key = (cfg.source_run, cfg.backbone, cfg.cifar_stem, cfg.seed)
+        key: CacheKey = (cfg.source_run, cfg.backbone, cfg.cifar_stem, cfg.seed)
         if key not in self._backbones:
             self._backbones[key] = self._load_backbone(cfg)
         return self._backbones[key]
 
     def _load_backbone(self, cfg: EvalConfig) -> nn.Module:
-        from sslbench.device import memory_format
+        from sslbench.device import module_to_device
         from sslbench.models import build_backbone
 
         torch.manual_seed(cfg.seed)
@@ -111,27 +121,30 @@ class FeatureCache:
                 raise ckpt.DamagedCheckpoint(
                     f"{backbone_path(cfg.source_run)} does not fit a {cfg.backbone} backbone "
                     f"({str(err).splitlines()[0][:160]})") from None
-        return net.to(self.device, memory_format=memory_format(self.device)).eval()
+        return module_to_device(net, self.device).eval()
 
-    def features(self, cfg: EvalConfig, split: str, *, mirror: bool = False):
+    def features(self, cfg: EvalConfig, split: str, *, mirror: bool = False
+                 ) -> tuple[torch.Tensor, torch.Tensor, ImageDataset]:
         """(features, labels, dataset) of ``split``'s centre crops through the frozen backbone;
         with ``mirror``, of the centre crops mirrored left-right."""
         from sslbench.data.augment import eval_transform
 
         ds = self.dataset(cfg, split)
-        key = (cfg.source_run, cfg.backbone, cfg.cifar_stem, cfg.seed, cfg.dataset, split,
-               cfg.image_size, cfg.train_samples if split == "train" else 0)
+        key: CacheKey = (cfg.source_run, cfg.backbone, cfg.cifar_stem, cfg.seed, cfg.dataset,
+                         split, cfg.image_size, cfg.train_samples if split == "train" else 0)
         key += ("mirror",) if mirror else ()
         if key not in self._features:
-            disk = self._disk_path(cfg, key)
-            cached = self._read(disk, cfg) if disk else None
+            source = cfg.source_run
+            disk = self._disk_path(cfg, key)  # None exactly when source is None
+            cached = self._read(disk, source) if disk and source is not None else None
             if cached is None:
                 centre = eval_transform(image_size=cfg.image_size, mean=ds.mean, std=ds.std)
-                transform = (lambda images: centre(images).flip(3)) if mirror else centre
+                transform: Callable[[torch.Tensor], torch.Tensor] = (
+                    (lambda images: centre(images).flip(3)) if mirror else centre)
                 cached = extract_features(self.backbone(cfg), ds, transform, self.device)
-                if disk:
+                if disk and source is not None:
                     try:
-                        self._write(disk, cfg, cached)
+                        self._write(disk, source, cached)
                     except ckpt.CheckpointWriteError:
                         pass  # a cache: a full disk only costs the next command the speed-up
             self._features[key] = cached
@@ -139,7 +152,7 @@ class FeatureCache:
         return x, y, ds
 
     @staticmethod
-    def _disk_path(cfg: EvalConfig, key: tuple) -> Path | None:
+    def _disk_path(cfg: EvalConfig, key: CacheKey) -> Path | None:
         if cfg.source_run is None:
             return None  # random-init features are cheap to recompute and seed-dependent
         import hashlib
@@ -150,14 +163,14 @@ class FeatureCache:
         return paths.run_dir(cfg.source_run) / "features" / f"{key[5]}-{digest}.pt"
 
     @staticmethod
-    def _read(path: Path, cfg: EvalConfig):
+    def _read(path: Path, source_run: str) -> tuple[torch.Tensor, torch.Tensor] | None:
         if not path.exists():
             return None
         try:
             blob = ckpt.load(path)
         except ckpt.DamagedCheckpoint:
             return None  # a cache: extract again (and overwrite it)
-        if blob.get("backbone_sha256") != ckpt.sha256_of(backbone_path(cfg.source_run)):
+        if blob.get("backbone_sha256") != ckpt.sha256_of(backbone_path(source_run)):
             return None  # the checkpoint changed since: extract again
         features, labels = blob.get("features"), blob.get("labels")
         if not isinstance(features, torch.Tensor) or not isinstance(labels, torch.Tensor):
@@ -165,6 +178,6 @@ class FeatureCache:
         return features, labels
 
     @staticmethod
-    def _write(path: Path, cfg: EvalConfig, cached) -> None:
+    def _write(path: Path, source_run: str, cached: tuple[torch.Tensor, torch.Tensor]) -> None:
         ckpt.save({"features": cached[0], "labels": cached[1],
-                   "backbone_sha256": ckpt.sha256_of(backbone_path(cfg.source_run))}, path)
+                   "backbone_sha256": ckpt.sha256_of(backbone_path(source_run))}, path)

@@ -9,6 +9,8 @@ a split lacking a class or a test set smaller than one chunk is handled correctl
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
 
@@ -18,8 +20,8 @@ PAPER_TEMPERATURES = (0.05, 0.07, 0.1, 0.2, 0.5, 1.0)
 
 @torch.no_grad()
 def knn_sweep(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor,
-              test_y: torch.Tensor, num_classes: int, *, ks=PAPER_KS,
-              temperatures=PAPER_TEMPERATURES,
+              test_y: torch.Tensor, num_classes: int, *, ks: Sequence[int] = PAPER_KS,
+              temperatures: Sequence[float] = PAPER_TEMPERATURES,
               chunk_size: int = 1024) -> dict[tuple[int, float], float]:
     """Top-1 (percent) for every (k, T) cell. Unlabelled training samples (label < 0) are
     dropped."""

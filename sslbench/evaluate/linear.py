@@ -1,6 +1,6 @@
 """Linear probes of a frozen backbone: the paper's offline protocol and its fast variant.
 
-Both train one linear layer with the paper's head recipe (PAPER.md §6, App. E): SGD with
+Both train one linear layer with the paper's head recipe (Appendix E): SGD with
 momentum 0.9 and weight decay 1e-6, a cosine schedule from lr = base_lr x batch / 256,
 cross-entropy, ``epochs`` passes over the labelled training split in the same seeded batch
 order. By default (``standardize``) each dimension of the representation is first standardised
@@ -28,14 +28,18 @@ Labels < 0 (unlabelled images) are ignored throughout.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from sslbench.config import PROBE_AUGMENTS
+
+if TYPE_CHECKING:
+    from sslbench.data.base import ImageDataset
 
 # (crop scale or None, flip probability) of each of PROBE_AUGMENTS, the offline probe's
 # training-image augmentations; "crop-flip" is the paper's RandomResizedCrop(0.08, 1) + flip.
@@ -131,7 +135,7 @@ def moments(chunks: Iterable[Tensor]) -> tuple[Tensor, Tensor]:
         n += c.shape[0]
         total = c.sum(0) if total is None else total + c.sum(0)
         squares = (c * c).sum(0) if squares is None else squares + (c * c).sum(0)
-    if total is None or n < 2:
+    if total is None or squares is None or n < 2:  # both None or neither
         raise ValueError("the linear probe needs at least 2 training images")
     mean = total / n
     var = ((squares - n * mean * mean) / (n - 1)).clamp_min(0.0)
@@ -205,13 +209,13 @@ def train_linear_probe(train_x: Tensor, train_y: Tensor, test_x: Tensor, test_y:
         raise ValueError("flip_p > 0 needs the mirrored representations (mirror_x)")
     n, device = len(train_x), train_x.device
     if recipe.standardize:  # once, here, rather than in every step
-        mean, std = moments(train_x.split(65536))
+        mean, std = moments(torch.split(train_x, 65536))
         train_x, test_x = (train_x - mean) / std, (test_x - mean) / std
         mirror_x = None if mirror_x is None else (mirror_x - mean) / std
     # Rows n.. of `views` are the mirror images: a batch is one gather from it.
-    views = train_x if flip_p == 0 else torch.cat([train_x, mirror_x])
+    views = train_x if flip_p == 0 or mirror_x is None else torch.cat([train_x, mirror_x])
 
-    def batches(epoch: int):
+    def batches(epoch: int) -> Iterator[tuple[Tensor, Tensor]]:
         index = epoch_order(n, shuffle=True, seed=recipe.seed, epoch=epoch)
         labels = train_y[index.to(train_y.device)]
         if flip_p > 0:
@@ -227,7 +231,8 @@ def train_linear_probe(train_x: Tensor, train_y: Tensor, test_x: Tensor, test_y:
         return {"top1": _top1(layer(test_x), test_y), "train_top1": train_top1}
 
 
-def offline_linear_probe(backbone: torch.nn.Module, train_ds, test_ds, *, image_size: int,
+def offline_linear_probe(backbone: torch.nn.Module, train_ds: ImageDataset,
+                         test_ds: ImageDataset, *, image_size: int,
                          recipe: HeadRecipe = HeadRecipe(), augment: str = "crop-flip",
                          device: torch.device | None = None) -> dict[str, float]:
     """The paper's offline protocol -> {"top1": test top-1 %, "train_top1": ...}.
@@ -255,20 +260,21 @@ def offline_linear_probe(backbone: torch.nn.Module, train_ds, test_ds, *, image_
     g = torch.Generator(device=device)
 
     @torch.no_grad()
-    def encode(images: Tensor, transform, *args) -> Tensor:
+    def encode(images: Tensor, transform: Callable[..., Tensor], *args: object) -> Tensor:
         # The transform runs in float32, as in feature extraction; only the backbone autocasts.
         x = transform(to_device(images, device), *args).contiguous(memory_format=fmt)
         with autocast(device):
-            return backbone(x).float()
+            h: Tensor = backbone(x)
+            return h.float()
 
     def view(images: Tensor, epoch: int, i: int, flip: Tensor) -> Tensor:
         g.manual_seed(_seed(recipe, epoch, i))
-        x = train_view(images, g)  # the crop (or the centre square)
+        x: Tensor = train_view(images, g)  # the crop (or the centre square)
         if flip_p == 0:
             return x
         return torch.where(flip[:, None, None, None], x.flip(3), x)
 
-    def batches(epoch: int):
+    def batches(epoch: int) -> Iterator[tuple[Tensor, Tensor]]:
         # One copy of the epoch's flips to the device, sliced there: no sync per batch.
         flips = to_device(flip_draws(recipe, epoch, len(train_ds), flip_p), device)
         start = 0

@@ -10,15 +10,21 @@ evaluation reuses it. Protocols and the metrics they write:
   and every cell as ``knn_top1/k{k}_t{t}``
 - ``linear``: the paper's offline protocol (augmented images through the frozen backbone every
   epoch; the augmentation is ``probe_augment``, the dataset's unless given) -> ``linear_top1``
-- ``analysis``: spectra, RankMe, negative-pair cosines, Table S4 bounds (sslbench.evaluate.analyse)
+- ``analysis``: spectra, RankMe, negative-pair cosines, Table S4 bounds (sslbench.evaluate.analysis)
+
+``sslbench duality`` (protocol ``duality``) and ``sslbench compare`` (protocol ``cka``) are
+evaluations too: :func:`evaluate` runs every protocol of :mod:`sslbench.evaluate.protocols`, so
+all of them are checked, owned, reused and recorded the same way.
 """
 
 from __future__ import annotations
 
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
 
-from sslbench import numerics, paths
+from sslbench import numerics
 from sslbench.config import (
     EVAL_PROTOCOLS,
     PROBE_AUGMENTS,
@@ -27,17 +33,21 @@ from sslbench.config import (
     require_choice,
     validate_eval,
 )
-from sslbench.errors import ConfigError, SSLBenchError
+from sslbench.errors import ConfigError, SSLBenchError, one_line
 from sslbench.evaluate.features import FeatureCache
-from sslbench.evaluate.knn import best_cell, knn_sweep
-from sslbench.evaluate.linear import (
-    AUGMENT_SETTINGS,
-    HeadRecipe,
-    offline_linear_probe,
-    train_linear_probe,
-)
+from sslbench.evaluate.protocols import EvalTarget, ProtocolResult, protocol_named
+
+if TYPE_CHECKING:
+    from sslbench.db import Store
 
 DEFAULT_PROTOCOLS = ("fast-linear", "knn")
+
+
+class RunLookup(Protocol):
+    """What :func:`eval_config_for` reads of the store: the parent run (a sweep's planner
+    passes a stand-in for a parent that is only planned)."""
+
+    def get_run(self, run_id: str) -> Any: ...
 
 
 @dataclass
@@ -61,12 +71,13 @@ def parse_protocols(text: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(names))
 
 
-def eval_config_for(store, run_id: str | None, **options) -> EvalConfig:
+def eval_config_for(store: RunLookup | None, run_id: str | None, **options: Any) -> EvalConfig:
     """The EvalConfig of a pretraining run (dataset, backbone, ... taken from it) or, with
     ``run_id=None``, of a random-init baseline built from ``options``."""
     explicit = {k: v for k, v in options.items() if v is not None}
     if run_id is None:
         return _resolve_probe_augment(replace(EvalConfig(), **explicit))
+    assert store is not None, "a run id is looked up in a store"
     record = store.get_run(run_id)
     if record.kind != "pretrain":
         raise ConfigError(f"run {record.run_id} is an {record.kind} run: pass the id of a "
@@ -94,7 +105,7 @@ def _resolve_probe_augment(cfg: EvalConfig) -> EvalConfig:
     return cfg
 
 
-def random_init_config(*, backbone: str, dataset: str, **options) -> EvalConfig:
+def random_init_config(*, backbone: str, dataset: str, **options: Any) -> EvalConfig:
     """A random-init baseline with the dataset's native resolution and stem."""
     from sslbench.data import DATASETS
     from sslbench.models import backbone_names
@@ -106,62 +117,78 @@ def random_init_config(*, backbone: str, dataset: str, **options) -> EvalConfig:
                            cifar_stem=size <= 64, **options)
 
 
-def evaluate(cfg: EvalConfig, store, *, command: list[str],
+def evaluate(cfg: EvalTarget, store: Store, *, command: list[str],
              cache: FeatureCache | None = None, claim: int | None = None) -> EvalResult:
-    """Runs (or reuses) the evaluation ``cfg`` identifies.
+    """Runs (or reuses) the evaluation ``cfg`` identifies, whichever its protocol.
 
-    Like pretraining: inputs are checked before the store is written, this process takes
-    ownership of the run (``claim``: the attempt a scheduler opened for this worker) and the
-    protocol runs under the numerics recorded at the run's first start.
+    Like pretraining: inputs are checked before the store is written, a completed run is
+    returned as it is stored (``reused``), this process takes ownership of the run (``claim``:
+    the attempt a scheduler opened for this worker) and the protocol runs under the numerics
+    recorded at the run's first start. A failure ends the run ``failed``: one line for an
+    SSLBenchError (class ``input``), the traceback otherwise (class ``error``); it is re-raised.
     """
-    from sslbench.db.heartbeat import Heartbeat
     from sslbench.device import device_names, resolve_device
-    from sslbench.runs.environment import capture
+    from sslbench.environment import capture
 
-    require_choice("--protocol", cfg.protocol, EVAL_PROTOCOLS)
-    cfg = _resolve_probe_augment(cfg)
+    protocol = protocol_named(cfg.protocol)
+    if isinstance(cfg, EvalConfig):  # a cka config is built from resolved configs already
+        cfg = _resolve_probe_augment(cfg)
     device = resolve_device(cfg.device)
     cache = cache or FeatureCache(device)
-    # Everything that can fail on the user's input fails before anything is written: a missing,
-    # unsafe or foreign backbone file, a missing dataset, an unreadable image in a folder.
-    cache.check_source(cfg)
-    for split in ("train", "test"):
-        cache.dataset(cfg, split)
+    _check_inputs(protocol.inputs(cfg), cache)
     record, _ = store.upsert_run(run_id=cfg.run_id, kind="eval", config=cfg.to_dict(),
                                  command=command, env=capture(device_names(device)),
                                  parent_id=cfg.source_run, method=cfg.method,
                                  dataset=cfg.dataset)
     if record.status == "completed":
-        return EvalResult(cfg.run_id, cfg.protocol, "completed", True, store.summary(cfg.run_id))
+        return _stored(store, cfg, reused=True)
     store.set_status(cfg.run_id, "running", claim=claim)
     settings = store.adopt_numerics(cfg.run_id, numerics.proposed(device))
+    result = _run_owned(store, cfg, settings, lambda: protocol.run(cfg, cache))
+    _record(store, cfg.run_id, result)
+    store.set_status(cfg.run_id, "completed")
+    return _stored(store, cfg, reused=False)
+
+
+def _check_inputs(networks: tuple[EvalConfig, ...], cache: FeatureCache) -> None:
+    """Everything that can fail on the user's input fails before anything is written: a
+    missing, unsafe or foreign backbone file, a missing dataset, an unreadable image."""
+    for net in networks:
+        cache.check_source(net)
+        for split in ("train", "test"):
+            cache.dataset(net, split)
+
+
+def _run_owned(store: Store, cfg: EvalTarget, settings: dict[str, Any],
+               run: Callable[[], ProtocolResult]) -> ProtocolResult:
+    """``run()`` under the run's numerics and heartbeat; a failure is recorded, then raised."""
+    from sslbench.db.heartbeat import Heartbeat
+
     try:
         with numerics.applied(settings), Heartbeat(store.url, cfg.run_id):
-            metrics, series, figures = _run_protocol(cfg, cache)
+            return run()
     except BaseException as err:
-        message = str(err) if isinstance(err, SSLBenchError) else traceback.format_exc()
-        store.set_status(cfg.run_id, "failed", error=message,
-                         failure_class="error" if not isinstance(err, SSLBenchError) else "input")
+        user = isinstance(err, SSLBenchError)
+        store.set_status(cfg.run_id, "failed",
+                         error=one_line(err) if user else traceback.format_exc(),
+                         failure_class="input" if user else "error")
         raise
-    for kind, path in figures:
-        store.log_artifact(cfg.run_id, kind, str(path), size=path.stat().st_size)
-    store.log_metrics(cfg.run_id, 0, metrics)
-    for key, values in series.items():
-        store.log_series(cfg.run_id, key, values)
-    store.set_status(cfg.run_id, "completed")
-    return EvalResult(cfg.run_id, cfg.protocol, "completed", False, store.summary(cfg.run_id))
 
 
-def _run_protocol(cfg: EvalConfig, cache: FeatureCache):
-    """(metrics, series, figures) of one protocol."""
-    if cfg.protocol == "analysis":
-        from sslbench.evaluate.analyse import analyse
+def _record(store: Store, run_id: str, result: ProtocolResult) -> None:
+    for kind, path in result.artifacts:
+        store.log_artifact(run_id, kind, str(path), size=path.stat().st_size)
+    store.log_metrics(run_id, 0, result.metrics)
+    for key, values in result.series.items():
+        store.log_series(run_id, key, values)
 
-        return analyse(cfg, cache, paths.run_dir(cfg.run_id))
-    return PROTOCOL_FUNCTIONS[cfg.protocol](cfg, cache), {}, []
+
+def _stored(store: Store, cfg: EvalTarget, *, reused: bool) -> EvalResult:
+    # Fresh or reused, what is reported is what the store holds.
+    return EvalResult(cfg.run_id, cfg.protocol, "completed", reused, store.summary(cfg.run_id))
 
 
-def evaluate_protocols(store, base: EvalConfig, protocols: tuple[str, ...], *,
+def evaluate_protocols(store: Store, base: EvalConfig, protocols: tuple[str, ...], *,
                        command: list[str]) -> list[EvalResult]:
     """Several protocols on one backbone, sharing extracted features."""
     from sslbench.device import resolve_device
@@ -171,7 +198,7 @@ def evaluate_protocols(store, base: EvalConfig, protocols: tuple[str, ...], *,
             for p in protocols]
 
 
-def pending(store, protocols: tuple[str, ...]) -> list[tuple[str, str]]:
+def pending(store: Store, protocols: tuple[str, ...]) -> list[tuple[str, str]]:
     """(run id, protocol) for each completed pretraining run lacking a completed evaluation."""
     done: dict[str, set[str]] = {}
     for ev in store.find_runs(kind="eval", status="completed"):
@@ -185,44 +212,8 @@ def pending(store, protocols: tuple[str, ...]) -> list[tuple[str, str]]:
     return todo
 
 
-def _fast_linear(cfg: EvalConfig, cache: FeatureCache) -> dict[str, float]:
-    train_x, train_y, ds = cache.features(cfg, "train")
-    test_x, test_y, _ = cache.features(cfg, "test")
-    flip_p = AUGMENT_SETTINGS[cfg.probe_augment][1]
-    mirror_x = cache.features(cfg, "train", mirror=True)[0].to(cache.device) if flip_p else None
-    on = cache.device
-    res = train_linear_probe(train_x.to(on), train_y.to(on), test_x.to(on), test_y.to(on),
-                             ds.num_classes, _recipe(cfg), mirror_x=mirror_x, flip_p=flip_p)
-    return {"fast_linear_top1": res["top1"], "fast_linear_train_top1": res["train_top1"]}
-
-
-def _knn(cfg: EvalConfig, cache: FeatureCache) -> dict[str, float]:
-    train_x, train_y, ds = cache.features(cfg, "train")
-    test_x, test_y, _ = cache.features(cfg, "test")
-    grid = knn_sweep(train_x, train_y, test_x, test_y, ds.num_classes)
-    (k, t), top1 = best_cell(grid)
-    metrics = {"knn_top1": top1, "knn_k": float(k), "knn_temperature": t}
-    metrics.update({f"knn_top1/k{kk}_t{tt:g}": v for (kk, tt), v in grid.items()})
-    return metrics
-
-
-def _offline_linear(cfg: EvalConfig, cache: FeatureCache) -> dict[str, float]:
-    train_ds, test_ds = cache.dataset(cfg, "train"), cache.dataset(cfg, "test")
-    res = offline_linear_probe(cache.backbone(cfg), train_ds, test_ds, image_size=cfg.image_size,
-                               recipe=_recipe(cfg), augment=cfg.probe_augment,
-                               device=cache.device)
-    return {"linear_top1": res["top1"], "linear_train_top1": res["train_top1"]}
-
-
-def _recipe(cfg: EvalConfig) -> HeadRecipe:
-    return HeadRecipe(epochs=cfg.linear_epochs, batch_size=cfg.batch_size, base_lr=cfg.lr,
-                      seed=cfg.seed, standardize=cfg.probe_standardize)
-
-
-PROTOCOL_FUNCTIONS = {"fast-linear": _fast_linear, "knn": _knn, "linear": _offline_linear}
-
-
-def export_features(store, run_id: str, split: str, out, *, device: str = "auto") -> dict:
+def export_features(store: Store, run_id: str, split: str, out: Any, *,
+                    device: str = "auto") -> dict[str, Any]:
     """Writes ``features`` (N, D) float32 and ``labels`` (N,) int64 to ``out`` (.npz)."""
     from pathlib import Path
 

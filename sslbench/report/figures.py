@@ -167,3 +167,34 @@ def spectra_figure(frame: pd.DataFrame, *, title: str) -> Figure:
                    2, fontsize=7, frameon=False)
     fig.suptitle(title, fontsize=11)
     return fig
+
+
+def run_spectra_figure(sv_repr: np.ndarray, sv_emb: np.ndarray) -> Figure:
+    """One run's singular-value spectra, representations and embeddings (Figure S5): the log of
+    each singular value over the largest, against its index."""
+    figure = new_figure(8, 3)
+    axes = figure.subplots(1, 2)
+    for ax, values, title in ((axes[0], sv_repr, "representations"),
+                              (axes[1], sv_emb, "embeddings")):
+        s = np.asarray(values, dtype=np.float64)
+        s = s / max(float(s.max(initial=0.0)), 1e-30)
+        ax.plot(np.log(np.clip(s, 1e-30, None)))
+        ax.set(title=title, xlabel="singular value index", ylabel="log singular value")
+    return figure
+
+
+def run_matrices_figure(cov: np.ndarray, gram: np.ndarray, k: int = 64) -> Figure:
+    """One run's covariance of the first ``k`` embedding dimensions and Gram matrix of the first
+    ``k`` samples (Figure S8), on a symmetric colour scale."""
+    figure = new_figure(8, 4)
+    axes = figure.subplots(1, 2)
+    cov, gram = cov[:k, :k], gram[:k, :k]
+    for ax, matrix, title in ((axes[0], cov, f"covariance (first {len(cov)} dims)"),
+                              (axes[1], gram, f"Gram (first {len(gram)} samples)")):
+        lim = float(np.abs(matrix).max(initial=0.0)) or 1.0
+        image = ax.imshow(matrix, cmap="RdBu_r", vmin=-lim, vmax=lim)
+        ax.set_title(title)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        figure.colorbar(image, ax=ax, shrink=0.8)
+    return figure

@@ -9,24 +9,29 @@ spectra and the covariance / Gram matrices (Figure S8) as PNG files.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
 from sslbench import checkpoint as ckpt
 from sslbench.config import EvalConfig
 from sslbench.errors import SSLBenchError
-from sslbench.evaluate import analysis as A
+from sslbench.evaluate.analysis import measures as A
+
+if TYPE_CHECKING:
+    from sslbench.evaluate.features import FeatureCache
 
 HIST_BINS = 80
 
 
 @torch.no_grad()
-def representations_and_embeddings(cfg: EvalConfig, cache) -> tuple[torch.Tensor, torch.Tensor]:
+def representations_and_embeddings(cfg: EvalConfig,
+                                    cache: FeatureCache) -> tuple[torch.Tensor, torch.Tensor]:
     """(h, z) of ``cfg.samples`` training images through the run's full model (eval mode)."""
     from sslbench import paths
     from sslbench.data import iterate_batches
     from sslbench.data.augment import eval_transform
-    from sslbench.device import memory_format, to_device
+    from sslbench.device import memory_format, module_to_device, to_device
     from sslbench.models import build_model
 
     torch.manual_seed(cfg.seed)
@@ -43,7 +48,7 @@ def representations_and_embeddings(cfg: EvalConfig, cache) -> tuple[torch.Tensor
         ckpt.check_run(payload, path, cfg.source_run, TrainConfig)
         model.load_state_dict(payload["model"])
     device = cache.device
-    model = model.to(device, memory_format=memory_format(device)).eval()
+    model = module_to_device(model, device).eval()
     ds = cache.dataset(cfg, "train")
     transform = eval_transform(image_size=cfg.image_size, mean=ds.mean, std=ds.std)
     hs, zs, have = [], [], 0
@@ -59,7 +64,8 @@ def representations_and_embeddings(cfg: EvalConfig, cache) -> tuple[torch.Tensor
     return torch.cat(hs)[:cfg.samples].double(), torch.cat(zs)[:cfg.samples].double()
 
 
-def analyse(cfg: EvalConfig, cache, out_dir: Path):
+def analyse(cfg: EvalConfig, cache: FeatureCache, out_dir: Path
+            ) -> tuple[dict[str, float], dict[str, list[float]], list[tuple[str, Path]]]:
     """(scalar metrics, series by key, [(artifact kind, png path)])."""
     from sslbench.losses.duality import duality_report
 
@@ -70,9 +76,13 @@ def analyse(cfg: EvalConfig, cache, out_dir: Path):
                "neg_cos_mean": hist["mean"], "neg_cos_var": hist["var"]}
     metrics.update({k: float(v) for k, v in duality_report(z).items()})
     series = {"sv_repr": sv_h.tolist(), "sv_emb": sv_z.tolist(), "neg_cos_hist": hist["counts"]}
-    from sslbench.evaluate.figures import matrices_figure, spectra_figure
+    from sslbench.report.figures import run_matrices_figure, run_spectra_figure, save_figure
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    figures = [("figure", spectra_figure(sv_h, sv_z, out_dir / "spectra.png")),
-               ("figure", matrices_figure(A.covariance(z), A.gram(z), out_dir / "matrices.png"))]
+    drawn = {"spectra.png": run_spectra_figure(sv_h.numpy(), sv_z.numpy()),
+             "matrices.png": run_matrices_figure(A.covariance(z).numpy(), A.gram(z).numpy())}
+    figures = []
+    for name, figure in drawn.items():
+        save_figure(figure, out_dir / name, "png")
+        figures.append(("figure", out_dir / name))
     return metrics, series, figures

@@ -1,13 +1,25 @@
-"""Analyses of representations and embeddings (PAPER.md App. F-J).
+"""Measures of representations and embeddings (the paper's Appendices F-J).
 
 All functions take (N, D) matrices with samples as rows and return plain tensors or floats; they
-never touch the store or the file system (figures are drawn in ``sslbench.evaluate.figures``).
+never touch the store or the file system (figures are drawn in ``sslbench.report.figures``).
 """
 
 from __future__ import annotations
 
+from typing import TypedDict
+
 import torch
 import torch.nn.functional as F
+
+
+class CosineHistogram(TypedDict):
+    """Histogram of the negative-pair cosines: ``counts`` per bin, the ``bins + 1`` bin
+    ``edges``, and the ``mean`` and ``var`` of the cosines themselves."""
+
+    counts: list[float]
+    edges: list[float]
+    mean: float
+    var: float
 
 
 def singular_values(x: torch.Tensor, *, center: bool = True) -> torch.Tensor:
@@ -15,7 +27,8 @@ def singular_values(x: torch.Tensor, *, center: bool = True) -> torch.Tensor:
     x = x.double()
     if center:
         x = x - x.mean(0, keepdim=True)
-    return torch.linalg.svdvals(x)
+    values: torch.Tensor = torch.linalg.svdvals(x)
+    return values
 
 
 def effective_rank(s: torch.Tensor, eps: float = 1e-7) -> float:
@@ -68,7 +81,7 @@ def negative_cosines(z: torch.Tensor) -> torch.Tensor:
 
 
 def cosine_histogram(z: torch.Tensor, bins: int = 81, lo: float = -1.0, hi: float = 1.0
-                     ) -> dict[str, list[float]]:
+                     ) -> CosineHistogram:
     values = negative_cosines(z)
     counts = torch.histc(values.float(), bins=bins, min=lo, max=hi)
     edges = torch.linspace(lo, hi, bins + 1)
