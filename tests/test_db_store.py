@@ -8,6 +8,7 @@ import math
 import sqlite3
 import subprocess
 import sys
+from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sslbench.db import RUN_STATUSES, SCHEMA_VERSION, Store, metric_goal, resolve_url
+from sslbench.db.models import RUN_KINDS, TERMINAL_STATUSES, RunKind, RunStatus
 from sslbench.errors import ConfigError, UnknownRunError
 
 CONFIG = {
@@ -31,7 +33,7 @@ ENV = {"python": "3.11.7", "torch": "2.4.0", "cuda": None, "git_commit": "abc", 
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Store:
+def store(tmp_path: Path) -> Iterator[Store]:
     with Store.open(f"sqlite:///{tmp_path / 'db' / 's.sqlite'}") as opened:
         yield opened
 
@@ -213,6 +215,37 @@ def test_status_lifecycle_timestamps(store):
         store.set_status(run, "done")
     assert set(RUN_STATUSES) >= {"queued", "running", "completed", "failed", "killed",
                                  "interrupted"}
+
+
+def test_an_unknown_kind_is_a_programming_error(store):
+    # A caller's bug, not a user's: a ValueError (a traceback), never a one-line ConfigError.
+    with pytest.raises(ValueError, match="unknown run kind 'train'"):
+        _new_run(store, "kind00000001", kind="train")
+    assert store.find_runs() == []
+    # A kind typed by the user (a `runs list` filter) is still the user's error.
+    with pytest.raises(ConfigError, match="unknown run kind 'train'"):
+        store.find_runs(kind="train")
+
+
+def test_statuses_and_kinds_are_enums_equal_to_their_stored_text(store):
+    assert RUN_STATUSES == tuple(status.value for status in RunStatus)
+    assert TERMINAL_STATUSES == ("completed", "failed", "killed", "interrupted")
+    assert RUN_KINDS == ("pretrain", "eval") == tuple(kind.value for kind in RunKind)
+    assert [s.terminal for s in RunStatus] == [s in TERMINAL_STATUSES for s in RUN_STATUSES]
+    # A member is its text wherever a string goes: formatting, JSON, hashing, comparison.
+    failed = RunStatus.FAILED
+    assert (failed == "failed", str(failed), f"{failed:>7}") == (True, "failed", " failed")
+    assert json.dumps({"s": failed}) == '{"s": "failed"}' and {"failed": 1}[failed] == 1
+    run = _new_run(store, kind=RunKind.PRETRAIN)
+    store.set_status(run, RunStatus.RUNNING)
+    assert store.get_run(run).status == RunStatus.RUNNING
+    store.set_status(run, "completed")  # plain strings keep working
+    record = store.get_run(run)
+    assert (record.status, record.kind) == (RunStatus.COMPLETED, RunKind.PRETRAIN)
+    assert type(record.status) is str  # stored and read back as plain text
+    assert [r.run_id for r in store.find_runs(status=RunStatus.COMPLETED,
+                                              kind=RunKind.PRETRAIN)] == [run]
+    assert [a["status"] for a in store.attempts(run)] == ["completed"]
 
 
 def test_unknown_run_ids_and_prefixes(store):

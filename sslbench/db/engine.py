@@ -3,8 +3,9 @@
 Every failure a user can cause (a bad or unreachable URL, a missing driver, an unwritable folder,
 a foreign database, a newer schema version) becomes a one-line :class:`StoreError`.
 
-SQLite settings (ANCHORS.md §2, "database is locked"): on every new connection ``busy_timeout``
-is set first (30 s), then WAL, ``synchronous=NORMAL`` and ``foreign_keys=ON``. pysqlite's own
+SQLite settings (SQLite's "database is locked" guidance, the failure MLflow and Optuna users
+report): on every new connection ``busy_timeout`` is set first (30 s), then WAL,
+``synchronous=NORMAL`` and ``foreign_keys=ON``. pysqlite's own
 transaction handling is switched off and SQLAlchemy's "begin" event emits ``BEGIN IMMEDIATE``
 for write sessions (so a writer takes the write lock up front, where ``busy_timeout`` applies,
 instead of failing on a lock upgrade) and a plain deferred ``BEGIN`` for reads. The schema is
@@ -25,11 +26,12 @@ import contextlib
 import os
 import re
 import sqlite3
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from sqlalchemy import Engine, create_engine, event, inspect, select, update
+from sqlalchemy import Engine, create_engine, event, insert, inspect, select, update
 from sqlalchemy.engine import URL, Connection, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
 
@@ -161,7 +163,7 @@ def file_lock(path: Path) -> Iterator[None]:
     """An exclusive inter-process lock on ``path`` (created if missing), held for the block."""
     handle = open(path, "a+b")
     try:
-        if os.name == "nt":  # pragma: no cover - exercised on Windows only
+        if sys.platform == "win32":  # pragma: no cover - exercised on Windows only
             import msvcrt
 
             handle.seek(0)
@@ -276,7 +278,7 @@ def _ensure_schema(conn: Connection, url: URL, *, create: bool) -> int:
         Base.metadata.create_all(conn)
         migrations.stamp_head(conn)
         now = utcnow().isoformat()
-        conn.execute(Meta.__table__.insert(), [
+        conn.execute(insert(Meta), [
             {"key": "app", "value": APP_NAME},
             {"key": "schema_version", "value": str(SCHEMA_VERSION)},
             {"key": "created_at", "value": now},
@@ -353,6 +355,7 @@ def _migration_connection(engine: Engine) -> Iterator[Connection]:
             yield conn
             return
         raw = conn.connection.driver_connection
+        assert raw is not None  # None only once the connection is closed or invalidated
         raw.execute("PRAGMA foreign_keys = OFF")
         try:
             yield conn

@@ -16,6 +16,7 @@ the zone on read). This module imports neither torch nor any other sslbench modu
 from __future__ import annotations
 
 from datetime import datetime, timezone
+from enum import Enum
 
 from sqlalchemy import (
     BigInteger,
@@ -42,10 +43,46 @@ SCHEMA_VERSION = 3
 APP_NAME = "sslbench"
 META_TABLE = "sslbench_meta"
 
-RUN_KINDS = ("pretrain", "eval")
-RUN_STATUSES = ("queued", "running", "completed", "failed", "killed", "interrupted")
+
+class _StrEnum(str, Enum):
+    """A str-valued Enum whose members *are* their stored strings (``== "running"``, same hash,
+    same JSON, same text in f-strings), so the database and callers passing plain strings keep
+    working. ``enum.StrEnum`` does this from Python 3.11; sslbench supports 3.10."""
+
+    def __str__(self) -> str:
+        return str(self.value)
+
+    def __format__(self, spec: str) -> str:
+        return format(str(self.value), spec)
+
+
+class RunKind(_StrEnum):
+    """What a run is: a pretraining, or an evaluation of one (its ``parent_id``)."""
+
+    PRETRAIN = "pretrain"
+    EVAL = "eval"
+
+
+class RunStatus(_StrEnum):
+    """Where a run is in its life; the values are what ``runs.status`` stores."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    KILLED = "killed"
+    INTERRUPTED = "interrupted"
+
+    @property
+    def terminal(self) -> bool:
+        """Whether the run is over (``ended_at`` set); 'queued' and 'running' are live."""
+        return self not in (RunStatus.QUEUED, RunStatus.RUNNING)
+
+
+RUN_KINDS = tuple(kind.value for kind in RunKind)
+RUN_STATUSES = tuple(status.value for status in RunStatus)
 #: Statuses after which a run is over (``ended_at`` is set); 'queued' and 'running' are live.
-TERMINAL_STATUSES = ("completed", "failed", "killed", "interrupted")
+TERMINAL_STATUSES = tuple(status.value for status in RunStatus if status.terminal)
 
 
 def utcnow() -> datetime:

@@ -22,7 +22,7 @@ from datetime import datetime, timezone
 from sqlalchemy.orm import Session
 
 from sslbench.db.liveness import process_alive
-from sslbench.db.models import Attempt, Run, Scheduler
+from sslbench.db.models import Attempt, Run, RunStatus, Scheduler
 from sslbench.db.scheduling import LiveAttempt, SchedulerInfo
 from sslbench.errors import SSLBenchError
 
@@ -69,7 +69,7 @@ def run_dead(att: LiveAttempt, *, live_schedulers: set[str], now: datetime,
 
 def open_attempt(session: Session, run: Run) -> Attempt | None:
     """The run's open attempt (its latest, not ended), or None."""
-    if run.status != "running" or not run.attempts:
+    if run.status != RunStatus.RUNNING or not run.attempts:
         return None
     attempt = session.get(Attempt, (run.run_id, run.attempts))
     return attempt if attempt is not None and attempt.ended_at is None else None

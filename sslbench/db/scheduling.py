@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import os
 import socket
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -33,7 +33,15 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from sslbench.db.liveness import process_start_time
-from sslbench.db.models import TERMINAL_STATUSES, Attempt, Reservation, Run, Scheduler, utcnow
+from sslbench.db.models import (
+    TERMINAL_STATUSES,
+    Attempt,
+    Reservation,
+    Run,
+    RunStatus,
+    Scheduler,
+    utcnow,
+)
 from sslbench.db.records import RunRecord
 
 #: Attempts a run gets when nobody set its ``attempt_limit``.
@@ -78,7 +86,7 @@ class _SlotsTaken(Exception):
     """Raised inside a claim transaction to roll it back."""
 
 
-def _insert(session: Session):
+def _insert(session: Session) -> Callable[..., Any]:
     return sqlite_insert if session.get_bind().dialect.name == "sqlite" else pg_insert
 
 
@@ -154,11 +162,11 @@ class SchedulingMixin:
         try:
             with self._session(write=True) as session:
                 moved = session.execute(
-                    update(Run).where(Run.run_id == run_id, Run.status == "queued",
+                    update(Run).where(Run.run_id == run_id, Run.status == RunStatus.QUEUED,
                                       _within_budget())
-                    .values(status="running", pid=None, host=host, ended_at=None, error=None,
-                            started_at=func.coalesce(Run.started_at, now), heartbeat_at=now,
-                            updated_at=now, attempts=Run.attempts + 1))
+                    .values(status=RunStatus.RUNNING, pid=None, host=host, ended_at=None,
+                            error=None, started_at=func.coalesce(Run.started_at, now),
+                            heartbeat_at=now, updated_at=now, attempts=Run.attempts + 1))
                 if moved.rowcount != 1:
                     return None
                 if slots:
@@ -188,7 +196,8 @@ class SchedulingMixin:
                                                   Attempt.attempt == attempt)
                             .values(**values))
             session.execute(update(Run).where(Run.run_id == run_id, Run.attempts == attempt,
-                                              Run.status == "running", Run.pid.is_(None))
+                                              Run.status == RunStatus.RUNNING,
+                                              Run.pid.is_(None))
                             .values(pid=pid))
 
     def release(self, run_id: str) -> None:
@@ -209,8 +218,9 @@ class SchedulingMixin:
 
     # ------------------------------------------------------------------------- attempts
 
-    def end_attempt(self, run_id: str, attempt: int, status: str, *, error: str | None = None,
-                    failure_class: str | None = None, exit_code: int | None = None) -> bool:
+    def end_attempt(self, run_id: str, attempt: int, status: RunStatus | str, *,
+                    error: str | None = None, failure_class: str | None = None,
+                    exit_code: int | None = None) -> bool:
         """End attempt ``attempt`` with ``status`` (a terminal status) if the run is still
         'running' in that attempt; returns whether it did. Records ``exit_code`` either way."""
         if status not in TERMINAL_STATUSES:
@@ -218,7 +228,7 @@ class SchedulingMixin:
         now = utcnow()
         with self._session(write=True) as session:
             moved = session.execute(update(Run).where(
-                Run.run_id == run_id, Run.status == "running", Run.attempts == attempt)
+                Run.run_id == run_id, Run.status == RunStatus.RUNNING, Run.attempts == attempt)
                 .values(status=status, error=error, ended_at=now, updated_at=now)).rowcount
             values: dict[str, Any] = {"exit_code": exit_code} if exit_code is not None else {}
             if moved:
@@ -237,12 +247,14 @@ class SchedulingMixin:
                                                   Attempt.attempt == attempt)
                             .values(exit_code=exit_code))
 
-    def requeue(self, run_id: str, *, statuses: Sequence[str] = ("failed", "killed",
-                                                                  "interrupted"),
+    def requeue(self, run_id: str, *,
+                statuses: Sequence[str] = (RunStatus.FAILED, RunStatus.KILLED,
+                                           RunStatus.INTERRUPTED),
                 attempt_limit: int | None = None) -> bool:
         """Put a run that is in one of ``statuses`` back in the queue (optionally with a new
         attempt budget); returns whether it moved."""
-        values: dict[str, Any] = {"status": "queued", "ended_at": None, "updated_at": utcnow()}
+        values: dict[str, Any] = {"status": RunStatus.QUEUED, "ended_at": None,
+                                  "updated_at": utcnow()}
         if attempt_limit is not None:
             values["attempt_limit"] = attempt_limit
         with self._session(write=True) as session:
@@ -266,7 +278,7 @@ class SchedulingMixin:
         stmt = (select(Run, Attempt).join(Attempt, and_(Attempt.run_id == Run.run_id,
                                                         Attempt.attempt == Run.attempts),
                                           isouter=True)
-                .where(Run.status == "running").order_by(Run.started_at))
+                .where(Run.status == RunStatus.RUNNING).order_by(Run.started_at))
         with self._session() as session:
             return [_live(run, att) for run, att in session.execute(stmt)]
 

@@ -3,11 +3,16 @@
 Usage::
 
     store = Store.open()                    # $SSLBENCH_DB or $SSLBENCH_HOME/db/sslbench.sqlite
-    run, created = store.upsert_run(run_id=cfg.run_id, kind="pretrain", config=cfg.to_dict(),
-                                    command=sys.argv, env=environment())
-    store.set_status(run.run_id, "running")
+    run, created = store.upsert_run(run_id=cfg.run_id, kind=RunKind.PRETRAIN,
+                                    config=cfg.to_dict(), command=sys.argv, env=environment())
+    store.set_status(run.run_id, RunStatus.RUNNING)
     store.log_metrics(run.run_id, step, {"loss": 1.2, "online_top1": 41.0}, epoch=3)
-    store.set_status(run.run_id, "completed")
+    store.set_status(run.run_id, RunStatus.COMPLETED)
+
+Kinds and statuses are :class:`~sslbench.db.models.RunKind` and
+:class:`~sslbench.db.models.RunStatus` members or their plain strings (the members *are* those
+strings). What training and evaluation write through is the narrower
+:class:`sslbench.db.writer.RunWriter`, which a ``Store`` satisfies.
 
 Every write is one short transaction (``BEGIN IMMEDIATE`` on SQLite), so a failure leaves nothing
 half-written. A ``Store`` must not cross a ``fork``: open one per process.
@@ -21,10 +26,10 @@ import os
 import socket
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pandas as pd
-from sqlalchemy import Engine, delete, func, select, update
+from sqlalchemy import CursorResult, Engine, Table, delete, func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import DBAPIError
@@ -46,12 +51,13 @@ from sslbench.db.liveness import process_start_time
 from sslbench.db.models import (
     RUN_KINDS,
     RUN_STATUSES,
-    TERMINAL_STATUSES,
     Artifact,
     Attempt,
     Metric,
     Param,
     Run,
+    RunKind,
+    RunStatus,
     Summary,
     utcnow,
 )
@@ -60,7 +66,7 @@ from sslbench.db.scheduling import SchedulingMixin
 from sslbench.db.summaries import FIELDS as SUMMARY_FIELDS
 from sslbench.db.summaries import appended_summaries, from_history
 from sslbench.db.values import encode_param, flatten, to_metric_value
-from sslbench.errors import ConfigError, StoreError, UnknownRunError
+from sslbench.errors import StoreError, UnknownRunError
 
 
 def _json_default(obj: Any) -> Any:
@@ -156,7 +162,7 @@ class Store(SchedulingMixin):
         columns in ``keep_if_null`` keep their stored value when the new one is NULL."""
         insert = sqlite_insert if session.get_bind().dialect.name == "sqlite" else pg_insert
         stmt = insert(model)
-        new = {c: stmt.excluded[c] for c in update_columns}
+        new: dict[str, Any] = {c: stmt.excluded[c] for c in update_columns}
         for column in keep_if_null:
             new[column] = func.coalesce(stmt.excluded[column], getattr(model, column))
         session.execute(stmt.on_conflict_do_update(index_elements=list(keys), set_=new), rows)
@@ -169,18 +175,19 @@ class Store(SchedulingMixin):
 
     # ----------------------------------------------------------------------------- runs (writes)
 
-    def upsert_run(self, *, run_id: str, kind: str, config: Mapping[str, Any], command: list[str],
-                   env: Mapping[str, Any], parent_id: str | None = None, method: str | None = None,
-                   dataset: str | None = None, tags: list[str] | None = None
+    def upsert_run(self, *, run_id: str, kind: RunKind | str, config: Mapping[str, Any],
+                   command: list[str], env: Mapping[str, Any], parent_id: str | None = None,
+                   method: str | None = None, dataset: str | None = None,
+                   tags: list[str] | None = None
                    ) -> tuple[RunRecord, bool]:
         """Create the run (status 'queued') with its flattened params, or return the stored one
         unchanged. Returns ``(record, created)``. ``method`` / ``dataset`` default to the
         config's values."""
-        if kind not in RUN_KINDS:
-            raise ConfigError(f"unknown run kind {kind!r}: use one of {', '.join(RUN_KINDS)}")
+        if kind not in RUN_KINDS:  # a caller's bug: user input is checked before it gets here
+            raise ValueError(f"unknown run kind {kind!r}: use one of {', '.join(RUN_KINDS)}")
         now = utcnow()
         values = {
-            "run_id": run_id, "kind": kind, "status": "queued",
+            "run_id": run_id, "kind": RunKind(kind), "status": RunStatus.QUEUED,
             "method": method if method is not None else config.get("method"),
             "dataset": dataset if dataset is not None else config.get("dataset"),
             "parent_id": parent_id, "config_json": _to_json(config),
@@ -199,11 +206,11 @@ class Store(SchedulingMixin):
             param_rows = [dict(zip(("value_type", "value_text", "value_num"), encode_param(leaf)),
                                run_id=run_id, key=key) for key, leaf in flatten(config)]
             if created and param_rows:
-                session.execute(Param.__table__.insert(), param_rows)
+                session.execute(cast(Table, Param.__table__).insert(), param_rows)
             record = queries.get_run(session, run_id)
         return record, created
 
-    def set_status(self, run_id: str, status: str, *, error: str | None = None,
+    def set_status(self, run_id: str, status: RunStatus | str, *, error: str | None = None,
                    pid: int | None = None, failure_class: str | None = None,
                    claim: int | None = None) -> None:
         """Move a run to ``status`` and record the attempt.
@@ -224,6 +231,7 @@ class Store(SchedulingMixin):
         if status not in RUN_STATUSES:
             raise ValueError(f"unknown run status {status!r}: use one of "
                              f"{', '.join(RUN_STATUSES)}")
+        status = RunStatus(status)
         now, pid = utcnow(), pid if pid is not None else os.getpid()
         with self._session(write=True) as session:
             row = session.scalars(select(Run).where(Run.run_id == run_id).with_for_update()).first()
@@ -231,14 +239,14 @@ class Store(SchedulingMixin):
                 self._require_run(session, run_id)
                 return
             current = ownership.open_attempt(session, row)
-            if status == "running":
+            if status is RunStatus.RUNNING:
                 self._take_ownership(session, row, current, pid, claim, now)
                 return
             if (current is not None and current.pid not in (None, pid)
                     and ownership.owner_dead(session, row, current) is None):
                 return  # taken over by a live process: its result is the run's, not ours
             row.status, row.error, row.updated_at = status, error, now
-            if status in TERMINAL_STATUSES:
+            if status.terminal:
                 row.ended_at = now
                 session.execute(update(Attempt).where(
                     Attempt.run_id == run_id, Attempt.attempt == row.attempts,
@@ -258,11 +266,11 @@ class Store(SchedulingMixin):
                 reason = ownership.owner_dead(session, row, current, now=now)
                 if reason is None:
                     raise ownership.RunBusyError(ownership.busy_message(row, current))
-                current.ended_at, current.status = now, "killed"
+                current.ended_at, current.status = now, RunStatus.KILLED
                 current.failure_class = "lost"
                 current.error = f"taken over by pid {pid} on {host}: {reason}"
                 current = None
-        row.status, row.error, row.updated_at = "running", None, now
+        row.status, row.error, row.updated_at = RunStatus.RUNNING, None, now
         row.started_at = row.started_at or now
         row.ended_at, row.heartbeat_at = None, now
         row.pid, row.host = pid, host
@@ -279,7 +287,7 @@ class Store(SchedulingMixin):
         with self._session(write=True) as session:
             result = session.execute(update(Run).where(Run.run_id == run_id)
                                      .values(heartbeat_at=now, updated_at=now))
-            if result.rowcount == 0:
+            if cast(CursorResult[Any], result).rowcount == 0:
                 self._require_run(session, run_id)
 
     def adopt_numerics(self, run_id: str, proposed: Mapping[str, Any]) -> dict[str, Any]:
@@ -293,7 +301,7 @@ class Store(SchedulingMixin):
             session.execute(update(Run).where(Run.run_id == run_id, Run.numerics_json.is_(None))
                             .values(numerics_json=_to_json(proposed)))
             stored = session.scalar(select(Run.numerics_json).where(Run.run_id == run_id))
-        return json.loads(stored)
+        return dict(json.loads(stored or "{}"))  # never None: set above if it was
 
     def delete_run(self, run_id: str) -> None:
         """Delete a run with its params, metrics, summaries, artifacts rows and attempts
@@ -315,10 +323,10 @@ class Store(SchedulingMixin):
         if not metrics:
             return
         now = utcnow()
-        rows = [{"run_id": run_id, "key": key, "step": int(step), "epoch": epoch,
-                 "value": to_metric_value(key, value), "logged_at": now}
-                for key, value in metrics.items()]
-        values = {row["key"]: row["value"] for row in rows}
+        values = {key: to_metric_value(key, value) for key, value in metrics.items()}
+        rows: list[dict[str, Any]] = [{"run_id": run_id, "key": key, "step": int(step),
+                                       "epoch": epoch, "value": value, "logged_at": now}
+                                      for key, value in values.items()]
         with self._session(write=True) as session:
             self._require_run(session, run_id)
             appended = appended_summaries(session, run_id, int(step), values)

@@ -31,6 +31,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from sslbench.db.liveness import process_alive
+from sslbench.db.models import RunStatus
 from sslbench.db.ownership import STALE_AFTER_S, run_dead, scheduler_alive
 from sslbench.db.scheduling import DEFAULT_ATTEMPT_LIMIT, LiveAttempt
 
@@ -57,12 +58,14 @@ def reap(store: Any, *, stale_after_s: float = STALE_AFTER_S) -> list[Reaped]:
                           stale_after_s=stale_after_s)
         if reason is None:
             continue
-        if not store.end_attempt(att.run_id, att.attempt, "killed", failure_class="lost",
+        if not store.end_attempt(att.run_id, att.attempt, RunStatus.KILLED,
+                                 failure_class="lost",
                                  error=f"reaped: {reason} (attempt {att.attempt})"):
             continue  # it ended on its own meanwhile
         store.release(att.run_id)
         limit = att.attempt_limit or DEFAULT_ATTEMPT_LIMIT
-        requeued = att.attempt < limit and store.requeue(att.run_id, statuses=("killed",))
+        requeued = att.attempt < limit and store.requeue(att.run_id,
+                                                                 statuses=(RunStatus.KILLED,))
         out.append(Reaped(att.run_id, requeued, reason))
     return out
 

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sslbench.config import EvalConfig, TrainConfig
+from sslbench.db.models import RunStatus
 from sslbench.errors import ConfigError
 from sslbench.runs.sweepfile import Cell, SweepSpec, expand, loss_key_types
 
@@ -78,7 +79,7 @@ class _PlannedParent:
     def get_run(self, run_id: str) -> Any:
         from types import SimpleNamespace
 
-        return SimpleNamespace(run_id=self._cfg.run_id, kind="pretrain", status="completed",
+        return SimpleNamespace(run_id=self._cfg.run_id, kind="pretrain", status=RunStatus.COMPLETED,
                                config=self._cfg.to_dict())
 
 
@@ -188,15 +189,15 @@ def baseline_configs(spec: SweepSpec, configs: Sequence[TrainConfig]) -> list[Ev
 
 def action_for(status: str, *, retry_failed: bool) -> str:
     """What a sweep does with a run in stored ``status`` (see the module docstring)."""
-    if status in ("new", "queued"):
+    if status in ("new", RunStatus.QUEUED):
         return "queue"
-    if status == "completed":
+    if status == RunStatus.COMPLETED:
         return "skip"
-    if status in ("interrupted", "killed"):
+    if status in (RunStatus.INTERRUPTED, RunStatus.KILLED):
         return "resume"
-    if status == "failed":
+    if status == RunStatus.FAILED:
         return "retry" if retry_failed else "skip-failed"
-    if status == "running":  # live: the sweep reaped dead runs before planning
+    if status == RunStatus.RUNNING:  # live: the sweep reaped dead runs before planning
         return "wait"
     raise ValueError(f"unknown run status {status!r}")
 
@@ -244,7 +245,7 @@ def apply_plan(plan: Plan, store: Any, *, max_attempts: int, command: list[str])
     """Write the plan: create new runs (queued, tagged ``sweep:<name>``), tag existing ones,
     re-queue resumed and retried runs, and give every queued run ``max_attempts`` more
     attempts. Returns the ids the scheduler must see through."""
-    from sslbench.runs.environment import capture
+    from sslbench.environment import capture
 
     env = {**capture(), "queued_by": "sweep"}
     tag = plan.spec.tag

@@ -27,6 +27,8 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from sslbench.db.models import RunStatus
+
 #: Classes retried whatever their message (infrastructure, not the run's own fault).
 RETRY_CLASSES = ("killed", "lost")
 NEVER_RETRY = ("nonfinite", "input")
@@ -63,13 +65,13 @@ def decide(status: str, failure_class: str | None, error: str | None, *, attempt
     ``attempts`` is how many attempts the run has had (this one included); the run may have
     another while ``attempts < attempt_limit`` and the scheduler is not ``stopping``.
     """
-    if status == "completed":
+    if status == RunStatus.COMPLETED:
         return Decision("done", "completed")
-    if status == "interrupted":
+    if status == RunStatus.INTERRUPTED:
         return Decision("stopped", "interrupted (asked to stop): re-run the sweep to resume it")
-    if status not in ("failed", "killed"):
+    if status not in (RunStatus.FAILED, RunStatus.KILLED):
         return Decision("give-up", f"unexpected status {status!r} after the attempt")
-    cls = failure_class or ("killed" if status == "killed" else "error")
+    cls = failure_class or ("killed" if status == RunStatus.KILLED else "error")
     if cls in NEVER_RETRY:
         return Decision("give-up", f"failed ({cls}): not retried, fix the cause and re-run "
                                    "with --retry-failed")

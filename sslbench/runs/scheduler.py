@@ -29,12 +29,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sslbench.db.models import TERMINAL_STATUSES, RunStatus
 from sslbench.db.scheduling import DEFAULT_ATTEMPT_LIMIT
 from sslbench.runs import worker
 from sslbench.runs.devices import DevicePool, pick_slots
 from sslbench.runs.policy import Decision, RetryPolicy, decide, describe_exit
-
-TERMINAL = ("completed", "failed", "killed", "interrupted")
 
 
 @dataclass
@@ -90,7 +89,7 @@ class LocalScheduler:
         self.backend = backend
         self.stopping = False
         self._kill = False
-        self._forwarded = False
+        self._forwarded: signal.Signals | None = None  # the signal passed on to the workers
         self._children: dict[str, _Child] = {}
         self._exclusive: set[str] = set()
         self._report = SchedulerReport()
@@ -208,14 +207,15 @@ class LocalScheduler:
             record = records.get(run_id)
             if run_id in self._children:
                 continue
-            if record is None or record.status in TERMINAL:
+            if record is None or record.status in TERMINAL_STATUSES:
                 self._finish_foreign(pending, run_id, record)
                 continue
-            if record.status != "queued" or not self._parent_ready(record, records, pending):
+            if (record.status != RunStatus.QUEUED
+                    or not self._parent_ready(record, records, pending)):
                 continue
             if record.attempts >= (record.attempt_limit or DEFAULT_ATTEMPT_LIMIT):
                 pending.remove(run_id)
-                self._report.outcomes[run_id] = "queued"
+                self._report.outcomes[run_id] = RunStatus.QUEUED
                 self._report.reasons[run_id] = f"out of attempts ({record.attempts}): re-run " \
                                                "the sweep to give it more"
                 continue
@@ -232,9 +232,9 @@ class LocalScheduler:
         if record.kind != "eval" or record.parent_id is None:
             return True
         parent = records.get(record.parent_id) or self.store.get_run(record.parent_id)
-        if parent.status == "completed":
+        if parent.status == RunStatus.COMPLETED:
             return True
-        if parent.status in TERMINAL and parent.run_id not in pending:
+        if parent.status in TERMINAL_STATUSES and parent.run_id not in pending:
             pending.remove(record.run_id)
             self._report.outcomes[record.run_id] = "blocked"
             self._report.reasons[record.run_id] = f"its pretraining run {parent.run_id} is " \
@@ -263,8 +263,8 @@ class LocalScheduler:
         try:
             proc = worker.spawn(self.command(run_id), env, log_path)
         except OSError as err:
-            self.store.end_attempt(run_id, attempt, "failed", error=f"cannot start the worker: "
-                                   f"{err}", failure_class="error")
+            self.store.end_attempt(run_id, attempt, RunStatus.FAILED,
+                                   error=f"cannot start the worker: {err}", failure_class="error")
             self.store.release(run_id)
             raise
         self.store.attach_process(run_id, attempt, proc.pid, log_path=str(log_path))
@@ -306,7 +306,7 @@ class LocalScheduler:
         code = child.proc.returncode
         self.store.record_exit(child.run_id, child.attempt, code)
         record = self.store.get_run(child.run_id)
-        if record.status == "running" and record.attempts == child.attempt:
+        if record.status == RunStatus.RUNNING and record.attempts == child.attempt:
             self._record_unrecorded_end(child, code)
         self.store.release(child.run_id)
         record = self.store.get_run(child.run_id)
@@ -326,10 +326,10 @@ class LocalScheduler:
         text = (f"worker pid {child.proc.pid} ended with {describe_exit(code)} without "
                 f"recording an end (log: {child.log_path})" + (f"\n{tail}" if tail else ""))
         if code == -signal.SIGTERM:  # a stop request that came before the worker's handler
-            status, cls = "interrupted", None
+            status, cls = RunStatus.INTERRUPTED, None
         elif code is not None and code < 0:
-            status, cls = "killed", "killed"
+            status, cls = RunStatus.KILLED, "killed"
         else:
-            status, cls = "failed", "error"
+            status, cls = RunStatus.FAILED, "error"
         self.store.end_attempt(child.run_id, child.attempt, status, error=text,
                                failure_class=cls, exit_code=code)

@@ -25,6 +25,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from sslbench.db.models import RunStatus
 from sslbench.errors import ConfigError
 
 #: ``[slurm]`` keys of a sweep file -> SlurmExecutor parameters.
@@ -32,6 +33,8 @@ _SLURM_PARAMS = {"partition": "partition", "timeout_min": "time", "gpus_per_node
                  "gpus_per_node", "cpus_per_task": "cpus_per_task", "array_parallelism":
                  "array_parallelism", "account": "account", "qos": "qos",
                  "constraint": "constraint", "setup": "setup"}
+#: What a requeued task puts back in the queue: its runs that were stopped, not finished.
+_RESUMABLE = (RunStatus.INTERRUPTED, RunStatus.KILLED, RunStatus.QUEUED)
 
 
 def _require_submitit() -> None:
@@ -76,7 +79,12 @@ class SweepTask:
                                        policy=RetryPolicy(self.max_attempts, self.transient),
                                        command=self._command)
             warned: list[int] = []
-            previous = _on_usr2(lambda *_: (warned.append(1), scheduler.request_stop()))
+
+            def _usr2(*_: Any) -> None:
+                warned.append(1)
+                scheduler.request_stop()
+
+            previous = _on_usr2(_usr2)
             try:
                 report = scheduler.run(self.run_ids)
             finally:
@@ -100,8 +108,8 @@ class SweepTask:
     def _resume(self, store: Any) -> None:
         """Put this task's interrupted or killed runs back in the queue (after a requeue)."""
         for run_id, record in store.runs_by_id(self.run_ids).items():
-            if record.status in ("interrupted", "killed", "queued"):
-                store.requeue(run_id, statuses=("interrupted", "killed", "queued"),
+            if record.status in _RESUMABLE:
+                store.requeue(run_id, statuses=_RESUMABLE,
                               attempt_limit=record.attempts + self.max_attempts)
 
 
@@ -157,11 +165,11 @@ def make_executor(backend: str, folder: Path, params: dict[str, Any], *,
         executor.update_parameters(**converted)
         return executor
     if backend == "submitit-local":
-        executor = submitit.LocalExecutor(folder=folder, max_num_timeout=max_num_timeout)
+        local_executor = submitit.LocalExecutor(folder=folder, max_num_timeout=max_num_timeout)
         local = {k: params[k] for k in ("timeout_min", "gpus_per_node", "signal_delay_s")
                  if k in params}
-        executor.update_parameters(**local)
-        return executor
+        local_executor.update_parameters(**local)
+        return local_executor
     raise ConfigError(f"unknown --backend {backend!r}: use local, slurm or submitit-local")
 
 

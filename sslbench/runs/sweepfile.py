@@ -158,7 +158,7 @@ def check_value(where: str, key: str, value: Any, kind: type) -> Any:
     if not isinstance(value, kind) or (kind is int and not integer):
         raise ConfigError(f"{where}: {key} = {value!r} must be {_type_name(kind)}, got "
                           f"{type(value).__name__}")
-    if kind is float and not math.isfinite(value):
+    if isinstance(value, float) and not math.isfinite(value):
         raise ConfigError(f"{where}: {key} must be a finite number, got {value}")
     return value
 

@@ -12,7 +12,9 @@ import time
 from datetime import datetime, timezone
 from typing import Any
 
-LIVE = ("queued", "running")
+from sslbench.db.models import RunStatus
+
+LIVE = (RunStatus.QUEUED, RunStatus.RUNNING)
 
 
 def _cell(config: dict[str, Any], kind: str) -> str:
@@ -42,7 +44,7 @@ def watch_rows(store: Any, *, sweep: str | None = None, everything: bool = False
         progress = f"{int(done)}/{epochs}" if epochs and done == done and done is not None \
             else (f"0/{epochs}" if epochs else "")
         beat = (now - r.heartbeat_at).total_seconds() if r.heartbeat_at and r.status == \
-            "running" else None
+            RunStatus.RUNNING else None
         rows.append({"run_id": r.run_id, "kind": r.kind, "cell": _cell(r.config, r.kind),
                      "status": r.status, "attempts": r.attempts, "device": devices.get(r.run_id),
                      "progress": progress, "online_top1": summary.get("online_top1"),
@@ -67,7 +69,7 @@ def watch_table(rows: list[dict[str, Any]], *, title: str = "") -> Any:
     for column in ("run", "kind", "cell", "status", "try", "device", "epoch", "online top-1",
                    "beat"):
         table.add_column(column, no_wrap=column in ("run", "status"))
-    order = {"running": 0, "queued": 1}
+    order = {RunStatus.RUNNING: 0, RunStatus.QUEUED: 1}
     for row in sorted(rows, key=lambda r: order.get(r["status"], 2)):
         top1 = row["online_top1"]
         beat = row["heartbeat_s"]

@@ -22,6 +22,7 @@ from typing import Any
 
 from sslbench import paths
 from sslbench.db.heartbeat import HEARTBEAT_S, Heartbeat
+from sslbench.db.models import RunStatus
 from sslbench.errors import ConfigError, SSLBenchError
 
 EXIT_COMPLETED, EXIT_FAILED, EXIT_INTERRUPTED = 0, 1, 3
@@ -87,8 +88,8 @@ def _load_config(record: Any) -> Any:
 def _record_failure(store: Any, run_id: str, error: str, failure_class: str) -> None:
     """Record a failure that ``pretrain``/``evaluate`` did not (the run is still running)."""
     record = store.get_run(run_id)
-    if record.status == "running" and record.pid in (None, os.getpid()):
-        store.end_attempt(run_id, record.attempts, "failed", error=error,
+    if record.status == RunStatus.RUNNING and record.pid in (None, os.getpid()):
+        store.end_attempt(run_id, record.attempts, RunStatus.FAILED, error=error,
                           failure_class=failure_class)
 
 
@@ -116,8 +117,8 @@ def exec_run(store: Any, run_id: str, *, command: list[str],
             if record.kind == "pretrain":
                 from sslbench.train.loop import pretrain
 
-                status = pretrain(cfg, store, command=command, progress=False,
-                                  claim=claim).status
+                status: str = pretrain(cfg, store, command=command, progress=False,
+                                       claim=claim).status
             else:
                 from sslbench.evaluate.run import evaluate
 
@@ -128,4 +129,6 @@ def exec_run(store: Any, run_id: str, *, command: list[str],
         except BaseException:
             _record_failure(store, record.run_id, traceback.format_exc(), "error")
             raise
-    return {"completed": EXIT_COMPLETED, "interrupted": EXIT_INTERRUPTED}.get(status, EXIT_FAILED)
+    exits: dict[str, int] = {RunStatus.COMPLETED: EXIT_COMPLETED,
+                             RunStatus.INTERRUPTED: EXIT_INTERRUPTED}
+    return exits.get(status, EXIT_FAILED)

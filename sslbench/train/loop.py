@@ -5,6 +5,10 @@ command again finds the same run. A completed run is reused as is; an interrupte
 resumes from its last checkpoint. Augmentations are seeded per step and the data order per epoch,
 so a resumed CPU run computes exactly what an uninterrupted one would have, and metrics are keyed
 by (run, key, step), so replayed steps overwrite instead of duplicating.
+
+No step waits for the device: the loss terms stay on it until a sync point (every ``log_every``
+steps, the end of an epoch, before any checkpoint), where they are read in one transfer and
+checked for NaN -- see :class:`_Window`.
 """
 
 from __future__ import annotations
@@ -16,10 +20,11 @@ import signal
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import torch
 
@@ -27,11 +32,17 @@ from sslbench import checkpoint as ckpt
 from sslbench import numerics, paths
 from sslbench.config import TrainConfig
 from sslbench.db.heartbeat import Heartbeat
+from sslbench.db.models import RunKind, RunStatus
 from sslbench.db.ownership import RunBusyError
+from sslbench.db.writer import RunWriter
 from sslbench.errors import SSLBenchError, one_line
+from sslbench.losses.inputs import NonFiniteEmbeddingsError
 from sslbench.train import distributed
 from sslbench.train.optim import build_optimizer, lr_at, scaled_lr, set_lr
 from sslbench.train.probe import OnlineProbe, probe_accuracy
+
+if TYPE_CHECKING:
+    from sslbench.db.store import Store
 
 
 class NonFiniteLoss(SSLBenchError):
@@ -41,7 +52,7 @@ class NonFiniteLoss(SSLBenchError):
 @dataclass
 class TrainResult:
     run_id: str
-    status: str
+    status: RunStatus
     reused: bool
     run_dir: Path
     summary: dict[str, float] = field(default_factory=dict)
@@ -90,7 +101,7 @@ def load_data(cfg: TrainConfig):
     return train, test
 
 
-def pretrain(cfg: TrainConfig, store, *, command: list[str], progress: bool = True,
+def pretrain(cfg: TrainConfig, store: Store, *, command: list[str], progress: bool = True,
              claim: int | None = None) -> TrainResult:
     """Runs (or resumes, or reuses) the pretraining run that ``cfg`` identifies.
 
@@ -103,7 +114,7 @@ def pretrain(cfg: TrainConfig, store, *, command: list[str], progress: bool = Tr
     Under torchrun every process calls this; only rank 0 touches the store and the run folder.
     """
     from sslbench.device import device_names
-    from sslbench.runs.environment import capture
+    from sslbench.environment import capture
     from sslbench.train.preflight import check_train
 
     info = distributed.from_env()
@@ -117,11 +128,11 @@ def pretrain(cfg: TrainConfig, store, *, command: list[str], progress: bool = Tr
         opened = _open_run(cfg, store, device, command, claim,
                            env=capture(device_names(device)))
     status, settings = distributed.broadcast(opened, info)
-    if status == "completed":
-        return TrainResult(cfg.run_id, "completed", True, rdir, store.summary(cfg.run_id))
+    if status == RunStatus.COMPLETED:
+        return TrainResult(cfg.run_id, RunStatus.COMPLETED, True, rdir, store.summary(cfg.run_id))
     if status == "busy":
         raise RunBusyError(settings)
-    writer = store if info.is_main else distributed.NullStore()
+    writer: RunWriter = store if info.is_main else distributed.NullStore()
     if info.is_main:
         rdir.mkdir(parents=True, exist_ok=True)
     try:
@@ -129,32 +140,33 @@ def pretrain(cfg: TrainConfig, store, *, command: list[str], progress: bool = Tr
             status = _train(cfg, writer, device, train_ds, test_ds, rdir, stop,
                             progress and info.is_main, info)
     except NonFiniteLoss as err:
-        writer.set_status(cfg.run_id, "failed", error=str(err), failure_class="nonfinite")
+        writer.set_status(cfg.run_id, RunStatus.FAILED, error=str(err),
+                          failure_class="nonfinite")
         raise
     except ckpt.CheckpointWriteError as err:
-        writer.set_status(cfg.run_id, "failed", error=str(err), failure_class="io")
+        writer.set_status(cfg.run_id, RunStatus.FAILED, error=str(err), failure_class="io")
         raise
     except SSLBenchError as err:
         message = one_line(err)
-        writer.set_status(cfg.run_id, "failed", error=message, failure_class="input")
+        writer.set_status(cfg.run_id, RunStatus.FAILED, error=message, failure_class="input")
         if message != str(err):
             raise RunFailed(message) from None
         raise
     except KeyboardInterrupt:
-        writer.set_status(cfg.run_id, "interrupted", error="KeyboardInterrupt")
+        writer.set_status(cfg.run_id, RunStatus.INTERRUPTED, error="KeyboardInterrupt")
         raise
     except torch.OutOfMemoryError:
         message = (f"out of memory on {device} (batch {cfg.batch_size}, dim {cfg.dim}, "
                    f"{cfg.backbone}): lower --batch-size or --dim, or use a larger device")
-        writer.set_status(cfg.run_id, "failed", error=message, failure_class="oom")
+        writer.set_status(cfg.run_id, RunStatus.FAILED, error=message, failure_class="oom")
         raise RunFailed(message) from None
     except OSError as err:
         message = (f"run {cfg.run_id} stopped: {_os_error(err)}; fix it and re-run the same "
                    "command to resume from the last checkpoint")
-        writer.set_status(cfg.run_id, "failed", error=message, failure_class="io")
+        writer.set_status(cfg.run_id, RunStatus.FAILED, error=message, failure_class="io")
         raise RunFailed(message) from None
     except BaseException:
-        writer.set_status(cfg.run_id, "failed", error=traceback.format_exc(),
+        writer.set_status(cfg.run_id, RunStatus.FAILED, error=traceback.format_exc(),
                           failure_class="error")
         raise
     writer.set_status(cfg.run_id, status)
@@ -170,19 +182,19 @@ def _os_error(err: OSError) -> str:
     return f"{reason}: {err.filename}" if err.filename else reason
 
 
-def _open_run(cfg: TrainConfig, store, device: torch.device, command: list[str],
+def _open_run(cfg: TrainConfig, store: Store, device: torch.device, command: list[str],
               claim: int | None, env: dict) -> tuple[str, Any]:
     """Create or find the run, take ownership, adopt its numerics -- on rank 0, broadcast.
 
-    Returns ``("completed", None)``, ``("busy", message)`` or ``("running", numerics)``.
+    Returns ``(COMPLETED, None)``, ``("busy", message)`` or ``(RUNNING, numerics)``.
     """
-    record, _ = store.upsert_run(run_id=cfg.run_id, kind="pretrain", config=cfg.to_dict(),
-                                 command=command, env=env, method=cfg.method,
-                                 dataset=cfg.dataset)
-    if record.status == "completed":
-        return "completed", None
+    record, _ = store.upsert_run(run_id=cfg.run_id, kind=RunKind.PRETRAIN,
+                                 config=cfg.to_dict(), command=command, env=env,
+                                 method=cfg.method, dataset=cfg.dataset)
+    if record.status == RunStatus.COMPLETED:
+        return RunStatus.COMPLETED, None
     try:
-        store.set_status(cfg.run_id, "running", pid=os.getpid(), claim=claim)
+        store.set_status(cfg.run_id, RunStatus.RUNNING, pid=os.getpid(), claim=claim)
     except RunBusyError as err:
         return "busy", str(err)
     asked = numerics.proposed(device, cfg.threads)
@@ -190,10 +202,10 @@ def _open_run(cfg: TrainConfig, store, device: torch.device, command: list[str],
     if cfg.threads and settings.get("cpu_threads") != asked["cpu_threads"]:
         _warn(f"run {cfg.run_id} keeps the {settings['cpu_threads']} CPU thread(s) it was "
               f"started with, not --threads {cfg.threads} (one run id, one result)")
-    return "running", settings
+    return RunStatus.RUNNING, settings
 
 
-def _beating(store, cfg: TrainConfig, info: distributed.DistInfo):
+def _beating(store: Store, cfg: TrainConfig, info: distributed.DistInfo):
     """The run's heartbeat from a side thread, on the process that owns the store."""
     url = getattr(store, "url", None)
     if not info.is_main or not url:
@@ -201,7 +213,7 @@ def _beating(store, cfg: TrainConfig, info: distributed.DistInfo):
     return Heartbeat(url, cfg.run_id)
 
 
-class _State:
+class TrainState:
     """Everything a checkpoint holds, built fresh or restored."""
 
     def __init__(self, cfg: TrainConfig, device: torch.device, num_classes: int,
@@ -214,10 +226,13 @@ class _State:
         self.model = build_model(cfg.backbone, cfg.projector, cfg.dim, cifar_stem=cfg.cifar_stem)
         if info.enabled and cfg.sync_bn:
             self.model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
-        self.model = self.model.to(device, memory_format=memory_format(device))
+        # torch's stubs lack Module.to(device, memory_format=...), which torch accepts.
+        self.model = self.model.to(device, memory_format=memory_format(device))  # type: ignore[call-overload]
         self.probe = OnlineProbe(self.model.representation_dim, num_classes).to(device)
-        # The modules that run forward: DDP wrappers when distributed (they average gradients).
-        self.run_model, self.run_probe = self.model, self.probe
+        # The modules that run forward: DDP wrappers when distributed (they average gradients),
+        # compiled with --compile (a plain callable then).
+        self.run_model: Callable[..., Any] = self.model
+        self.run_probe: Callable[..., Any] = self.probe
         if info.enabled:
             ids = [device.index] if device.type == "cuda" else None
             ddp = torch.nn.parallel.DistributedDataParallel
@@ -253,14 +268,14 @@ class _State:
         torch.set_rng_state(state["torch_rng"])
 
 
-def _save(cfg: TrainConfig, state: _State, store, rdir: Path) -> None:
+def _save(cfg: TrainConfig, state: TrainState, store: RunWriter, rdir: Path) -> None:
     path = rdir / ckpt.CHECKPOINT
     size = ckpt.save(ckpt.stamp(state.state_dict(cfg), cfg), path, keep_previous=True)
     store.log_artifact(cfg.run_id, "checkpoint", str(path), size=size)
 
 
 def _restore(cfg: TrainConfig, device: torch.device, num_classes: int,
-             info: distributed.DistInfo, rdir: Path) -> _State:
+             info: distributed.DistInfo, rdir: Path) -> TrainState:
     """The training state: from the latest usable checkpoint of this run, else fresh.
 
     A checkpoint of another run, or one that could run code, stops the run (one line naming the
@@ -272,7 +287,7 @@ def _restore(cfg: TrainConfig, device: torch.device, num_classes: int,
     for path in (latest, ckpt.previous_of(latest)):
         if not path.exists():
             continue
-        state = _State(cfg, device, num_classes, info)
+        state = TrainState(cfg, device, num_classes, info)
         try:
             payload = ckpt.load(path, map_location=device)
             ckpt.check_owner(payload, path, cfg)
@@ -291,7 +306,7 @@ def _restore(cfg: TrainConfig, device: torch.device, num_classes: int,
         return state
     if latest.exists() or ckpt.previous_of(latest).exists():
         warn(f"no usable checkpoint in {rdir}: starting run {cfg.run_id} from scratch")
-    return _State(cfg, device, num_classes, info)
+    return TrainState(cfg, device, num_classes, info)
 
 
 def _warn(message: str) -> None:
@@ -299,8 +314,9 @@ def _warn(message: str) -> None:
     print(f"warning: {message}", file=sys.stderr, flush=True)
 
 
-def _train(cfg: TrainConfig, store, device: torch.device, train_ds, test_ds, rdir: Path,
-           stop: _StopFlag, show_progress: bool, info: distributed.DistInfo) -> str:
+def _train(cfg: TrainConfig, store: RunWriter, device: torch.device, train_ds, test_ds,
+           rdir: Path, stop: _StopFlag, show_progress: bool,
+           info: distributed.DistInfo) -> RunStatus:
     from sslbench.data import iterate_batches, num_batches
     from sslbench.data.augment import build_augment, eval_transform
 
@@ -315,7 +331,11 @@ def _train(cfg: TrainConfig, store, device: torch.device, train_ds, test_ds, rdi
     warmup = per_epoch * cfg.warmup_epochs
     generator = torch.Generator(device=device)
     pending: dict[int, dict[str, float]] = {}
+    window = _Window()
     with _progress(show_progress, total, state.step, cfg.batch_size) as bar:
+        def sync() -> None:
+            _sync(state, window, pending, cfg.log_every, bar)
+
         while state.epoch < cfg.epochs:
             started = time.perf_counter()
             images_seen = 0
@@ -329,22 +349,25 @@ def _train(cfg: TrainConfig, store, device: torch.device, train_ds, test_ds, rdi
                            peak_lr=state.peak_lr)
                 set_lr(state.optimizer, lr)
                 generator.manual_seed(step_seed(cfg.seed, state.step, info.rank))
-                terms = _step(state, images, labels, aug1, aug2, generator, device)
-                terms["lr"] = lr
-                for key, value in terms.items():
-                    state.epoch_sums[key] = state.epoch_sums.get(key, 0.0) + value
-                state.epoch_sums["_n"] = state.epoch_sums.get("_n", 0.0) + 1
-                if state.step % cfg.log_every == 0:
-                    pending[state.step] = {k: v for k, v in terms.items() if k != "correct"}
+                try:
+                    keys, row = _step(state, images, labels, aug1, aug2, generator, device)
+                except NonFiniteEmbeddingsError:
+                    sync()  # a NaN loss earlier in the window made them: name it, the cause
+                    raise
+                window.add(_Entry(state.step, lr, 2 * len(labels), keys), row)
                 state.step += 1
                 state.batch += 1
                 images_seen += len(images)
-                bar.advance(terms, state.epoch)
+                bar.advance(state.epoch)
+                if state.step % cfg.log_every == 0:
+                    sync()
                 if distributed.broadcast(stop.requested, info):
+                    sync()  # before the checkpoint: a NaN loss fails the run, is never saved
                     _flush(store, cfg.run_id, pending)
                     if info.is_main:
                         _save(cfg, state, store, rdir)
-                    return "interrupted"
+                    return RunStatus.INTERRUPTED
+            sync()  # every step of the epoch checked and summed before it is evaluated, saved
             elapsed = time.perf_counter() - started
             top1 = math.nan
             if info.is_main:
@@ -364,10 +387,15 @@ def _train(cfg: TrainConfig, store, device: torch.device, train_ds, test_ds, rdi
             distributed.barrier(info)
     if info.is_main:
         _export_backbone(cfg, state, store, rdir)
-    return "completed"
+    return RunStatus.COMPLETED
 
 
-def _step(state: _State, images, labels, aug1, aug2, generator, device) -> dict[str, float]:
+def _step(state: TrainState, images, labels, aug1, aug2, generator,
+          device) -> tuple[tuple[str, ...], torch.Tensor]:
+    """One optimisation step. Returns the criterion's term names and one row on the device:
+    those terms, then the probe's loss and its count of correct predictions, in float64 (exact
+    for float32 terms and for counts). Nothing here reads a device value: see :class:`_Window`.
+    """
     from sslbench.device import autocast, memory_format, to_device
 
     x = to_device(images, device)
@@ -380,24 +408,102 @@ def _step(state: _State, images, labels, aug1, aug2, generator, device) -> dict[
     h1, h2 = h.chunk(2)
     z1, z2 = z.chunk(2)
     out = state.criterion(z1.float(), z2.float())
-    loss = out["loss"]
-    if not torch.isfinite(loss):
-        bad = [k for k, v in out.items() if not torch.isfinite(v)]
-        raise NonFiniteLoss(f"loss became non-finite at step {state.step} (terms: "
-                            f"{', '.join(bad)}): lower --lr or check the loss weights")
     probe_loss, correct = state.run_probe(torch.cat([h1, h2]), torch.cat([labels, labels]))
     state.optimizer.zero_grad(set_to_none=True)
     state.probe_optimizer.zero_grad(set_to_none=True)
-    (loss + probe_loss).backward()
+    (out["loss"] + probe_loss).backward()
     state.optimizer.step()
     state.probe_optimizer.step()
-    terms = {k: float(v.detach()) for k, v in out.items()}
-    terms["probe_loss"] = float(probe_loss.detach())
-    terms["probe_train_top1"] = 100.0 * float(correct) / (2 * len(labels))
+    values = [*out.values(), probe_loss, correct]
+    row = torch.cat([v.detach().to(torch.float64).reshape(1) for v in values])
+    return tuple(out), row
+
+
+class _Entry(NamedTuple):
+    """What the host knows of a step without asking the device."""
+
+    step: int
+    lr: float
+    samples: int  # the probe's samples: both views of the batch
+    keys: tuple[str, ...]  # the criterion's terms, in the order of the step's row
+
+
+class _Window:
+    """The values of the steps since the last sync, left on the device.
+
+    Reading a device value on the host (``float(t)``, ``if t:``, ``t.item()``) waits until the
+    device has run everything queued before it: once per step, that stalls a GPU every step.
+    Each step leaves its row here instead, and :func:`_sync` moves all of them to the host in
+    one transfer -- every ``log_every`` steps, at the end of an epoch, before a checkpoint --
+    and checks them for NaN there. The window holds at most one epoch of small rows.
+    """
+
+    def __init__(self) -> None:
+        self._entries: list[_Entry] = []
+        self._rows: list[torch.Tensor] = []
+
+    def add(self, entry: _Entry, row: torch.Tensor) -> None:
+        self._entries.append(entry)
+        self._rows.append(row)
+
+    def drain(self) -> list[tuple[_Entry, list[float]]]:
+        """Every step's values as Python floats, oldest first; the window is emptied."""
+        if not self._rows:
+            return []
+        flat = torch.cat(self._rows).tolist()  # the one device-to-host sync of the window
+        out, at = [], 0
+        for entry, row in zip(self._entries, self._rows):
+            out.append((entry, flat[at:at + row.numel()]))  # numel: host metadata, no sync
+            at += row.numel()
+        self._entries, self._rows = [], []
+        return out
+
+
+def _sync(state: TrainState, window: _Window, pending: dict[int, dict[str, float]], log_every: int,
+          bar: _progress) -> None:
+    """Bring the window's steps to the host, in step order: stop at a non-finite loss, add each
+    step to the epoch sums, keep the steps that are logged for the next flush, show the loss.
+
+    The host arithmetic is the same, in the same order, as when every step was read at once, so
+    the epoch means, the logged values and the checkpoint's ``epoch_sums`` are bit for bit
+    those of a run that synced every step."""
+    drained = window.drain()
+    if not drained:
+        return
+    span = f"{drained[0][0].step}-{drained[-1][0].step}"
+    terms: dict[str, float] = {}
+    for entry, values in drained:
+        terms = _terms(entry, values)
+        _check_finite(entry, terms, span)
+        for key, value in terms.items():
+            state.epoch_sums[key] = state.epoch_sums.get(key, 0.0) + value
+        state.epoch_sums["_n"] = state.epoch_sums.get("_n", 0.0) + 1
+        if entry.step % log_every == 0:
+            pending[entry.step] = terms
+    bar.show_loss(terms["loss"])
+
+
+def _terms(entry: _Entry, values: list[float]) -> dict[str, float]:
+    """One step's terms as they are logged: criterion terms, probe loss and top-1, lr."""
+    *criterion, probe_loss, correct = values
+    terms = dict(zip(entry.keys, criterion))
+    terms["probe_loss"] = probe_loss
+    terms["probe_train_top1"] = 100.0 * correct / entry.samples
+    terms["lr"] = entry.lr
     return terms
 
 
-def _epoch_metrics(state: _State, top1: float, images: int, elapsed: float) -> dict[str, float]:
+def _check_finite(entry: _Entry, terms: dict[str, float], span: str) -> None:
+    """Fail at the first non-finite loss, naming its step and terms; ``span``: the steps that
+    sync read (the NaN may have been found a few steps after it happened)."""
+    if math.isfinite(terms["loss"]):
+        return
+    bad = [k for k in entry.keys if not math.isfinite(terms[k])]
+    raise NonFiniteLoss(f"loss became non-finite at step {entry.step} (terms: {', '.join(bad)}; "
+                        f"found checking steps {span}): lower --lr or check the loss weights")
+
+
+def _epoch_metrics(state: TrainState, top1: float, images: int, elapsed: float) -> dict[str, float]:
     n = max(state.epoch_sums.get("_n", 0.0), 1.0)
     means = {f"epoch_{k}": v / n for k, v in state.epoch_sums.items()
              if k not in ("_n", "lr")}
@@ -405,7 +511,7 @@ def _epoch_metrics(state: _State, top1: float, images: int, elapsed: float) -> d
             "images_per_s": images / elapsed if elapsed > 0 else math.nan}
 
 
-def _flush(store, run_id: str, pending: dict[int, dict[str, float]],
+def _flush(store: RunWriter, run_id: str, pending: dict[int, dict[str, float]],
            epoch: int | None = None) -> None:
     for step, metrics in sorted(pending.items()):
         clean = {k: v for k, v in metrics.items() if math.isfinite(v)}
@@ -414,7 +520,7 @@ def _flush(store, run_id: str, pending: dict[int, dict[str, float]],
     pending.clear()
 
 
-def _export_backbone(cfg: TrainConfig, state: _State, store, rdir: Path) -> None:
+def _export_backbone(cfg: TrainConfig, state: TrainState, store: RunWriter, rdir: Path) -> None:
     """A backbone-only file that evaluation consumes (like the official VICReg code)."""
     path = rdir / ckpt.BACKBONE
     size = ckpt.save(ckpt.stamp({"config": cfg.to_dict(),
@@ -427,7 +533,7 @@ class _progress:
 
     def __init__(self, enabled: bool, total: int, done: int, batch_size: int):
         self.enabled, self.total, self.done, self.batch_size = enabled, total, done, batch_size
-        self.top1 = float("nan")
+        self.top1 = self.loss = float("nan")
 
     def __enter__(self) -> _progress:
         if self.enabled:
@@ -448,14 +554,18 @@ class _progress:
             self._t0, self._n0 = time.perf_counter(), self.done
         return self
 
-    def advance(self, terms: dict[str, float], epoch: int) -> None:
+    def advance(self, epoch: int) -> None:
         if not self.enabled:
             return
         self.done += 1
         rate = self.batch_size * (self.done - self._n0) / max(time.perf_counter() - self._t0, 1e-9)
         self._bar.update(self._task, advance=1, epoch=epoch + 1,
-                         info=f"loss {terms['loss']:.4f}  probe {self.top1:.1f}%  "
+                         info=f"loss {self.loss:.4f}  probe {self.top1:.1f}%  "
                               f"{rate:.0f} img/s")
+
+    def show_loss(self, loss: float) -> None:
+        """The loss shown from now on: the latest one read, at a sync point (see _Window)."""
+        self.loss = loss
 
     def epoch_done(self, top1: float) -> None:
         self.top1 = top1

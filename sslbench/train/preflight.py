@@ -14,6 +14,7 @@ never runs that might; where free memory cannot be read it checks nothing.
 from __future__ import annotations
 
 import os
+from collections.abc import Sized
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -82,7 +83,7 @@ def _model_numbers(backbone: str, projector: str, dim: int, cifar_stem: bool,
     parameters = sum(p.numel() for p in model.parameters())
     outputs = 0
 
-    def count(module: torch.nn.Module, inputs: tuple, output: object) -> None:
+    def count(module: torch.nn.Module, inputs: tuple[object, ...], output: object) -> None:
         nonlocal outputs
         # In-place layers (ReLU) and identities return their input: no new memory.
         if isinstance(output, torch.Tensor) and not any(output is x for x in inputs):
@@ -190,7 +191,7 @@ def check_memory(cfg: TrainConfig, device: torch.device, world_size: int = 1) ->
 
 # --------------------------------------------------------------------------- entry point
 
-def check_train(cfg: TrainConfig, train_ds, test_ds, device: torch.device,
+def check_train(cfg: TrainConfig, train_ds: Sized, test_ds: Sized, device: torch.device,
                 world_size: int = 1) -> None:
     """Every check of ``cfg`` that needs its loaded datasets (``train_ds`` as ``load_data``
     returns it, subset or not) or its device; call before anything is written."""

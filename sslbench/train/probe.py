@@ -1,4 +1,5 @@
-"""The online linear probe: a linear classifier on detached representations (PAPER.md §6).
+"""The online linear probe: a linear classifier on detached representations (the paper's online
+linear evaluation, Section 5 and Appendix E).
 
 It trains alongside pretraining on the augmented views, with its own optimiser, and its gradient
 never reaches the backbone. Its test accuracy at the end of each epoch is the paper's main metric.
@@ -21,14 +22,17 @@ class OnlineProbe(nn.Module):
     def forward(self, h: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Cross-entropy on ``h.detach()``; unlabeled samples (label -1) are ignored.
 
-        Returns (loss, number of correct predictions among labelled samples).
+        Returns (loss, number of correct predictions among labelled samples), both on the
+        device: no branch on the data and no boolean indexing, either of which would wait for
+        the device every step. A batch without labels gives a zero loss (0 / 1) and no gradient.
         """
         logits = self.linear(h.detach().float())
         labelled = labels != UNLABELED
-        if not bool(labelled.any()):
-            return logits.sum() * 0.0, torch.zeros((), device=h.device)
-        loss = F.cross_entropy(logits, labels, ignore_index=UNLABELED)
-        correct = (logits.argmax(1) == labels)[labelled].sum()
+        # The summed loss over the labelled count is bit for bit cross_entropy's mean reduction
+        # (forward and gradient), without its 0 / 0 when nothing is labelled.
+        total = F.cross_entropy(logits, labels, ignore_index=UNLABELED, reduction="sum")
+        loss = total / labelled.sum().clamp(min=1)
+        correct = ((logits.argmax(1) == labels) & labelled).sum()
         return loss, correct
 
 

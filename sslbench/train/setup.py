@@ -8,7 +8,7 @@ one-line ConfigError for anything a user can get wrong, so a bad command writes 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sslbench.config import (
     TrainConfig,
@@ -20,11 +20,14 @@ from sslbench.config import (
 )
 from sslbench.errors import ConfigError
 
+if TYPE_CHECKING:
+    from sslbench.data.base import DatasetSpec
+
 # Options whose automatic value depends on others; ``None`` in the options means "automatic".
 AUTO_KEYS = ("image_size", "cifar_stem", "augment", "warmup_epochs")
 
 
-def _dataset_spec(name: str):
+def _dataset_spec(name: str) -> DatasetSpec:
     from sslbench.data import DATASETS
 
     require_choice("dataset", name, list(DATASETS))

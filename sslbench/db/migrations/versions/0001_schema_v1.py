@@ -6,6 +6,8 @@ never runs it on a store it creates (it builds a new store from the models and s
 a version-1 store written before migrations existed is stamped at this revision, then upgraded.
 """
 
+from typing import Any
+
 import sqlalchemy as sa
 from alembic import op
 
@@ -23,7 +25,7 @@ def _run_fk() -> sa.ForeignKeyConstraint:
     return sa.ForeignKeyConstraint(["run_id"], ["runs.run_id"], ondelete="CASCADE")
 
 
-def _create_keyed(table: str, *columns: sa.Column) -> None:
+def _create_keyed(table: str, *columns: sa.Column[Any]) -> None:
     """A table of rows per (run, key): params, metrics, summaries."""
     op.create_table(table, sa.Column("run_id", sa.String(64), primary_key=True),
                     sa.Column("key", sa.String(255), primary_key=True), *columns, _run_fk())
