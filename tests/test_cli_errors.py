@@ -11,7 +11,8 @@ import pytest
 from tests.conftest import TINY_TRAIN, run_cli
 
 
-def _assert_one_line_error(result, *needles: str) -> None:
+def assert_one_line_error(result, *needles: str) -> str:
+    """The one line of an expected error (exit code 1, no traceback), checked for ``needles``."""
     assert result.exit_code == 1, result.output
     err = result.stderr.strip() if hasattr(result, "stderr") else result.output.strip()
     assert "Traceback" not in err
@@ -19,6 +20,7 @@ def _assert_one_line_error(result, *needles: str) -> None:
     assert err.startswith("error: ")
     for needle in needles:
         assert needle in err, err
+    return err
 
 
 def _run_count(home: Path) -> int:
@@ -56,23 +58,24 @@ def test_train_bad_input(cli, home, flags, needles):
 
         if torch.cuda.is_available():
             pytest.skip("a CUDA device exists here")
-    _assert_one_line_error(result, *needles)
+    assert_one_line_error(result, *needles)
     assert _run_count(home) == 0
     assert not (home / "runs").exists() or not any((home / "runs").iterdir())
 
 
+@pytest.mark.slow
 def test_unknown_run_id(cli, home):
     cli("train", *TINY_TRAIN, "--epochs", "1")
     for args in (["eval", "feedbeefcafe"], ["runs", "show", "feedbeefcafe"],
                  ["export-features", "feedbeefcafe", "--out", "x.npz"],
                  ["duality", "feedbeefcafe"]):
         result = cli(*args)
-        _assert_one_line_error(result, "feedbeefcafe")
+        assert_one_line_error(result, "feedbeefcafe")
 
 
 def test_unreachable_database(cli, home):
     result = cli("--db", "postgresql://nobody@127.0.0.1:1/sslbench", "runs", "list")
-    _assert_one_line_error(result)
+    assert_one_line_error(result)
 
 
 def test_foreign_database(cli, home):
@@ -80,12 +83,13 @@ def test_foreign_database(cli, home):
     with sqlite3.connect(foreign) as con:
         con.execute("create table invoices (id integer primary key, total real)")
     result = cli("--db", f"sqlite:///{foreign}", "train", *TINY_TRAIN)
-    _assert_one_line_error(result, str(foreign.name))
+    assert_one_line_error(result, str(foreign.name))
     with sqlite3.connect(foreign) as con:
         tables = {r[0] for r in con.execute("select name from sqlite_master where type='table'")}
     assert tables == {"invoices"}
 
 
+@pytest.mark.slow
 def test_other_schema_version(cli, home):
     cli("train", *TINY_TRAIN, "--epochs", "1")
     db = home / "db" / "sslbench.sqlite"
@@ -97,23 +101,24 @@ def test_other_schema_version(cli, home):
         con.execute(f"update {meta} set value = ? where key = 'schema_version'",
                     (str(SCHEMA_VERSION + 1),))
     result = cli("runs", "list")
-    _assert_one_line_error(result, str(SCHEMA_VERSION + 1))
+    assert_one_line_error(result, str(SCHEMA_VERSION + 1))
 
 
 def test_eval_needs_run_or_random_init(cli, home):
-    _assert_one_line_error(cli("eval"), "--random-init")
+    assert_one_line_error(cli("eval"), "--random-init")
 
 
 @pytest.mark.parametrize("command", [("eval", "--random-init"), ("bench", "eval")])
 def test_bad_probe_augment(cli, home, command):
-    _assert_one_line_error(cli(*command, "--probe-augment", "rotate"), "rotate", "crop-flip")
+    assert_one_line_error(cli(*command, "--probe-augment", "rotate"), "rotate", "crop-flip")
     assert _run_count(home) == 0
 
 
 def test_bad_format(cli, home):
-    _assert_one_line_error(cli("runs", "list", "--format", "yaml"), "yaml")
+    assert_one_line_error(cli("runs", "list", "--format", "yaml"), "yaml")
 
 
+@pytest.mark.slow
 def test_errors_through_the_real_cli(home):
     """As a user types it: a real process, exit code 1, one line on stderr, no traceback."""
     proc = run_cli(["train", "--method", "nope", "--quiet"], home, timeout=120)

@@ -1,8 +1,11 @@
-"""Text views of runs for the terminal (``sslbench runs list`` / ``runs show``)."""
+"""Text views of runs for the terminal (``sslbench runs show``, ``duality``, ``bench``): plain
+text from plain data, no store access."""
 
 from __future__ import annotations
 
+import io
 import json
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 
@@ -14,7 +17,7 @@ def _to_text(renderable: Any, width: int = 120) -> str:
     return console.export_text().rstrip()
 
 
-class _Null:
+class _Null(io.StringIO):  # a text stream (what rich's Console takes) that keeps nothing
     def write(self, _: str) -> int:
         return 0
 
@@ -30,7 +33,7 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
-def run_details(data: dict) -> str:
+def run_details(data: Mapping[str, Any]) -> str:
     """A readable page about one run."""
     lines = [f"run {data['run_id']}  ({data.get('kind')}, {data.get('status')})"]
     for key in ("method", "dataset", "parent_id", "created_at", "started_at", "ended_at"):
@@ -56,7 +59,7 @@ def run_details(data: dict) -> str:
     return "\n".join(lines)
 
 
-def records_table(rows: list[dict]) -> str:
+def records_table(rows: Sequence[Mapping[str, Any]]) -> str:
     """Any list of flat records (benchmark rows) as an aligned table."""
     from rich.table import Table
 
@@ -71,7 +74,7 @@ def records_table(rows: list[dict]) -> str:
     return _to_text(table, width=160)
 
 
-def duality_table(report: dict) -> str:
+def duality_table(report: Mapping[str, Any]) -> str:
     """Theorem 3.3 both sides and the Table S4 bounds, one quantity per line."""
     lines = [f"embedding matrix: N={report['n']} samples x M={report['m']} dims"
              + (f" (run {report['run_id']})" if report.get("run_id") else "")]

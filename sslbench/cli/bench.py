@@ -1,0 +1,89 @@
+"""``sslbench bench NAME``: the speed benchmarks of :mod:`sslbench.bench`, as a table or JSON.
+
+Each command runs one benchmark's ``run`` and renders its rows; nothing is written to the store.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import typer
+
+from sslbench.cli.common import Device, Format, ProbeAugment, bench_app, echo_json
+
+
+def _output(rows: Any, fmt: str) -> None:
+    if fmt == "json":
+        echo_json(rows)
+        return
+    from sslbench.report.text import records_table
+
+    typer.echo(records_table(rows if isinstance(rows, list) else [rows]))
+
+
+@bench_app.command("criteria")
+def bench_criteria(fmt: Format = "table") -> None:
+    """Forward+backward time and peak memory of the criteria, direct vs dual."""
+    from sslbench.bench.criteria import run
+
+    _output(run(), fmt)
+
+
+@bench_app.command("augment")
+def bench_augment(fmt: Format = "table") -> None:
+    """Images/s of the batched augmentations vs torchvision's per-sample PIL pipeline."""
+    from sslbench.bench.augment import run
+
+    _output(run(), fmt)
+
+
+@bench_app.command("report")
+def bench_report(fmt: Format = "table") -> None:
+    """`report table-s5` over a store of 10,000 runs and 1,000,000 metric points."""
+    from sslbench.bench.report import run
+
+    _output(run(), fmt)
+
+
+@bench_app.command("scan")
+def bench_scan(fmt: Format = "table",
+               images: int = typer.Option(10_000, help="JPEGs in the generated folder.")) -> None:
+    """The up-front image-folder check (headers only) vs listing and decoding the folder."""
+    from sslbench.bench.scan import run
+    from sslbench.config import require_positive
+
+    require_positive("images", images)
+    _output(run(images=images), fmt)
+
+
+@bench_app.command("train")
+def bench_train(fmt: Format = "table", device: Device = "auto") -> None:
+    """Pretraining images/s and data-pipeline overhead on synthetic data."""
+    from sslbench.bench.train import run
+
+    _output(run(device=device), fmt)
+
+
+@bench_app.command("eval")
+def bench_eval(fmt: Format = "table", probe_augment: ProbeAugment = "auto",
+               device: Device = "auto") -> None:
+    """The fast linear protocol vs the paper's offline protocol: time and accuracy."""
+    from sslbench.bench.eval import run
+
+    _output(run(probe_augment=probe_augment, device=device), fmt)
+
+
+@bench_app.command("sweep")
+def bench_sweep(
+    fmt: Format = "table",
+    runs: int = typer.Option(6, help="Tiny pretraining runs."),
+    workers: int = typer.Option(2, help="CPU workers of the scheduler."),
+    repeats: int = typer.Option(1, help="Alternate the phases this often; keep the fastest."),
+) -> None:
+    """N tiny runs on CPU workers against one after another: speed-up and overhead."""
+    from sslbench.bench.sweep import run
+    from sslbench.config import require_positive
+
+    for name, value in (("runs", runs), ("workers", workers), ("repeats", repeats)):
+        require_positive(name, value)
+    _output(run(runs=runs, workers=workers, repeats=repeats), fmt)

@@ -1,0 +1,190 @@
+"""``sslbench sweep``: a grid of pretraining runs and their evaluations, queued in the store and
+run by the local scheduler or submitted to Slurm.
+
+Bad input is caught before the store is touched: a bad sweep file, devices that do not exist or
+an unreachable store queue nothing. The work is done in :mod:`sslbench.runs`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from sslbench.cli.common import (
+    Choices,
+    Format,
+    app,
+    command_line,
+    echo_json,
+    open_store,
+    store_url,
+)
+
+# local: sslbench.runs.scheduler.LocalScheduler on this machine; the others are the executors
+# of sslbench.runs.slurm.make_executor (a Slurm job array, or the Slurm path run locally).
+BACKENDS = Choices("--backend", lambda: ("local", "slurm", "submitit-local"))
+
+
+@app.command()
+def sweep(
+    file: str = typer.Argument(..., help="Sweep TOML file, or a shipped sweep: demo, "
+                               "table-s5 (see sslbench/runs/sweeps/)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan; queue nothing."),
+    retry_failed: bool = typer.Option(False, "--retry-failed",
+                                      help="Re-run runs that failed before."),
+    set_: list[str] | None = typer.Option(None, "--set", metavar="KEY=VALUE",
+                                          help="Replace a fixed value or a grid axis "
+                                          "(repeatable), e.g. --set data_root=/data."),
+    devices: str | None = typer.Option(None, help="CUDA devices the scheduler owns, e.g. "
+                                       "0,1,2,3 (default: CPU workers)."),
+    per_device: int | None = typer.Option(None, help="Runs at once on each device [1]."),
+    workers: int | None = typer.Option(None, help="CPU workers when there is no GPU "
+                                       "[min(4, cores)]."),
+    max_attempts: int | None = typer.Option(None, help="Attempts per run [3]."),
+    transient: list[str] | None = typer.Option(None, "--transient", metavar="REGEX",
+                                               help="Also retry errors matching this "
+                                               "(repeatable)."),
+    backend: str = typer.Option("local", help="Where the runs execute (slurm: a submitit "
+                                "job array; submitit-local: the Slurm path on this machine).",
+                                callback=BACKENDS.check),
+    queue_only: bool = typer.Option(False, "--queue-only", help="Queue the runs and exit "
+                                    "(then `sslbench sweep FILE` on each host works on them)."),
+    fmt: Format = "table",
+) -> None:
+    """Run a grid of pretraining runs and their evaluations; re-running skips what is done."""
+    from sslbench.runs.plan import apply_plan, build_plan, plan_rows, with_statuses
+    from sslbench.runs.sweepfile import load_sweep
+
+    spec = load_sweep(file, set_ or [])
+    policy = _policy(spec, max_attempts, transient or [])
+    pool = _pool(spec, backend, devices, per_device, workers, needed=not (dry_run or queue_only))
+    resolved = build_plan(spec)  # every cell is checked before the store is touched
+    if dry_run:
+        plan = with_statuses(resolved, _store_for_dry_run(), retry_failed=retry_failed)
+        _show_plan(plan, plan_rows(plan), fmt)
+        return
+    store = open_store()
+    from sslbench.runs.control import reap
+
+    reap(store)
+    plan = with_statuses(resolved, store, retry_failed=retry_failed)
+    queue = apply_plan(plan, store, max_attempts=policy.max_attempts, command=command_line())
+    _show_plan(plan, None, fmt)
+    if queue_only or not queue:
+        if fmt == "json":
+            echo_json({"sweep": spec.name, "queued": queue, "counts": plan.counts()})
+        return
+    if backend == "local":
+        _run_local(store, pool, policy, queue, fmt)
+    else:
+        _submit(plan, store, spec, backend, policy, per_device or 1, fmt)
+
+
+def _policy(spec: Any, max_attempts: int | None, transient: list[str]) -> Any:
+    import re
+
+    from sslbench.errors import ConfigError
+    from sslbench.runs.policy import RetryPolicy
+
+    attempts = max_attempts if max_attempts is not None else \
+        spec.scheduler.get("max_attempts", 3)
+    if attempts < 1:
+        raise ConfigError(f"--max-attempts must be >= 1, got {attempts}")
+    for pattern in transient:
+        try:
+            re.compile(pattern)
+        except re.error as err:
+            raise ConfigError(f"--transient {pattern!r} is not a valid regex ({err})") from None
+    return RetryPolicy(attempts, tuple(spec.scheduler.get("transient", [])) + tuple(transient))
+
+
+def _pool(spec: Any, backend: str, devices: str | None, per_device: int | None,
+          workers: int | None, *, needed: bool) -> Any:
+    """The local device pool (checked now, so missing devices queue nothing), or None."""
+    if backend != "local" or not needed:
+        return None
+    from sslbench.runs.devices import build_pool
+
+    per = per_device or spec.scheduler.get("per_device", 1)
+    if workers is None and devices is None:
+        workers = spec.scheduler.get("workers")
+    return build_pool(devices, per, workers)
+
+
+def _store_for_dry_run() -> Any:
+    """The store if it exists; None for a missing SQLite file (a dry run creates no file; on a
+    server it may create the schema of an empty database, which queues nothing)."""
+    from sslbench.db import resolve_url
+    from sslbench.db.engine import parse_url, sqlite_path
+
+    parsed = parse_url(resolve_url(store_url()))
+    if parsed.get_backend_name() != "sqlite":
+        return open_store(create=True)
+    path = sqlite_path(parsed)
+    if path is not None and not Path(path).is_file():
+        return None
+    return open_store(create=False)
+
+
+def _show_plan(plan: Any, rows: list | None, fmt: str) -> None:
+    counts = plan.counts()
+    if fmt == "json":
+        if rows is not None:
+            echo_json({"sweep": plan.spec.name, "counts": counts, "runs": rows})
+        return
+    if rows is not None:
+        from sslbench.report.text import records_table
+
+        typer.echo(records_table(rows))
+    text = ", ".join(f"{n} {a}" for a, n in sorted(counts.items()))
+    typer.echo(f"sweep {plan.spec.name}: {len(plan.runs)} runs ({text})"
+               + (" [dry run: nothing queued]" if rows is not None else ""))
+    if counts.get("skip-failed"):
+        typer.echo(f"{counts['skip-failed']} run(s) failed before and are skipped: add "
+                   "--retry-failed to run them again")
+
+
+def _run_local(store: Any, pool: Any, policy: Any, queue: list[str], fmt: str) -> None:
+    from sslbench.runs.scheduler import LocalScheduler
+
+    echo = typer.echo if fmt == "table" else (lambda _msg: None)
+    report = LocalScheduler(store, pool, policy=policy, echo=echo).run(queue)
+    if fmt == "json":
+        echo_json({"outcomes": report.outcomes, "reasons": report.reasons,
+                   "launched": report.launched, "retried": report.retried,
+                   "wall_s": report.wall_s, "stopped": report.stopped})
+    else:
+        parts = [f"{n} {status}" for status, n in sorted(report.counts().items())]
+        typer.echo(f"sweep done in {report.wall_s:.1f} s: {', '.join(parts)} "
+                   f"({report.launched} attempts, {report.retried} retries)")
+        for run_id, status in report.outcomes.items():
+            if status != "completed":
+                typer.echo(f"  {run_id} {status}: {report.reasons.get(run_id, '')}")
+    if report.stopped:
+        typer.echo("stopped: re-run the same sweep to resume", err=True)
+    if any(status != "completed" for status in report.outcomes.values()):
+        raise typer.Exit(1)
+
+
+def _submit(plan: Any, store: Any, spec: Any, backend: str, policy: Any, per_device: int,
+            fmt: str) -> None:
+    from sslbench import paths
+    from sslbench.runs.slurm import make_executor, submit
+
+    folder = paths.home() / "slurm" / spec.name
+    executor = make_executor(backend, folder, dict(spec.slurm))
+    if backend == "slurm" and store.url.startswith("sqlite"):
+        typer.echo(f"warning: the store {store.display_url} is a SQLite file: keep it off "
+                   "network filesystems, or use PostgreSQL (--db postgresql+psycopg://...) "
+                   "for tasks on many nodes", err=True)
+    jobs = submit(plan, store.url, str(paths.home()), executor,
+                  max_attempts=policy.max_attempts, transient=policy.transient,
+                  per_device=per_device)
+    ids = [job.job_id for job in jobs]
+    if fmt == "json":
+        echo_json({"sweep": spec.name, "jobs": ids, "folder": str(folder)})
+    else:
+        typer.echo(f"submitted {len(ids)} task(s): {', '.join(ids)} (logs in {folder}); "
+                   f"follow them with `sslbench runs watch --sweep {spec.name}`")
