@@ -1,26 +1,31 @@
 """Presets: named bundles of training values that explicit flags override.
 
-- ``paper``: the paper's recipe (PAPER.md §6, Table S6): ResNet-50, 100 epochs, LARS with weight
+- ``paper``: the paper's recipe (Appendix D, Table S6): ResNet-50, 100 epochs, LARS with weight
   decay 1e-6, 10 warm-up epochs, BYOL augmentations, and per method and embedding dimension the
   batch size, base lr, loss weights and temperature of Table S6. Only the methods Table S6 has a
   row for are accepted (vicreg, vicreg-exp, vicreg-ctr, simclr = SimCLR-Tuned); VICReg's rows
   exist for d in {256, 512, 1024, 2048, 8192} only.
 - ``cifar``: ResNet-18 with a CIFAR stem on CIFAR-10, in the spirit of solo-learn's CIFAR configs.
-- ``tiny``: a CPU-sized run on the embedded ``shapes`` data (what the demo uses).
+- ``tiny``: a CPU-sized run on the embedded ``shapes`` data: the demo's settings, read from
+  the shipped sweep file ``sslbench/runs/sweeps/demo.toml`` (their one definition), at
+  one of its embedding dimensions.
 
-This module imports nothing heavy; presets are plain dictionaries of TrainConfig field values,
-with loss hyperparameters under ``"loss"``.
+This module imports nothing heavy (the demo's sweep file is read when ``tiny`` is asked for);
+presets are plain dictionaries of TrainConfig field values, with loss hyperparameters under
+``"loss"``.
 """
 
 from __future__ import annotations
 
+import dataclasses
+from pathlib import Path
 from typing import Any
 
 from sslbench.errors import ConfigError
 
 PAPER_DIMS = (256, 512, 1024, 2048, 8192)
 
-# Table S6 (PAPER.md §4): (batch size, base lr, sim, var, cov, tau) by method and dim.
+# Table S6 (Appendix K): (batch size, base lr, sim, var, cov, tau) by method and dim.
 _S6_VICREG_COV = {256: 4.0, 512: 2.0, 1024: 2.0, 2048: 2.0, 8192: 0.5}
 
 
@@ -61,8 +66,26 @@ _CIFAR_METHOD = {
 }
 _CIFAR_DEFAULT = dict(projector="2048-2048-d", dim=2048, lr=0.3, weight_decay=1e-4)
 
-_TINY = dict(dataset="shapes", backbone="tiny", projector="512-d", dim=64, epochs=10,
-             batch_size=128, optimizer="adamw", lr=0.002, weight_decay=1e-4, augment="small")
+#: The demo's one definition, the shipped sweep file; the tiny preset is its ``[fixed]`` table.
+DEMO_SWEEP_FILE = Path(__file__).parent / "runs" / "sweeps" / "demo.toml"
+# What the tiny preset adds to the demo's [fixed] settings: one dim of the demo's grid, and the
+# "small" augmentation recipe (shapes picks it anyway; explicit, it also holds on other datasets).
+_TINY_EXTRA = dict(dim=64, augment="small")
+
+
+def demo_fixed() -> dict[str, Any]:
+    """The ``[fixed]`` settings of the demo's sweep file, read as data: presets sit below
+    ``sslbench.runs`` in the import layers, so they cannot use its sweep loader, which checks
+    the same file whenever the demo runs. Integers given for float fields become floats, as
+    the loader reads them: ``lr = 1`` and ``lr = 1.0`` must name the same run."""
+    import tomllib
+
+    from sslbench.config import TrainConfig
+
+    fixed = tomllib.loads(DEMO_SWEEP_FILE.read_text(encoding="utf-8")).get("fixed", {})
+    floats = {f.name for f in dataclasses.fields(TrainConfig) if str(f.type) == "float"}
+    return {k: float(v) if k in floats and isinstance(v, int) else v for k, v in fixed.items()}
+
 
 PRESETS = ("paper", "cifar", "tiny")
 
@@ -75,5 +98,5 @@ def preset_values(name: str, method: str, dim: int | None) -> dict[str, Any]:
     if name == "cifar":
         return {**_CIFAR_BASE, **_CIFAR_METHOD.get(method, _CIFAR_DEFAULT)}
     if name == "tiny":
-        return dict(_TINY)
+        return {**demo_fixed(), **_TINY_EXTRA}
     raise ConfigError(f"unknown --preset {name!r}: choose one of {', '.join(PRESETS)}")

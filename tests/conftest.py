@@ -7,12 +7,12 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 # Keep each test process to one intra-op thread: pytest-xdist already uses both cores.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
-
 
 @pytest.fixture(autouse=True, scope="session")
 def _own_cache(tmp_path_factory):
@@ -73,7 +73,7 @@ def fork_context() -> mp.context.BaseContext:
 def race(target, processes: int, *args) -> list[tuple]:
     """Starts ``processes`` children at once, each running ``target(*args, index, barrier,
     results)``, and returns the tuple each put on ``results`` (within 240 s)."""
-    ctx = fork_context()
+    ctx: Any = fork_context()  # BaseContext's stub lacks Process
     barrier, results = ctx.Barrier(processes), ctx.Queue()
     procs = [ctx.Process(target=target, args=(*args, i, barrier, results))
              for i in range(processes)]

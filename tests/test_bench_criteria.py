@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 import torch
 
@@ -16,8 +18,18 @@ def test_default_grid_has_the_two_required_shapes():
     assert set(bench.DEFAULT_IMPLS) == {"direct", "dual", "auto"}
 
 
-def test_rows_on_a_tiny_grid():
-    rows = bench.run(grid=[(16, 512), (64, 8)], repeats=1, threads=1)
+@pytest.fixture
+def two_threads():
+    """torch at 2 intra-op threads, a count that ``run(threads=1)`` changes; restored after."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield 2
+    torch.set_num_threads(before)
+
+
+def test_rows_on_a_tiny_grid(two_threads):
+    rows: list[dict[str, Any]] = bench.run(grid=[(16, 512), (64, 8)], repeats=1, threads=1)
+    assert torch.get_num_threads() == two_threads  # the count from before the call is restored
     assert len(rows) == 2 * len(bench.DEFAULT_CRITERIA) * 3
     for row in rows:
         assert set(row) == KEYS
@@ -29,7 +41,15 @@ def test_rows_on_a_tiny_grid():
     assert by[("vicreg", "dual", 16)]["peak_mem_mb"] < 0.5 * by[("vicreg", "direct", 16)][
         "peak_mem_mb"]
     assert by[("vicreg", "auto", 16)]["peak_mem_mb"] == by[("vicreg", "dual", 16)]["peak_mem_mb"]
-    assert torch.get_num_threads() >= 1
+
+
+def test_every_row_is_measured_at_the_requested_thread_count(two_threads, monkeypatch):
+    seen = []
+    monkeypatch.setattr(bench, "measure", lambda *args: seen.append(torch.get_num_threads()))
+    bench.run(grid=[(4, 4), (8, 8)], criteria=("vicreg",), impls=("direct",), threads=1)
+    assert seen == [1, 1] and torch.get_num_threads() == two_threads
+    bench.run(grid=[(4, 4)], criteria=("vicreg",), impls=("direct",), threads=None)
+    assert seen[-1] == two_threads  # None keeps torch's setting
 
 
 class _Allocates(torch.nn.Module):
@@ -47,6 +67,7 @@ def test_cpu_peak_measurement_sees_a_known_allocation():
     assert z1.grad is None  # the measurement leaves no gradient behind
 
 
-def test_criteria_without_impl_are_rejected():
+def test_criteria_without_impl_are_rejected(two_threads):
     with pytest.raises(ConfigError, match="no hyperparameter 'impl'"):
-        bench.run(grid=[(4, 4)], criteria=("simclr",), repeats=1)
+        bench.run(grid=[(4, 4)], criteria=("simclr",), repeats=1, threads=1)
+    assert torch.get_num_threads() == two_threads  # restored on the error path too

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import inspect
+import math
+
 import pytest
 import torch
 
@@ -40,6 +43,24 @@ def test_spec_fields(name):
     assert spec.doc and "\n" not in spec.doc
     assert criterion_defaults(name) == spec.defaults
     assert criterion_defaults(name) is not spec.defaults  # a copy the caller may modify
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_defaults_are_the_functions_signature(name):
+    """One source per default: the registry reads each criterion function's keyword defaults."""
+    params = list(inspect.signature(CRITERIA[name].fn).parameters.values())
+    assert [p.name for p in params[:2]] == ["z1", "z2"]
+    assert CRITERIA[name].defaults == {p.name: p.default for p in params[2:]}
+
+
+def test_a_hyperparameter_without_a_default_is_refused():
+    from sslbench.losses import signature_defaults
+
+    def no_default(z1, z2, temperature, impl="auto"):
+        return {}
+
+    with pytest.raises(TypeError, match="no_default has no default for temperature"):
+        signature_defaults(no_default)
 
 
 def test_paper_defaults_and_families():
@@ -117,7 +138,12 @@ def test_non_finite_inputs_raise_with_shapes(bad):
 
 def test_huge_but_finite_inputs_are_not_flagged():
     z1 = torch.full((4, 3), 3e38)  # the cheap sum overflows; the entries are finite
-    build_criterion("simclr")(z1, z1.clone())
+    out = build_criterion("simclr")(z1, z1.clone())
+    # Eight equal embeddings: every cosine is 1, so each anchor's log-sum-exp runs over 2N - 1 = 7
+    # equal terms and the loss is log 7, exactly as for unit-scale inputs.
+    assert out["loss"].item() == pytest.approx(math.log(7), rel=1e-6)
+    assert out["loss"].item() == pytest.approx(
+        build_criterion("simclr")(torch.ones(4, 3), torch.ones(4, 3))["loss"].item(), rel=1e-6)
 
 
 def _out(name, z1, z2, **hp):

@@ -69,6 +69,17 @@ def test_preset_is_not_identity_only_its_values_are():
     assert a.run_id == b.run_id
 
 
+def test_tiny_preset_is_the_demo_sweeps_run_at_dim_64():
+    """--preset tiny reads the demo's one definition (sweeps/demo.toml): same runs, same ids."""
+    from sslbench.runs.plan import resolve_sweep
+    from sslbench.runs.sweepfile import load_sweep
+
+    demo = {(c.method, c.dim): c.run_id for _, c in resolve_sweep(load_sweep("demo"))}
+    for method in ("simclr", "vicreg"):
+        assert resolve_train_config({"preset": "tiny", "method": method}).run_id == \
+            demo[(method, 64)]
+
+
 @pytest.mark.parametrize("method,dim", [("barlow", 512), ("vicreg", 300), ("scl", 2048)])
 def test_paper_preset_without_a_row(method, dim):
     with pytest.raises(ConfigError, match="preset paper"):

@@ -1,5 +1,11 @@
 """Crash safety through the real CLI: kill -9 then the same command resumes to the same result;
-SIGTERM finishes the step, checkpoints and marks the run interrupted."""
+SIGTERM finishes the step, checkpoints and marks the run interrupted.
+
+Each signal is sent to a run frozen (SIGSTOP) as soon as its first checkpoint appears, with two of
+its three epochs still to train, and the test first checks that the run is unfinished (store
+status ``running``, no ``backbone.pt``): the signal, not the end of training, stops the process,
+and neither test can pass without interrupting a run.
+"""
 
 from __future__ import annotations
 
@@ -34,9 +40,27 @@ def _wait_for_checkpoint(home: Path, proc: subprocess.Popen, timeout: float = 24
         if found:
             return found[0]
         if proc.poll() is not None:
-            pytest.fail(f"training ended before its first checkpoint: {proc.stderr.read()}")
-        time.sleep(0.05)
+            pytest.fail(f"training ended before its first checkpoint: {proc.communicate()[1]}")
+        time.sleep(0.01)
     pytest.fail("no checkpoint appeared")
+
+
+def _status(home: Path, run_id: str) -> str:
+    from sslbench.db import Store
+
+    with Store.open(f"sqlite:///{home / 'db' / 'sslbench.sqlite'}", create=False) as store:
+        return store.get_run(run_id).status
+
+
+def _freeze_unfinished(home: Path, proc: subprocess.Popen) -> str:
+    """SIGSTOPs the run at its first checkpoint and checks that it has not completed; its id."""
+    checkpoint = _wait_for_checkpoint(home, proc)
+    proc.send_signal(signal.SIGSTOP)
+    run_id = checkpoint.parent.name
+    assert proc.poll() is None, "the run exited before it could be interrupted"
+    assert not (checkpoint.parent / "backbone.pt").exists(), "the run completed before the signal"
+    assert _status(home, run_id) == "running"
+    return run_id
 
 
 def _final(home: Path, run_id: str) -> tuple[dict, dict]:
@@ -57,9 +81,11 @@ def test_kill_9_then_resume_equals_uninterrupted(tmp_path):
     killed.mkdir()
     clean.mkdir()
     proc = _start(killed)
-    _wait_for_checkpoint(killed, proc)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    run_id = _freeze_unfinished(killed, proc)
+    proc.send_signal(signal.SIGKILL)  # a stopped process dies of SIGKILL without running again
+    assert proc.wait(timeout=60) == -signal.SIGKILL
+    assert _status(killed, run_id) == "running"  # nothing closed the run: it really was killed
+    assert not (killed / "runs" / run_id / "backbone.pt").exists()
     resumed = run_cli(ARGS, killed)
     assert resumed.returncode == 0, resumed.stderr
     run = json.loads(resumed.stdout)
@@ -80,14 +106,15 @@ def test_kill_9_then_resume_equals_uninterrupted(tmp_path):
 @pytest.mark.slow
 def test_sigterm_checkpoints_and_marks_interrupted(tmp_path):
     proc = _start(tmp_path)
-    _wait_for_checkpoint(tmp_path, proc)
-    proc.send_signal(signal.SIGTERM)
+    run_id = _freeze_unfinished(tmp_path, proc)
+    proc.send_signal(signal.SIGTERM)  # delivered when the process runs again
+    proc.send_signal(signal.SIGCONT)
     out, err = proc.communicate(timeout=120)
-    if proc.returncode == 0:
-        pytest.skip("the run finished before SIGTERM arrived")
     assert proc.returncode == 1 and "interrupted" in err and "Traceback" not in err
     run = json.loads(out)
-    assert run["status"] == "interrupted"
+    assert run["status"] == "interrupted" and run["run_id"] == run_id
+    assert _status(tmp_path, run_id) == "interrupted"
+    assert not (tmp_path / "runs" / run_id / "backbone.pt").exists()
     resumed = run_cli(ARGS, tmp_path)
     assert resumed.returncode == 0, resumed.stderr
     assert json.loads(resumed.stdout)["status"] == "completed"

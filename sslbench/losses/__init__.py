@@ -16,6 +16,7 @@ Layering: imports torch and :mod:`sslbench.errors` only (never ``db``, ``cli`` o
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -51,8 +52,9 @@ class CriterionSpec:
     Attributes:
         name: registry name.
         fn: ``fn(z1, z2, **hparams) -> dict[str, Tensor]``.
-        defaults: every hyperparameter with its default (``impl="auto"`` where it applies).
-        family: ``"sample"`` or ``"dimension"`` contrastive (Prop. 3.2 and §3.3).
+        defaults: every hyperparameter with its default (``impl="auto"`` where it applies),
+            read from ``fn``'s signature (:func:`signature_defaults`).
+        family: ``"sample"`` or ``"dimension"`` contrastive (Prop. 3.2, eqs 11-13).
         terms: names of the unweighted terms returned next to ``"loss"``.
         min_batch_size: smallest batch N (all criteria use batch statistics or negatives).
         min_dim: smallest embedding dimension M.
@@ -74,38 +76,42 @@ class CriterionSpec:
         return (self.fn.__doc__ or "").strip().splitlines()[0]
 
 
-def _spec(name: str, fn: Callable[..., dict[str, Tensor]], defaults: dict[str, float | str],
-          family: Family, terms: tuple[str, ...], min_dim: int = 1) -> CriterionSpec:
-    return CriterionSpec(name, fn, defaults, family, terms, min_dim=min_dim)
+def signature_defaults(fn: Callable[..., dict[str, Tensor]]) -> dict[str, float | str]:
+    """The hyperparameters of a criterion function and their defaults, read from its signature
+    (every parameter after the two views), so that a default is written once, in the function.
+
+    A hyperparameter without a default would make ``build_criterion(name)`` fail at training
+    time; it is refused here, when the registry is built."""
+    params = list(inspect.signature(fn).parameters.values())[2:]
+    missing = [p.name for p in params if p.default is inspect.Parameter.empty]
+    if missing:
+        raise TypeError(f"criterion {fn.__name__} has no default for {', '.join(missing)}")
+    return {p.name: p.default for p in params}
 
 
-_T = {"temperature": 0.15}
-_T_DCL = {"temperature": 0.1}
+def _spec(name: str, fn: Callable[..., dict[str, Tensor]], family: Family,
+          terms: tuple[str, ...], min_dim: int = 1) -> CriterionSpec:
+    return CriterionSpec(name, fn, signature_defaults(fn), family, terms, min_dim=min_dim)
+
+
 _NCE = ("inv", "reg")
 _VIC = ("inv", "var", "cov")
 
 CRITERIA: dict[str, CriterionSpec] = {s.name: s for s in (
-    _spec("simclr", _simclr.simclr, dict(_T), "sample", _NCE),
-    _spec("simclr-sq", _simclr.simclr_sq, dict(_T), "sample", _NCE),
-    _spec("simclr-abs", _simclr.simclr_abs, dict(_T), "sample", _NCE),
-    _spec("dcl", _simclr.dcl, dict(_T_DCL), "sample", _NCE),
-    _spec("dcl-sq", _simclr.dcl_sq, dict(_T_DCL), "sample", _NCE),
-    _spec("dcl-abs", _simclr.dcl_abs, dict(_T_DCL), "sample", _NCE),
-    _spec("simclr-center", _simclr.simclr_center, dict(_T), "sample", _NCE),
-    _spec("simclr-dimstd", _simclr.simclr_dimstd, dict(_T), "sample", _NCE),
-    _spec("scl", _scl.scl, {"mu": 1.0, "impl": "auto"}, "sample", _NCE),
-    _spec("vicreg", _vicreg.vicreg,
-          {"sim_coeff": 25.0, "std_coeff": 25.0, "cov_coeff": 1.0, "impl": "auto"},
-          "dimension", _VIC),
-    _spec("vicreg-exp", _vicreg.vicreg_exp,
-          {"sim_coeff": 1.0, "std_coeff": 1.0, "cov_coeff": 2.0, "temperature": 0.1},
-          "dimension", _VIC, min_dim=2),
-    _spec("vicreg-ctr", _vicreg.vicreg_ctr,
-          {"sim_coeff": 1.0, "std_coeff": 1.0, "cov_coeff": 1.0, "temperature": 0.15},
-          "sample", _VIC, min_dim=2),
-    _spec("barlow", _barlow.barlow, {"lambd": 0.0051, "impl": "auto"}, "dimension",
-          ("inv", "red")),
-    _spec("tcr", _tcr.tcr, {"sim_coeff": 100.0, "eps": 0.5, "impl": "auto"}, "dimension", _NCE),
+    _spec("simclr", _simclr.simclr, "sample", _NCE),
+    _spec("simclr-sq", _simclr.simclr_sq, "sample", _NCE),
+    _spec("simclr-abs", _simclr.simclr_abs, "sample", _NCE),
+    _spec("dcl", _simclr.dcl, "sample", _NCE),
+    _spec("dcl-sq", _simclr.dcl_sq, "sample", _NCE),
+    _spec("dcl-abs", _simclr.dcl_abs, "sample", _NCE),
+    _spec("simclr-center", _simclr.simclr_center, "sample", _NCE),
+    _spec("simclr-dimstd", _simclr.simclr_dimstd, "sample", _NCE),
+    _spec("scl", _scl.scl, "sample", _NCE),
+    _spec("vicreg", _vicreg.vicreg, "dimension", _VIC),
+    _spec("vicreg-exp", _vicreg.vicreg_exp, "dimension", _VIC, min_dim=2),
+    _spec("vicreg-ctr", _vicreg.vicreg_ctr, "sample", _VIC, min_dim=2),
+    _spec("barlow", _barlow.barlow, "dimension", ("inv", "red")),
+    _spec("tcr", _tcr.tcr, "dimension", _NCE),
 )}
 
 

@@ -1,4 +1,4 @@
-"""Barlow Twins, official convention (Zbontar et al. 2021; ANCHORS.md; PAPER.md eqs 19/33-34).
+"""Barlow Twins (Zbontar et al. 2021) as facebookresearch/barlowtwins computes it; eqs 19/33-34.
 
 Each view is batch-normalised over the batch without affine parameters (biased variance,
 eps = 1e-5, as ``nn.BatchNorm1d(M, affine=False)`` in training mode), ``c = bn(z1)ᵀ bn(z2) / N``

@@ -1,4 +1,4 @@
-"""The paper's generic criteria, Theorem 3.3 and Lemma 3.4 (PAPER.md §1.2-1.4, §1.8, Table S4).
+"""The paper's generic criteria, Theorem 3.3 and Lemma 3.4 (§3, eqs 3-10, Table S4).
 
 Orientation. Everything here takes an embedding batch ``z`` of shape (N, M): **row i of z is
 embedding i** and column j is dimension j across the batch. The paper's embedding matrix is

@@ -4,9 +4,9 @@
 (all-gather) and, in the backward pass, **sums** the incoming gradients over processes
 (all-reduce SUM) before returning this process's slice. Summing is what makes the gradient right:
 every process computes its loss from the same gathered tensor, so the gradient reaching a local
-embedding is the sum of the gradients of every process's loss. The trap documented in
-ANCHORS.md is a gather whose backward returns only the local gradient (or divides by the world
-size), which silently scales the repulsion terms by 1/W.
+embedding is the sum of the gradients of every process's loss. The trap behind the paper's
+footnote 1 (popular DDP SimCLR code) is a gather whose backward returns only the local gradient
+(or divides by the world size), which silently scales the repulsion terms by 1/W.
 
 Convention relied on by every criterion (tested with two gloo processes):
 
@@ -20,6 +20,8 @@ When ``torch.distributed`` is not initialised, or the world size is 1, the gathe
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -37,7 +39,7 @@ class _GatherWithGrad(torch.autograd.Function):
     """All-gather forward, all-reduce(SUM) backward, local slice returned."""
 
     @staticmethod
-    def forward(ctx, z: Tensor) -> Tensor:  # type: ignore[override]
+    def forward(ctx: Any, z: Tensor) -> Tensor:
         rank, world = dist_info()
         z = z.contiguous()
         parts = [torch.empty_like(z) for _ in range(world)]
@@ -46,7 +48,7 @@ class _GatherWithGrad(torch.autograd.Function):
         return torch.cat(parts, dim=0)
 
     @staticmethod
-    def backward(ctx, grad: Tensor) -> Tensor:  # type: ignore[override]
+    def backward(ctx: Any, grad: Tensor) -> Tensor:
         grad = grad.clone(memory_format=torch.contiguous_format)
         dist.all_reduce(grad, op=dist.ReduceOp.SUM)
         return grad[ctx.rank * ctx.n:(ctx.rank + 1) * ctx.n]
@@ -60,7 +62,8 @@ def gather_with_grad(z: Tensor) -> Tensor:
     _, world = dist_info()
     if world == 1:
         return z
-    return _GatherWithGrad.apply(z)
+    gathered: Tensor = _GatherWithGrad.apply(z)
+    return gathered
 
 
 def local_rows(n_local: int) -> slice:

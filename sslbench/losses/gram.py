@@ -8,7 +8,7 @@ spectrum, which gives two ways to compute the same number:
 - ``‖abᵀ‖_F² = ⟨aᵀa, bᵀb⟩_F`` (an N×N quantity from two M×M covariances),
 - Sylvester: ``det(I_M + α zᵀz) = det(I_N + α z zᵀ)``.
 
-This is Theorem 3.3's mechanism (``‖KᵀK‖_F = ‖KKᵀ‖_F``, PAPER.md §1.3) used as a fast path.
+This is Theorem 3.3's mechanism (``‖KᵀK‖_F = ‖KKᵀ‖_F``, §3; Theorem C.4) used as a fast path.
 
 ``impl`` selects the side:
 
@@ -118,4 +118,5 @@ def logdet_eye_plus_cov(z: Tensor, alpha: float, impl: Impl = "auto") -> Tensor:
         gram, size = z @ z.T, n
     eye = torch.eye(size, dtype=z.dtype, device=z.device)
     chol = torch.linalg.cholesky(eye + alpha * gram)
-    return 2.0 * chol.diagonal().log().sum()
+    logdet: Tensor = 2.0 * chol.diagonal().log().sum()
+    return logdet

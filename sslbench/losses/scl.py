@@ -1,4 +1,4 @@
-"""Spectral Contrastive Loss (HaoChen et al. 2021), official convention; PAPER.md eqs 18/32.
+"""Spectral Contrastive Loss (HaoChen et al. 2021), official convention; eqs 18/32.
 
 Embeddings are projected onto the ball of radius √µ (norms below √µ are kept; the main text's
 radius, the official code's ``mu``), then with N the batch size:
@@ -8,8 +8,8 @@ radius, the official code's ``mu``), then with N the batch size:
 
 ``reg`` is the *cross-view* off-diagonal Gram norm ‖Z1 Z2ᵀ − diag(Z1 Z2ᵀ)‖_F² / (N(N−1)), as in the
 official code. The paper's eq. 18 takes both factors from one branch, which makes it exactly
-L_c (claim 7 of PAPER.md §8); the two coincide when z1 = z2 and have the same expectation when
-both branches share weights and augmentations (PAPER.md §2, eq 34's argument). Default µ = 1
+L_c (its eq 32, Appendix C); the two coincide when z1 = z2 and have the same expectation when
+both branches share weights and augmentations (the argument of eq 34, Appendix C). Default µ = 1
 (official default; the paper gives none).
 
 ``impl``: ``direct`` builds the N×N cross Gram, ``dual`` the two M×M covariances
@@ -32,7 +32,8 @@ def project_to_ball(z: Tensor, mu: float) -> Tensor:
     """(N, M) -> (N, M): rows with norm ≥ √µ rescaled to norm √µ, the others unchanged."""
     radius = math.sqrt(mu)
     norms = torch.linalg.vector_norm(z, dim=1, keepdim=True)
-    return z * (radius / norms.clamp_min(radius))
+    scale: Tensor = radius / norms.clamp_min(radius)
+    return z * scale
 
 
 def scl(z1: Tensor, z2: Tensor, mu: float = 1.0, impl: Impl = "auto") -> dict[str, Tensor]:

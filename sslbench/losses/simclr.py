@@ -1,9 +1,9 @@
 """SimCLR (NT-Xent / InfoNCE) and DCL criteria, their -sq / -abs variants and SimCLR scenarios A, B.
 
-Convention (ANCHORS.md "SimCLR / NT-Xent", real SimCLR rather than the paper's simplification of
-§1.1): the 2N embeddings of both views are anchors; for each anchor the other 2N − 2 embeddings
-of *both* branches are negatives and its other view is the positive; the self-similarity is
-excluded. The loss is the mean over the 2N anchors of
+Convention (NT-Xent as in SimCLR's official code, solo-learn and lightly: real SimCLR rather than
+the paper's same-branch negatives of §3): the 2N embeddings of both views are anchors; for each
+anchor the other 2N − 2 embeddings of *both* branches are negatives and its other view is the
+positive; the self-similarity is excluded. The loss is the mean over the 2N anchors of
 
     −f(s_pos)/τ + log Σ_{k ∈ D(a)} exp(f(s_ak)/τ)
 
@@ -19,7 +19,7 @@ Returned terms (unweighted): ``inv`` = mean of −f(s_pos)/τ, ``reg`` = mean lo
 ``loss = inv + reg``. Official DCL code sums the two one-way losses, i.e. reports 2× our value.
 
 Defaults: τ = 0.15 for SimCLR, its -sq / -abs variants and scenarios A / B (Table S6
-SimCLR-Tuned; the paper gives no separate value for the variants, PAPER.md §3.1); τ = 0.1 for the
+SimCLR-Tuned; the paper gives no separate value for the variants of eqs 27-31); τ = 0.1 for the
 DCL family (the official DCL code's default; the paper does not train DCL).
 
 Distributed (``gather.py``): anchors are this process's 2N_local embeddings, candidates are the

@@ -1,6 +1,7 @@
-"""Total Coding Rate criterion (Li et al. 2022b, NMCE; PAPER.md eqs 22/37).
+"""Total Coding Rate criterion (Li et al. 2022b, NMCE; eqs 22/37).
 
-Embeddings are L2-normalised (TCR normalises embeddings, PAPER.md §1.7). For one view z (N, M):
+Embeddings are L2-normalised (TCR normalises embeddings: the paper's "Influence of
+normalization"). For one view z (N, M):
 
     R(z) = ½ log det(I_M + α zᵀz),    α = M / (N ε²)          (the MCR² / NMCE scaling)
 

@@ -30,7 +30,7 @@ def _var_cov_direct(z: Tensor) -> tuple[Tensor, Tensor]:
 
 
 def vicreg_terms(z1: Tensor, z2: Tensor, impl: Impl = "auto") -> dict[str, Tensor]:
-    """Unweighted official VICReg terms of two (N, M) views (eqs 20-21, ANCHORS.md).
+    """Unweighted official VICReg terms of two (N, M) views (eqs 20-21, as facebookresearch/vicreg).
 
     - ``inv`` = mean over N×M of (z1 − z2)² (``F.mse_loss``);
     - ``var`` = Σ_views 0.5 · mean_j relu(1 − √(Var_j + 1e-4)), unbiased variance over the batch;
@@ -106,7 +106,7 @@ def vicreg_ctr(z1: Tensor, z2: Tensor, sim_coeff: float = 1.0, std_coeff: float 
                cov_coeff: float = 1.0, temperature: float = 0.15) -> dict[str, Tensor]:
     """VICReg-ctr (eq 13), Appendix L Algorithm 2: VICReg-exp on the transposed embeddings.
 
-    Literal transpose semantics (PAPER.md §3.4): after ``k = k.T`` (D, N) the hinge acts on each
+    Literal transpose semantics (Algorithm 2): after ``k = k.T`` (D, N) the hinge acts on each
     *embedding's* std across its D coordinates, centering removes each embedding's mean over its
     coordinates, and the LSE runs over the rows of the N×N Gram ``kᵀk/(N − 1)``, a DCL-like
     repulsion. Differs from Table 1, which ticks *dimension* centering and an embedding norm of

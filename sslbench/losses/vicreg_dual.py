@@ -24,6 +24,8 @@ The function is differentiable once (``once_differentiable``); double backward r
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
@@ -104,7 +106,7 @@ class VICRegDual(torch.autograd.Function):
     """``(z1, z2) -> stack([inv, var, cov])``: VICReg's unweighted official terms, dual side."""
 
     @staticmethod
-    def forward(ctx, z1: Tensor, z2: Tensor) -> Tensor:  # type: ignore[override]
+    def forward(ctx: Any, z1: Tensor, z2: Tensor) -> Tensor:
         n, m = z1.shape
         sq_dist, (mu1, var1, gram1), (mu2, var2, gram2) = dual_stats(z1, z2)
         inv = sq_dist / (n * m)
@@ -115,7 +117,7 @@ class VICRegDual(torch.autograd.Function):
 
     @staticmethod
     @once_differentiable
-    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
         z1, z2, mu1, var1, gram1, mu2, var2, gram2 = ctx.saved_tensors
         g_inv, g_var, g_cov = grad[0], grad[1], grad[2]
         d1 = d2 = None
@@ -130,4 +132,5 @@ def vicreg_dual_terms(z1: Tensor, z2: Tensor) -> Tensor:
     """(N, M) × 2 -> (3,) tensor ``[inv, var, cov]`` computed with :class:`VICRegDual`."""
     if z1.shape[0] < 2:
         raise ValueError(f"VICReg needs N >= 2, got z1 {tuple(z1.shape)}")
-    return VICRegDual.apply(z1, z2)
+    terms: Tensor = VICRegDual.apply(z1, z2)
+    return terms
