@@ -17,11 +17,15 @@ import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from sslbench.errors import ConfigError
 
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
 RUN_ID_LENGTH = 12
+ConfigT = TypeVar("ConfigT", bound="DataclassInstance")
 
 
 def _exec(default: Any) -> Any:
@@ -312,7 +316,7 @@ def default_warmup(epochs: int) -> int:
     return min(10, epochs // 10)
 
 
-def replace(cfg: Any, **changes: Any) -> Any:
+def replace(cfg: ConfigT, **changes: Any) -> ConfigT:
     """``dataclasses.replace`` that names unknown keys in a one-line ConfigError."""
     known = {f.name for f in dataclasses.fields(cfg)}
     unknown = sorted(set(changes) - known)

@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from typing import TypeVar
 
 import torch
 
 from sslbench.errors import ConfigError
+
+ModuleT = TypeVar("ModuleT", bound=torch.nn.Module)
 
 
 def resolve_device(spec: str = "auto") -> torch.device:
@@ -34,7 +37,7 @@ def resolve_device(spec: str = "auto") -> torch.device:
     raise ConfigError(f"unknown --device {spec!r}: use auto, cpu, cuda or cuda:N")
 
 
-def autocast(device: torch.device) -> contextlib.AbstractContextManager:
+def autocast(device: torch.device) -> contextlib.AbstractContextManager[None]:
     """bf16 autocast on CUDA; a no-op on CPU (float32 keeps CPU runs deterministic)."""
     if device.type == "cuda":
         return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
@@ -44,6 +47,16 @@ def autocast(device: torch.device) -> contextlib.AbstractContextManager:
 def memory_format(device: torch.device) -> torch.memory_format:
     """channels_last everywhere: faster convolutions on CUDA and, measured, on CPU (oneDNN) too."""
     return torch.channels_last
+
+
+def module_to_device(module: ModuleT, device: torch.device) -> ModuleT:
+    """``module.to(device, memory_format=memory_format(device))``: moves and lays out the
+    parameters and buffers in one pass, in place, and returns ``module``.
+
+    (torch's type stubs lack this documented form of ``Module.to``, hence the ignore.)"""
+    fmt = memory_format(device)
+    module.to(device, memory_format=fmt)  # type: ignore[call-overload]  # stubs lack this form
+    return module
 
 
 def to_device(images: torch.Tensor, device: torch.device) -> torch.Tensor:

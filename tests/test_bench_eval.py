@@ -7,6 +7,7 @@ import json
 import pytest
 
 
+@pytest.mark.slow
 def test_bench_eval_compares_both_protocols(tmp_path, monkeypatch):
     from sslbench.bench import eval as bench_eval
 

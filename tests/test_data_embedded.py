@@ -118,6 +118,7 @@ def test_foreground_background_luma_gap():
     assert (S._luma(fg) - S._luma(bg)).abs().min() >= S.MIN_LUMA_GAP - 1e-12
 
 
+@pytest.mark.slow
 def test_raw_pixels_are_a_poor_linear_feature(shapes_train):
     images, labels, _, _ = shapes_train
     test_x, test_y = S.generate_shapes(500, seed=0, split="test")

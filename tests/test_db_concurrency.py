@@ -1,5 +1,5 @@
 """Several processes on one SQLite store: schema created once, no lost rows, no "database is
-locked" (ANCHORS.md §2, items 1 and 2)."""
+locked" (the failure MLflow and Optuna users report, and a raced schema creation)."""
 
 from __future__ import annotations
 
@@ -38,6 +38,7 @@ def _open_and_log(url: str, index: int, barrier, results) -> None:
         results.put((index, traceback.format_exc()))
 
 
+@pytest.mark.slow
 def test_processes_started_together_create_one_schema_and_lose_no_rows(tmp_path: Path):
     path = tmp_path / "fresh" / "store.sqlite"  # neither file nor folder exists yet
     outcomes = race(_open_and_log, N_PROCS, f"sqlite:///{path}")

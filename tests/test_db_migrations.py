@@ -265,6 +265,7 @@ def test_failed_upgrade_is_one_line_and_rolled_back(tmp_path):
     assert store_contents(path) == before and len(_backups(path)) == 1
 
 
+@pytest.mark.slow
 def test_the_cli_says_when_it_upgraded_a_store(home):
     path = home / "old.sqlite"
     shutil.copyfile(FIXTURES / "store_v1.sqlite", path)

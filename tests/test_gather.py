@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -40,7 +41,7 @@ def _run(name, impl, z1, z2):
 
 
 class _NoSumGather(torch.autograd.Function):
-    """The trap of ANCHORS.md: all-gather forward, but the backward keeps only local gradients."""
+    """The footnote 1 trap: all-gather forward, but the backward keeps only local gradients."""
 
     @staticmethod
     def forward(ctx, z):
@@ -66,12 +67,13 @@ def _worker(rank: int, init_file: str, out_dir: str) -> None:
         z1_all, z2_all = _global_batch()
         n = N_TOTAL // WORLD
         rows = slice(rank * n, (rank + 1) * n)
-        results = {"info": (dist_info(), local_rows(n))}
+        results: dict[Any, Any] = {"info": (dist_info(), local_rows(n))}
         gathered = gather_with_grad(z1_all[rows].clone())
         results["gathered_equal"] = bool(torch.equal(gathered, z1_all))
         for name, impl in CASES:
             results[(name, impl)] = _run(name, impl, z1_all[rows], z2_all[rows])
-        gather_module._GatherWithGrad = _NoSumGather   # negative control
+        # Negative control: the trap's gather in place of the correct one.
+        gather_module._GatherWithGrad = _NoSumGather  # type: ignore[misc, assignment]
         for name, impl in WRONG_CASES:
             results[("wrong", name, impl)] = _run(name, impl, z1_all[rows], z2_all[rows])
         torch.save(results, Path(out_dir) / f"rank{rank}.pt")
@@ -93,12 +95,14 @@ def per_rank(tmp_path_factory):
     return [torch.load(tmp / f"rank{r}.pt", weights_only=False) for r in range(WORLD)]
 
 
+@pytest.mark.slow
 def test_workers_see_the_process_group(per_rank):
     for rank, res in enumerate(per_rank):
         assert res["info"] == ((rank, WORLD), slice(rank * 4, rank * 4 + 4))
         assert res["gathered_equal"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name,impl", CASES)
 def test_two_processes_match_one_process(per_rank, name, impl):
     z1, z2 = _global_batch()
@@ -116,6 +120,7 @@ def _grads_match(ranks, g1, g2):
                                atol=1e-12))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name,impl", WRONG_CASES)
 def test_a_gather_without_gradient_sum_is_caught(per_rank, name, impl):
     z1, z2 = _global_batch()

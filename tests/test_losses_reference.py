@@ -9,6 +9,8 @@ finite differences of these references.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import pytest
@@ -59,7 +61,7 @@ def _var_unbiased_cols(z):
 
 
 def ref_vicreg(z1, z2, sim_coeff=25.0, std_coeff=25.0, cov_coeff=1.0):
-    """Official VICReg (facebookresearch/vicreg main_vicreg.py convention, ANCHORS.md)."""
+    """Official VICReg (facebookresearch/vicreg main_vicreg.py convention)."""
     n, m = z1.shape
     inv = sum((z1[i, j] - z2[i, j]) ** 2 for i in range(n) for j in range(m)) / (n * m)
     var = cov = 0.0
@@ -137,7 +139,7 @@ def ref_tcr(z1, z2, sim_coeff=100.0, eps=0.5):
     return {"loss": sim_coeff * inv + reg, "inv": inv, "reg": reg}
 
 
-REFERENCES = {
+REFERENCES: dict[str, Callable[..., dict[str, Any]]] = {
     "simclr": lambda a, b, temperature=0.15: ref_nce(a, b, temperature),
     "simclr-sq": lambda a, b, temperature=0.15: ref_nce(a, b, temperature, "sq"),
     "simclr-abs": lambda a, b, temperature=0.15: ref_nce(a, b, temperature, "abs"),
@@ -211,6 +213,7 @@ def test_gradient_matches_finite_differences_of_reference(name):
         t1 = torch.from_numpy(z1.copy()).requires_grad_()
         t2 = torch.from_numpy(z2.copy()).requires_grad_()
         build_criterion(name, **kw)(t1, t2)["loss"].backward()
+        assert t1.grad is not None and t2.grad is not None
         for z, grad in ((z1, t1.grad.numpy()), (z2, t2.grad.numpy())):
             for idx in np.ndindex(z.shape):
                 old = z[idx]

@@ -179,6 +179,7 @@ def _open_claim_log(url: str, run_ids: list[str], index: int, barrier, results) 
         results.put((index, [], traceback.format_exc()))
 
 
+@pytest.mark.slow
 def test_eight_processes_create_log_and_claim_at_once(postgres_url):
     """Many hosts at once: one schema, no lost rows, no run claimed twice."""
     run_ids = [f"pgrace{i:06d}" for i in range(16)]
@@ -196,6 +197,7 @@ def test_eight_processes_create_log_and_claim_at_once(postgres_url):
             _drop_store(store._engine)
 
 
+@pytest.mark.slow
 def test_scheduler_runs_a_queue_on_postgres(postgres_url, tmp_path, monkeypatch):
     from sslbench.runs.devices import build_pool
     from sslbench.runs.policy import RetryPolicy
@@ -292,6 +294,7 @@ def test_server_down_is_one_line(tmp_path):
     assert "\n" not in message and "cannot reach the database" in message, message
 
 
+@pytest.mark.slow
 def test_sweep_against_a_server_that_is_down_exits_1_and_queues_nothing(tmp_path):
     pytest.importorskip("psycopg", reason="the psycopg driver is not installed")
     from tests.conftest import run_cli

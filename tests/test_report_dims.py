@@ -68,8 +68,14 @@ def store(tmp_path):
         yield opened
 
 
-@pytest.fixture
-def filled(store):
+@pytest.fixture(scope="module")
+def filled(tmp_path_factory):
+    """One store for the module: the tests only read it, and filling it costs a second or two."""
+    with Store.open(f"sqlite:///{tmp_path_factory.mktemp('dims') / 's.sqlite'}") as store:
+        yield _fill(store)
+
+
+def _fill(store: Store) -> Store:
     b = _Builder(store)
     b.evaluate(b.pretrain("simclr", "2048-d", 64, 0, 50.0), 52.0)
     b.evaluate(b.pretrain("simclr", "2048-d", 64, 1, 51.0), 53.0)

@@ -43,6 +43,9 @@ seed = {seeds}
 protocols = []
 """
 
+# Every test here trains or drives the real CLI end to end: seconds to a minute each.
+pytestmark = pytest.mark.slow
+
 
 def _run_id(*, seed: int = 0, epochs: int = 2, samples: int = 256) -> str:
     from sslbench.train.setup import resolve_train_config

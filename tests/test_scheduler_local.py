@@ -112,6 +112,7 @@ def _env_lines(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
+@pytest.mark.slow
 def test_devices_get_their_own_runs_and_cuda_visible_devices(fake, tmp_path):
     store, command = fake
     env_file = tmp_path / "env.jsonl"
@@ -129,6 +130,7 @@ def test_devices_get_their_own_runs_and_cuda_visible_devices(fake, tmp_path):
     assert store.reserved_slots() == {}  # every slot freed
 
 
+@pytest.mark.slow
 def test_per_device_k_spreads_before_doubling_up(fake, tmp_path):
     store, command = fake
     env_file = tmp_path / "env.jsonl"
@@ -141,6 +143,7 @@ def test_per_device_k_spreads_before_doubling_up(fake, tmp_path):
     assert max(len(runs) for line in lines for runs in line["slots"].values()) == 2
 
 
+@pytest.mark.slow
 def test_retries_by_failure_class(fake):
     store, command = fake
     ok, fail, oom, flaky, nan = add_runs(
@@ -158,6 +161,7 @@ def test_retries_by_failure_class(fake):
     assert [a["exit_code"] for a in store.attempt_details(fail)] == [1]
 
 
+@pytest.mark.slow
 def test_out_of_memory_retry_runs_alone_on_its_device(fake, tmp_path):
     store, command = fake
     env_file = tmp_path / "env.jsonl"
@@ -172,6 +176,7 @@ def test_out_of_memory_retry_runs_alone_on_its_device(fake, tmp_path):
     assert retry and retry[0]["slots"] == {"0": [ids[0]] * 3}  # every slot, nobody else
 
 
+@pytest.mark.slow
 def test_always_failing_run_stops_after_max_attempts_with_its_traceback(fake):
     store, command = fake
     (run,) = add_runs(store, {"behavior": "fail"})
@@ -185,6 +190,7 @@ def test_always_failing_run_stops_after_max_attempts_with_its_traceback(fake):
         ["ValueError: boom 1", "ValueError: boom 2", "ValueError: boom 3"]
 
 
+@pytest.mark.slow
 def test_sigkilled_worker_is_detected_requeued_and_completed_without_duplicates(fake):
     store, command = fake
     (run,) = add_runs(store, {"behavior": "die-once", "steps": 5})
@@ -199,6 +205,7 @@ def test_sigkilled_worker_is_detected_requeued_and_completed_without_duplicates(
     assert list(history["step"]) == [0, 1, 2, 3, 4]  # replayed steps overwrote, no duplicates
 
 
+@pytest.mark.slow
 def test_worker_that_exits_without_recording_is_failed_with_its_log(fake):
     store, command = fake
     (run,) = add_runs(store, {"behavior": "crash-unrecorded"})
@@ -210,6 +217,7 @@ def test_worker_that_exits_without_recording_is_failed_with_its_log(fake):
     assert Path(att["log_path"]).name == "attempt-1.log"
 
 
+@pytest.mark.slow
 def test_two_schedulers_on_one_store_never_run_a_run_twice(fake):
     store, command = fake
     ids = add_runs(store, *[{"sleep": 0.1} for _ in range(5)])
@@ -231,6 +239,7 @@ def test_two_schedulers_on_one_store_never_run_a_run_twice(fake):
     assert set(reports["a"].outcomes.values()) == {"completed"}  # each saw every run end
 
 
+@pytest.mark.slow
 def test_evaluations_wait_for_their_pretraining_and_are_blocked_when_it_fails(fake):
     store, command = fake
     good, bad = add_runs(store, {"sleep": 0.2}, {"behavior": "fail"})
@@ -259,6 +268,7 @@ def _stop_when_running(store: Store, action, run_ids: list[str]) -> threading.Th
     return thread
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("how", ["store-flag", "runs-stop"])
 def test_stop_interrupts_workers_which_are_not_retried(fake, how):
     store, command = fake
@@ -282,6 +292,7 @@ def test_stop_interrupts_workers_which_are_not_retried(fake, how):
     assert store.reserved_slots() == {} and store.schedulers() == []
 
 
+@pytest.mark.slow
 def test_stopping_one_run_leaves_the_others_running(fake):
     store, command = fake
     ids = add_runs(store, {"steps": 400, "sleep": 0.05}, {"steps": 40, "sleep": 0.05})

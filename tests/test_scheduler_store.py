@@ -201,6 +201,7 @@ def _claim_all(url: str, run_ids: list[str], index: int, barrier, results) -> No
         results.put((index, [], traceback.format_exc()))
 
 
+@pytest.mark.slow
 def test_eight_processes_claiming_at_once_never_share_a_run(tmp_path: Path):
     url = f"sqlite:///{tmp_path / 'store.sqlite'}"
     run_ids = [f"race{i:08d}" for i in range(24)]

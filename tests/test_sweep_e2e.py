@@ -1,7 +1,7 @@
 """``sslbench sweep`` end to end with real workers (``runs exec`` -> pretrain / evaluate):
 dry run, bad input, re-running skips, --retry-failed, a SIGKILLed worker resumed from its
-checkpoint, graceful stop, watch and reap. Runs through ``sslbench.cli.app`` (which registers
-``sslbench.cli_sweep``) and, for the worker, ``python -m sslbench runs exec``.
+checkpoint, graceful stop, watch and reap. Runs through ``sslbench.cli.app`` (whose ``sweep`` and
+``runs`` modules hold these commands) and, for the worker, ``python -m sslbench runs exec``.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -81,18 +82,20 @@ def test_dry_run_prints_the_plan_and_writes_nothing(cli, home):
 
 def test_the_demo_sweep_finds_the_demo_commands_runs():
     """`sslbench sweep demo` and `sslbench demo` name the same runs (so either reuses the other)."""
+    from sslbench.config import replace
     from sslbench.runs import demo
     from sslbench.runs.plan import plan_sweep
     from sslbench.runs.sweepfile import load_sweep
-    from sslbench.train.setup import resolve_train_config
 
     plan = plan_sweep(load_sweep("demo"), None)
-    losses = getattr(demo, "DEMO_LOSS", {})
-    expected = [resolve_train_config({**demo.DEMO_OPTIONS, "method": m, "dim": d,
-                                      "epochs": demo.DEMO_EPOCHS, "device": "auto"},
-                                     losses.get(m)).run_id
-                for m in demo.DEMO_METHODS for d in demo.DEMO_DIMS]
-    assert [r.run_id for r in plan.runs if r.kind == "pretrain"] == expected
+    spec = demo.demo_spec(epochs=None, dims=None, device="cpu")  # `sslbench demo --device cpu`
+    configs = demo.demo_configs(spec)
+    assert [r.run_id for r in plan.runs if r.kind == "pretrain"] == [c.run_id for c in configs]
+    assert [(c.method, c.dim) for c in configs] == [
+        (m, d) for m in ("simclr", "vicreg") for d in (16, 64, 256)]
+    baselines = {r.run_id for r in plan.runs if r.kind == "eval" and r.parent_id is None}
+    assert {replace(b, protocol=p).run_id for b in demo.demo_baselines(spec, configs, "cpu")
+            for p in spec.protocols} == baselines != set()
 
 
 BAD_INPUT = [
@@ -139,7 +142,7 @@ def test_sweep_runs_everything_then_skips_it_and_retries_failed_only_on_request(
     assert result.exit_code == 1, result.output  # two cells failed
     store = _store(home)
     runs = store.runs_tagged("sweep:tiny")
-    by_status = {}
+    by_status: dict[tuple[str, str], list[Any]] = {}
     for r in runs:
         by_status.setdefault((r.kind, r.status), []).append(r)
     assert len(by_status[("pretrain", "completed")]) == 1

@@ -11,6 +11,9 @@ import pytest
 
 from tests.conftest import TINY_TRAIN
 
+# Every test here trains or drives the real CLI end to end: seconds to a minute each.
+pytestmark = pytest.mark.slow
+
 
 def _json(result):
     assert result.exit_code == 0, result.output

@@ -84,6 +84,7 @@ def _folder_train(root: Path) -> list[str]:
 
 # ------------------------------------------------------------------ used to print a traceback
 
+@pytest.mark.slow
 @pytest.mark.parametrize("args, needle", [
     (_train("--weight-decay", "nan"), "--weight-decay must be a finite number, got nan"),
     (_train("--seed", "-5"), "--seed must be an integer in 0 .. 2**63-1"),
@@ -95,18 +96,21 @@ def test_bad_numbers_through_the_real_cli(cli, home, args, needle):
     _refused_subprocess(cli, home, args, needle)
 
 
+@pytest.mark.slow
 def test_nan_in_a_sweep_file(cli, home):
     path = _sweep_file(home, TINY_SWEEP.replace("seed = [0, 1]", "weight_decay = [nan]"))
     _refused_subprocess(cli, home, ["sweep", str(path)], str(path),
                         "weight_decay must be a finite number, got nan")
 
 
+@pytest.mark.slow
 def test_sweep_file_that_is_not_utf8(cli, home):
     path = _sweep_file(home, b'name = "caf\xe9"\n' + TINY_SWEEP.encode())
     _refused_subprocess(cli, home, ["sweep", str(path)], str(path), "byte 0xe9",
                         "save the sweep file as UTF-8 TOML")
 
 
+@pytest.mark.slow
 def test_batch_larger_than_the_training_images(cli, home):
     """Found inside the training loop before, after the run row and folder existed. Refused
     by ``check_train``, which ``pretrain`` calls right after loading the data."""
@@ -115,6 +119,7 @@ def test_batch_larger_than_the_training_images(cli, home):
                         "lower --batch-size to 256 or less")
 
 
+@pytest.mark.slow
 def test_corrupt_jpeg_in_an_image_folder(cli, home, tmp_path_factory):
     root = _image_folder(tmp_path_factory.mktemp("images"))
     (root / "train" / "bee" / "1.jpg").write_bytes(b"\xff\xd8\xff\xe0 garbage, no header" * 3)
@@ -125,6 +130,7 @@ def test_corrupt_jpeg_in_an_image_folder(cli, home, tmp_path_factory):
     assert "2.jpg" not in line
 
 
+@pytest.mark.slow
 def test_model_larger_than_memory_on_cpu(cli, home):
     import torch
 

@@ -22,20 +22,24 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from sslbench.data.augment import RECIPES, BatchAugment, ViewRecipe
 from sslbench.data.augment_ops import blur_kernel_size
 
+if TYPE_CHECKING:
+    from PIL.Image import Image
+
 BENCH_MEAN, BENCH_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
-def pil_view(view: ViewRecipe, size: int) -> Callable:
+def pil_view(view: ViewRecipe, size: int) -> Callable[[Image], torch.Tensor]:
     """A per-sample torchvision (v1) transform implementing one view recipe on PIL images."""
     import torchvision.transforms as T
 
-    steps: list = []
+    steps: list[Callable[[Any], Any]] = []
     if view.crop_scale is None:
         steps += [T.Resize(size), T.CenterCrop(size)]
     else:
@@ -53,7 +57,8 @@ def pil_view(view: ViewRecipe, size: int) -> Callable:
     if view.solarize_p > 0:
         steps.append(T.RandomSolarize(128, p=view.solarize_p))
     steps += [T.ToTensor(), T.Normalize(BENCH_MEAN, BENCH_STD)]
-    return T.Compose(steps)
+    transform: Callable[[Image], torch.Tensor] = T.Compose(steps)
+    return transform
 
 
 def _timer(fn: Callable[[], object], sync: Callable[[], None]) -> Callable[[], float]:
@@ -99,7 +104,7 @@ def _measure(size: int, recipe: str, batch_size: int, repeats: int, device: torc
 
 def run(sizes: Sequence[int] = (32, 224), batch_size: int = 256, repeats: int = 3, *,
         recipe: str = "byol", device: str | torch.device = "cpu", seed: int = 0,
-        threads: int | None = None) -> list[dict]:
+        threads: int | None = None) -> list[dict[str, Any]]:
     """Measure both pipelines at each size; two rows per size (see the module docstring).
 
     ``threads`` sets torch's intra-op threads for the measurement (restored afterwards); the
@@ -111,7 +116,7 @@ def run(sizes: Sequence[int] = (32, 224), batch_size: int = 256, repeats: int = 
     previous = torch.get_num_threads()
     if threads is not None:
         torch.set_num_threads(threads)
-    rows: list[dict] = []
+    rows: list[dict[str, Any]] = []
     try:
         for size in sizes:
             fast, slow = _measure(int(size), recipe, batch_size, max(1, repeats), dev, seed)

@@ -58,12 +58,12 @@ def time_ms(criterion: torch.nn.Module, z1: torch.Tensor, z2: torch.Tensor, repe
 
 
 def _cpu_peak_bytes(criterion: torch.nn.Module, z1: torch.Tensor, z2: torch.Tensor) -> int:
-    from torch.profiler import ProfilerActivity, profile
+    from torch.profiler import DeviceType, ProfilerActivity, profile
 
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         criterion(z1, z2)["loss"].backward()
     events = [e for e in prof.profiler.kineto_results.events()
-              if e.name() == "[memory]" and e.device_type() == torch.autograd.DeviceType.CPU]
+              if e.name() == "[memory]" and e.device_type() == DeviceType.CPU]
     events.sort(key=lambda e: e.start_ns())
     running = peak = 0
     for event in events:

@@ -16,6 +16,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 
 @contextmanager
@@ -33,7 +34,7 @@ def _temporary_home() -> Iterator[str]:
 
 
 def run(*, pretrain_epochs: int = 10, linear_epochs: int = 100, probe_augment: str = "auto",
-        device: str = "auto") -> dict:
+        device: str = "auto") -> dict[str, Any]:
     from sslbench.config import replace
     from sslbench.db import Store
     from sslbench.device import resolve_device

@@ -21,6 +21,7 @@ import os
 import random
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,8 @@ METHODS = (("vicreg", None), ("vicreg-exp", 0.1), ("vicreg-ctr", 0.15), ("simclr
 FAMILIES = ("d-d-d", "8192-8192-d", "2048-d", "2048-2048-d")
 DIMS = (256, 512, 1024, 2048, 8192)
 _STAMP = "2024-01-01 00:00:00.000000"
+
+Row = tuple[Any, ...]  # one row of a table, in its INSERT's column order
 
 
 def _config(method: str, tau: float | None, family: str, dim: int, seed: int) -> dict[str, Any]:
@@ -45,7 +48,8 @@ def _config(method: str, tau: float | None, family: str, dim: int, seed: int) ->
             "preset": "paper"}
 
 
-def _rows(n_runs: int, n_points: int, rng: random.Random):
+def _rows(n_runs: int, n_points: int,
+          rng: random.Random) -> Iterator[tuple[Row, list[Row], list[Row], list[Row]]]:
     """Yields (run row, param rows, metric rows, summary rows) for each synthetic run."""
     from sslbench.db.values import encode_param, flatten
 
@@ -63,8 +67,10 @@ def _rows(n_runs: int, n_points: int, rng: random.Random):
                *_history(run_id, epochs, 60.0 + 8.0 * rng.random(), rng))
 
 
-def _history(run_id: str, epochs: dict[str, int], level: float, rng: random.Random):
-    metrics, summaries = [], []
+def _history(run_id: str, epochs: dict[str, int], level: float,
+             rng: random.Random) -> tuple[list[Row], list[Row]]:
+    metrics: list[Row] = []
+    summaries: list[Row] = []
     for key, count in epochs.items():
         if key == "online_top1":
             values = [level * (1 - 0.5 ** (1 + e / 5)) + rng.gauss(0, 0.2) for e in range(count)]
@@ -88,7 +94,7 @@ def build_store(path: Path, n_runs: int, n_points: int, seed: int = 0) -> None:
     Store.open(url).close()  # creates the schema exactly as sslbench does
     engine = build_engine(parse_url(url))
     rng = random.Random(seed)
-    batches: dict[str, list[tuple[Any, ...]]] = {"runs": [], "params": [], "metrics": [],
+    batches: dict[str, list[Row]] = {"runs": [], "params": [], "metrics": [],
                                                  "summaries": []}
     sql = {"runs": "INSERT INTO runs (run_id, kind, status, method, dataset, parent_id, "
                    "config_json, command_json, env_json, tags_json, error, host, pid, attempts, "
@@ -115,7 +121,7 @@ def build_store(path: Path, n_runs: int, n_points: int, seed: int = 0) -> None:
         engine.dispose()
 
 
-def _flush(conn: Any, sql: dict[str, str], batches: dict[str, list[tuple[Any, ...]]]) -> None:
+def _flush(conn: Any, sql: dict[str, str], batches: dict[str, list[Row]]) -> None:
     for table in ("runs", "params", "metrics", "summaries"):  # parents before children
         if batches[table]:
             conn.exec_driver_sql(sql[table], batches[table])

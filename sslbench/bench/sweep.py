@@ -53,7 +53,7 @@ def _home(path: Path) -> Iterator[None]:
 
 
 def _queue(store: Any, runs: int) -> list[str]:
-    from sslbench.runs.environment import capture
+    from sslbench.environment import capture
     from sslbench.train.setup import resolve_train_config
 
     env = capture()

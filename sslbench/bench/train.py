@@ -12,6 +12,7 @@ minus one); ``images_per_s`` counts images (each seen as two views) through the 
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import torch
 
@@ -25,19 +26,19 @@ def _sync(device: torch.device) -> None:
 
 
 def measure(backbone: str, size: int, batch: int, recipe: str, *, steps: int,
-            device: torch.device) -> dict:
-    from sslbench.data import iterate_batches, load_dataset
+            device: torch.device) -> dict[str, Any]:
+    from sslbench.data import iterate_batches, load_dataset, to_memory
     from sslbench.data.augment import build_augment
-    from sslbench.device import autocast, memory_format, to_device
+    from sslbench.device import autocast, memory_format, module_to_device, to_device
     from sslbench.losses import build_criterion
     from sslbench.models import build_model
     from sslbench.train.optim import build_optimizer
 
-    ds = load_dataset("synthetic", "pretrain", num_samples=batch * (steps + 1),
-                      num_classes=10, image_size=size)
+    ds = to_memory(load_dataset("synthetic", "pretrain", num_samples=batch * (steps + 1),
+                                num_classes=10, image_size=size))  # in memory already
     model = build_model(backbone, "2048-d", 256, cifar_stem=size <= 64)
     fmt = memory_format(device)
-    model = model.to(device, memory_format=fmt)
+    model = module_to_device(model, device)
     opt = build_optimizer("lars", model, lr=0.1, weight_decay=1e-6)
     crit = build_criterion("vicreg")
     aug1, aug2 = (a.to(device) for a in build_augment(recipe, image_size=size, mean=ds.mean,
@@ -84,7 +85,7 @@ def measure(backbone: str, size: int, batch: int, recipe: str, *, steps: int,
             "overhead": round(full / pure - 1.0, 4), "images_per_s": round(batch / full, 1)}
 
 
-def run(device: str = "auto", steps: int | None = None) -> list[dict]:
+def run(device: str = "auto", steps: int | None = None) -> list[dict[str, Any]]:
     from sslbench.device import resolve_device
 
     dev = resolve_device(device)

@@ -90,6 +90,12 @@ def _check_range(name: str, pair: Sequence[float], lo: float, hi: float) -> tupl
     return a, b
 
 
+def _pair(values: Sequence[float]) -> tuple[float, float]:
+    """A (low, high) tuple from any 2-sequence (configs may hold lists); ValueError otherwise."""
+    low, high = values
+    return low, high
+
+
 def _validate(v: ViewRecipe) -> None:
     for name in ("flip_p", "jitter_p", "gray_p", "blur_p", "solarize_p"):
         _check_range(name, (0.0, getattr(v, name)), 0.0, 1.0)
@@ -119,6 +125,9 @@ class BatchAugment(torch.nn.Module):
             [-h, h] turns).
     """
 
+    mean: Tensor  # buffers registered in __init__
+    std: Tensor
+
     def __init__(self, *, image_size: int, mean: Sequence[float], std: Sequence[float],
                  crop_scale: tuple[float, float] | None = (0.08, 1.0),
                  crop_ratio: tuple[float, float] = (3 / 4, 4 / 3), flip_p: float = 0.5,
@@ -128,11 +137,11 @@ class BatchAugment(torch.nn.Module):
                  solarize_p: float = 0.0) -> None:
         super().__init__()
         self.recipe = ViewRecipe(
-            crop_scale=None if crop_scale is None else tuple(crop_scale),
-            crop_ratio=tuple(crop_ratio),
+            crop_scale=None if crop_scale is None else _pair(crop_scale),
+            crop_ratio=_pair(crop_ratio),
             flip_p=flip_p, jitter_p=jitter_p, brightness=brightness, contrast=contrast,
             saturation=saturation, hue=hue, gray_p=gray_p, blur_p=blur_p,
-            blur_sigma=tuple(blur_sigma), solarize_p=solarize_p)
+            blur_sigma=_pair(blur_sigma), solarize_p=solarize_p)
         _validate(self.recipe)
         if int(image_size) < 1 or len(mean) != 3 or len(std) != 3 or min(std) <= 0:
             raise ConfigError(f"augmentation needs image_size >= 1, 3 means and 3 positive "
@@ -196,7 +205,9 @@ class BatchAugment(torch.nn.Module):
 
     # -- application -----------------------------------------------------------------------------
 
-    def apply(self, images: Tensor, params: dict[str, Tensor]) -> Tensor:
+    # Shadows nn.Module.apply(fn) on purpose (a public name, used by callers and tests): never
+    # nest a BatchAugment in a module that is .apply(fn)-ed, as that recurses into children.
+    def apply(self, images: Tensor, params: dict[str, Tensor]) -> Tensor:  # type: ignore[override]
         """Apply fixed parameters (from :meth:`sample_params`) to a batch.
 
         On CPU the batch is processed in chunks of about ``CPU_CHUNK_BYTES`` of float pixels:
@@ -225,7 +236,8 @@ class BatchAugment(torch.nn.Module):
         r, p = self.recipe, params
         # On CPU, skip an op when no sample of the (small) chunk needs it; on CUDA that test
         # would be a device sync, and a large batch almost always needs every op anyway.
-        needed = (lambda m: bool(m.any())) if images.device.type == "cpu" else (lambda m: True)
+        needed: Callable[[Tensor], bool] = (
+            (lambda m: bool(m.any())) if images.device.type == "cpu" else (lambda m: True))
         x = images.float().div_(255.0) if images.dtype == torch.uint8 else images.float()
         _, _, h, w = x.shape
         flip = p["flip"] if r.flip_p > 0 and needed(p["flip"]) else None

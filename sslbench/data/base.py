@@ -114,6 +114,7 @@ class FolderImageDataset(ImageDataset):
     antialiased), centre square kept. Augmentations then crop inside that square."""
 
     in_memory = False
+    image_size: int  # always known: the decode size
 
     def __init__(self, name: str, split: str, paths: Sequence[str], labels: Sequence[int],
                  class_names: Sequence[str], mean: Triple, std: Triple, image_size: int) -> None:
@@ -148,7 +149,7 @@ def decode_image(path: str | Path, size: int) -> Tensor:
             scale = size / min(w, h)
             nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
             if (nw, nh) != (w, h):
-                im = im.resize((nw, nh), Image.BILINEAR)
+                im = im.resize((nw, nh), Image.Resampling.BILINEAR)
             left, top = (nw - size) // 2, (nh - size) // 2
             im = im.crop((left, top, left + size, top + size))
             arr = np.asarray(im, dtype=np.uint8)

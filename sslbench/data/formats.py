@@ -15,6 +15,7 @@ from __future__ import annotations
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -56,7 +57,7 @@ def require_root(root: str | Path | None, dataset: str, holds: str) -> Path:
     return path
 
 
-def _download(dataset_cls: str, root: Path, title: str, **kwargs) -> None:
+def _download(dataset_cls: str, root: Path, title: str, **kwargs: Any) -> None:
     import torchvision.datasets as tvd
 
     root.mkdir(parents=True, exist_ok=True)
@@ -68,7 +69,7 @@ def _download(dataset_cls: str, root: Path, title: str, **kwargs) -> None:
                         f"point --data-root at its folder") from None
 
 
-def _unpickle(path: Path, title: str) -> dict:
+def _unpickle(path: Path, title: str) -> dict[str, Any]:
     try:
         with open(path, "rb") as f:
             obj = pickle.load(f, encoding="latin1")
@@ -95,7 +96,8 @@ def load_cifar(layout: CifarLayout, split: str, root: str | Path | None, downloa
     """Load one split ("train" or "test") of CIFAR-10/100 as uint8 (N, 3, 32, 32)."""
     if root is None and download:
         raise DataError(f"{name} --download needs --data-root DIR to download into")
-    base = require_root(root, name, layout.folder) if not download else Path(root).expanduser()
+    base = (Path(root).expanduser() if download and root is not None
+            else require_root(root, name, layout.folder))
     folder = _cifar_folder(base, layout, download)
     files = layout.train_files if split == "train" else layout.test_files
     paths = [folder / f for f in (*files, layout.meta_file)]
@@ -162,7 +164,8 @@ def load_stl10(split: str, root: str | Path | None, download: bool, mean: Triple
     """
     if root is None and download:
         raise DataError(f"{name} --download needs --data-root DIR to download into")
-    base = require_root(root, name, "stl10_binary") if not download else Path(root).expanduser()
+    base = (Path(root).expanduser() if download and root is not None
+            else require_root(root, name, "stl10_binary"))
     folder = base / "stl10_binary"
     if not folder.is_dir() and (base / "class_names.txt").is_file():
         folder = base

@@ -67,7 +67,7 @@ def rank_batches(order: Tensor, batch_size: int, *, drop_last: bool, rank: int =
     return batches
 
 
-class _Decoding(torch.utils.data.Dataset):
+class _Decoding(torch.utils.data.Dataset[tuple[Tensor | None, int, str | None]]):
     """Folder dataset view for DataLoader workers: errors travel back as data, so the main
     process can raise one clean DataError instead of a wrapped worker traceback."""
 
@@ -84,11 +84,12 @@ class _Decoding(torch.utils.data.Dataset):
             return None, int(self.ds.labels[i]), str(e)
 
 
-def _collate(items: list[tuple[Tensor | None, int, str | None]]):
+def _collate(items: list[tuple[Tensor | None, int, str | None]]
+             ) -> tuple[Tensor | None, Tensor | None, str | None]:
     errors = [e for _, _, e in items if e is not None]
     if errors:
         return None, None, errors[0]
-    return (torch.stack([im for im, _, _ in items]),
+    return (torch.stack([im for im, _, _ in items if im is not None]),
             torch.tensor([lab for _, lab, _ in items], dtype=torch.int64), None)
 
 

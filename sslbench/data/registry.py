@@ -8,7 +8,9 @@ train split), ``"train"`` and ``"test"`` (labelled, for probes). A dataset's own
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from sslbench.data import embedded, folder, formats
 from sslbench.data.base import (
@@ -17,6 +19,7 @@ from sslbench.data.base import (
     DatasetSpec,
     ImageDataset,
     TensorImageDataset,
+    Triple,
     resize_images,
 )
 from sslbench.errors import ConfigError
@@ -37,17 +40,24 @@ _OPTIONS = {
 }
 
 
-def _cifar(layout: formats.CifarLayout):
-    def load(spec: DatasetSpec, split: str, root, download: bool, image_size, **_) -> ImageDataset:
+# A loader's arguments: spec, on-disk split, root, download, image_size, then its options.
+Loader = Callable[..., ImageDataset]
+
+
+def _cifar(layout: formats.CifarLayout) -> Loader:
+    def load(spec: DatasetSpec, split: str, root: str | Path | None, download: bool,
+             image_size: int | None, **_: Any) -> ImageDataset:
         return formats.load_cifar(layout, split, root, download, spec.mean, spec.std, spec.name)
     return load
 
 
-def _stl10(spec: DatasetSpec, split: str, root, download: bool, image_size, **_) -> ImageDataset:
+def _stl10(spec: DatasetSpec, split: str, root: str | Path | None, download: bool,
+           image_size: int | None, **_: Any) -> ImageDataset:
     return formats.load_stl10(split, root, download, spec.mean, spec.std, spec.name)
 
 
-def _folder(spec: DatasetSpec, split: str, root, download: bool, image_size, *,
+def _folder(spec: DatasetSpec, split: str, root: str | Path | None, download: bool,
+            image_size: int | None, *,
             classes: str | None = None, allow_missing_classes: bool = False,
             in_memory: bool = False, num_workers: int | None = None) -> ImageDataset:
     if download:
@@ -64,25 +74,28 @@ def _folder(spec: DatasetSpec, split: str, root, download: bool, image_size, *,
     return ds
 
 
-def _digits(spec: DatasetSpec, split: str, root, download: bool, image_size, **_) -> ImageDataset:
+def _digits(spec: DatasetSpec, split: str, root: str | Path | None, download: bool,
+            image_size: int | None, **_: Any) -> ImageDataset:
     return embedded.load_digits_dataset(split, name=spec.name, mean=spec.mean, std=spec.std,
                                         image_size=image_size)
 
 
-def _shapes(spec: DatasetSpec, split: str, root, download: bool, image_size,
-            **options) -> ImageDataset:
+def _shapes(spec: DatasetSpec, split: str, root: str | Path | None, download: bool,
+            image_size: int | None, **options: Any) -> ImageDataset:
     return embedded.load_shapes_dataset(split, name=spec.name, mean=spec.mean, std=spec.std,
                                         **options)
 
 
-def _synthetic(spec: DatasetSpec, split: str, root, download: bool, image_size,
-               **options) -> ImageDataset:
+def _synthetic(spec: DatasetSpec, split: str, root: str | Path | None, download: bool,
+               image_size: int | None, **options: Any) -> ImageDataset:
     return embedded.load_synthetic_dataset(split, name=spec.name, mean=spec.mean, std=spec.std,
                                            image_size=image_size, **options)
 
 
-def _spec(name, description, classes, size, mean, std, loader, *, pretrain="train", test="test",
-          root=True, embedded_=False, recipe="cifar", probe="crop-flip", extra=()) -> DatasetSpec:
+def _spec(name: str, description: str, classes: int | None, size: int | None, mean: Triple,
+          std: Triple, loader: Loader, *, pretrain: str = "train", test: str = "test",
+          root: bool = True, embedded_: bool = False, recipe: str = "cifar",
+          probe: str = "crop-flip", extra: tuple[str, ...] = ()) -> DatasetSpec:
     return DatasetSpec(name=name, description=description, num_classes=classes, image_size=size,
                        mean=mean, std=std, pretrain_split=pretrain, train_split="train",
                        test_split=test, needs_root=root, embedded=embedded_,
@@ -133,7 +146,7 @@ def resolve_split(spec: DatasetSpec, split: str) -> str:
 
 
 def load_dataset(name: str, split: str, root: str | Path | None = None, *, download: bool = False,
-                 image_size: int | None = None, **options) -> ImageDataset:
+                 image_size: int | None = None, **options: Any) -> ImageDataset:
     """Load one split of a registered dataset.
 
     Args:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import Literal, overload
 
 import numpy as np
 import torch
@@ -208,8 +209,19 @@ def _block(seed: int, split: str, block: int) -> tuple[Tensor, Tensor, Tensor]:
     return images, labels, cover[:, 0]
 
 
+@overload
+def generate_shapes(num_samples: int, seed: int = ..., split: str = ...,
+                    return_coverage: Literal[False] = ...) -> tuple[Tensor, Tensor]: ...
+@overload
+def generate_shapes(num_samples: int, seed: int = ..., split: str = ..., *,
+                    return_coverage: Literal[True]) -> tuple[Tensor, Tensor, Tensor]: ...
+@overload
+def generate_shapes(num_samples: int, seed: int = ..., split: str = ...,
+                    return_coverage: bool = ...) -> (tuple[Tensor, Tensor]
+                                                     | tuple[Tensor, Tensor, Tensor]): ...
 def generate_shapes(num_samples: int, seed: int = 0, split: str = "train",
-                    return_coverage: bool = False):
+                    return_coverage: bool = False) -> (tuple[Tensor, Tensor]
+                                                       | tuple[Tensor, Tensor, Tensor]):
     """Generate ``num_samples`` images of ``split`` ("train" or "test": disjoint streams).
 
     Returns uint8 images (N, 3, 32, 32) and int64 labels (N,); with ``return_coverage`` also the

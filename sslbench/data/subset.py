@@ -6,7 +6,7 @@ import copy
 
 import torch
 
-from sslbench.data.base import ImageDataset
+from sslbench.data.base import FolderImageDataset, ImageDataset, TensorImageDataset
 
 
 def subset(ds: ImageDataset, n: int, *, seed: int = 0) -> ImageDataset:
@@ -15,10 +15,16 @@ def subset(ds: ImageDataset, n: int, *, seed: int = 0) -> ImageDataset:
         return ds
     g = torch.Generator().manual_seed(seed)
     index = torch.randperm(len(ds), generator=g)[:n].sort().values
-    out = copy.copy(ds)
-    out.labels = ds.labels[index]
-    if ds.in_memory:
-        out.images = ds.images[index]
+    out: ImageDataset
+    if isinstance(ds, TensorImageDataset):
+        in_memory = copy.copy(ds)
+        in_memory.images = ds.images[index]
+        out = in_memory
+    elif isinstance(ds, FolderImageDataset):
+        from_files = copy.copy(ds)
+        from_files.paths = [ds.paths[i] for i in index.tolist()]
+        out = from_files
     else:
-        out.paths = [ds.paths[i] for i in index.tolist()]
+        raise TypeError(f"cannot take a subset of {type(ds).__name__}")
+    out.labels = ds.labels[index]
     return out

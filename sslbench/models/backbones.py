@@ -56,7 +56,8 @@ class SmallConvNet(nn.Module):
         self.out_dim = 8 * w
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.features(x)
+        out: torch.Tensor = self.features(x)
+        return out
 
 
 def _convnet(width: int) -> Callable[[bool], tuple[nn.Module, int]]:

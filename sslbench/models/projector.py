@@ -1,4 +1,4 @@
-"""Projectors in the paper's notation (PAPER.md §6).
+"""Projectors in the paper's notation (§5).
 
 "X-Y-Z" means Linear layers of widths X, Y, Z; every layer but the last is followed by
 BatchNorm1d and ReLU (the official VICReg order, Linear -> BN -> ReLU); the last layer has no

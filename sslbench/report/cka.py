@@ -28,6 +28,8 @@ from sslbench.report.published import PAPER_SETTING_TEXT, cka_lookup, fig_s2_cka
 from sslbench.report.query import normalize_runs, pretrain_runs
 
 if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
     from sslbench.db import Store
 
 TOLERANCE = 0.05
@@ -50,7 +52,8 @@ def network_labels(store: Store, run_ids: list[str], stored: list[str]) -> list[
     runs = normalize_runs(store.runs_frame(kind="pretrain", params=(
         "projector", "dim", "backbone", "epochs", "seed", "loss.temperature"), summaries=()))
     by_id = runs.set_index("run_id")
-    labels, seen = [], {}
+    labels: list[str] = []
+    seen: dict[str, int] = {}
     for i, rid in enumerate(run_ids):
         if rid == RANDOM:
             label = "Random"
@@ -115,7 +118,7 @@ def cka_report(store: Store, *, select: str = "final", filters: ReportFilters | 
              "filters": filters.describe()}
     ours = pd.DataFrame(matrix, index=labels, columns=labels)
 
-    def draw():
+    def draw() -> Figure:
         from sslbench.report.figures import cka_figure
 
         return cka_figure(ours, fig_s2_cka(), title="Figure S2: linear CKA")

@@ -34,7 +34,8 @@ def seed_stats(cells: pd.DataFrame, keys: Sequence[str], value: str = "value") -
 def row_key(levels: Sequence[str]) -> Callable[[tuple[Any, ...]], tuple[Any, ...]]:
     """Sort key for index tuples: methods and projector families in the paper's order, the
     other levels by value."""
-    keys = [_LEVEL_KEYS.get(level, lambda v: (0, v)) for level in levels]
+    keys: list[Callable[[Any], Any]] = [_LEVEL_KEYS.get(level, lambda v: (0, v))
+                                        for level in levels]
     return lambda row: tuple(k(v) for k, v in zip(keys, row))
 
 

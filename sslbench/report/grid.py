@@ -26,6 +26,8 @@ from sslbench.report.published import PAPER_METHODS, PAPER_SETTING_TEXT, table_s
 from sslbench.report.query import completed_evals, latest_children, pretrain_runs, settings_text
 
 if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
     from sslbench.db import Store
 
 GRID_ROWS = ("dataset", "backbone", "epochs", "method", "projector")
@@ -130,7 +132,7 @@ def fig1_report(store: Store, *, select: str = "final", filters: ReportFilters |
         frame = frame[frame.index.get_level_values("projector") != "2048-2048-d"]
     name = "Figure S6" if figure_s6 else "Figure 1"
 
-    def draw():
+    def draw() -> Figure:
         from sslbench.report.figures import grid_figure
 
         return grid_figure(frame, title=f"{name}: online top-1 vs embedding dimension",
@@ -170,7 +172,7 @@ def knn_report(store: Store, *, select: str = "final", filters: ReportFilters | 
              "tuned_minus_orig": gap, "paper_tuned_minus_orig": PAPER_KNN_GAP,
              "filters": filters.describe()}
 
-    def draw():
+    def draw() -> Figure:
         from sslbench.report.figures import grid_figure
 
         return grid_figure(frame, title="Figure S1: k-NN top-1 vs embedding dimension",

@@ -75,8 +75,8 @@ def published_regression() -> dict[str, Any] | None:
     """The same fit over the paper's printed cells."""
     table = table_s2_s3()
     keys = sorted({k[:3] for k in table})
-    return linear_fit([table[(*k, "online")] for k in keys],
-                      [table[(*k, "offline")] for k in keys])
+    return linear_fit([table[k + ("online",)] for k in keys],
+                      [table[k + ("offline",)] for k in keys])
 
 
 def _fit_text(fit: dict[str, Any] | None) -> str:
@@ -96,7 +96,8 @@ def table_s2_s3_report(store: Store, *, select: str = "final",
                       cells.assign(probe="offline", value=cells["offline"])])
     stats = seed_stats(long, (*PROBE_ROWS, "dim"))
     paper = table_s2_s3()
-    extra_rows, extra_columns = [], ()
+    extra_rows: list[tuple[Any, ...]] = []
+    extra_columns: tuple[int, ...] = ()
     if complete:
         settings = list(paired[list(SETTING)].drop_duplicates().itertuples(index=False))
         keys = dict.fromkeys((m, f, p) for m, f, _, p in paper)

@@ -1,4 +1,4 @@
-"""The paper's published numbers (PAPER.md §4), shipped as CSV files in ``published/``.
+"""The paper's published numbers (Tables S2-S6, Figure S2), shipped as CSVs in ``published/``.
 
 The CSV files hold the tables exactly as printed (Table S4 keeps its ``1M`` / ``65k``
 abbreviations); this module parses them into lookups keyed the way the reports key their cells:
@@ -21,7 +21,7 @@ import math
 from importlib import resources
 from typing import Any
 
-#: The setting of every published number (PAPER.md §6).
+#: The setting of every published number (the paper's Appendix D: ImageNet-1k, ResNet-50).
 PAPER_SETTING = {"dataset": "ImageNet-1k", "backbone": "ResNet-50", "epochs": 100}
 PAPER_SETTING_TEXT = "ImageNet-1k, ResNet-50, 100 epochs"
 #: Table S5's row order (Figure 1's panels, left to right) and projector families.
@@ -39,7 +39,8 @@ _SUFFIX = {"k": 1e3, "M": 1e6}
 
 def read_csv(name: str) -> list[dict[str, str]]:
     """Rows of ``published/<name>`` as dicts of the printed strings."""
-    text = resources.files("sslbench.report").joinpath("published", name).read_text("utf-8")
+    folder = resources.files("sslbench.report").joinpath("published")
+    text = folder.joinpath(name).read_text("utf-8")
     return list(csv.DictReader(text.splitlines()))
 
 
@@ -67,8 +68,8 @@ def table_s2_s3() -> dict[tuple[str, str, int, str], float]:
     out = {}
     for r in read_csv("table_s2_s3_online_offline.csv"):
         key = (r["method"], r["projector"], int(r["dim"]))
-        out[(*key, "online")] = float(r["online_top1"])
-        out[(*key, "offline")] = float(r["offline_top1"])
+        out[key + ("online",)] = float(r["online_top1"])
+        out[key + ("offline",)] = float(r["offline_top1"])
     return out
 
 

@@ -70,10 +70,10 @@ def render(frame: pd.DataFrame, fmt: str, *, title: str = "", caption: str = "",
                  "latex": _latex, "html": _html}
     if fmt not in renderers:
         raise ConfigError(f"unknown report format {fmt!r}: use one of {', '.join(FORMATS)}")
-    options = dict(title=title, caption=caption, digits=digits, width=width)
     if fmt == "html":
-        options["tolerance"] = tolerance
-    return renderers[fmt](frame, **options)
+        return _html(frame, title=title, caption=caption, digits=digits, width=width,
+                     tolerance=tolerance)
+    return renderers[fmt](frame, title=title, caption=caption, digits=digits, width=width)
 
 
 def is_stat_frame(frame: pd.DataFrame) -> bool:
@@ -109,7 +109,8 @@ def format_value(value: Any, digits: int = 2) -> str:
     if isinstance(value, float):
         return f"{value:.{digits}f}"
     if isinstance(value, pd.Timestamp):
-        return value.strftime("%Y-%m-%d %H:%M")
+        stamp: str = value.strftime("%Y-%m-%d %H:%M")
+        return stamp
     return str(value)
 
 
@@ -244,7 +245,8 @@ def _markdown(frame: pd.DataFrame, *, title: str, caption: str, digits: int, wid
 
 
 def _csv(frame: pd.DataFrame, *, title: str, caption: str, digits: int, width: int) -> str:
-    return pd.DataFrame(records(frame)).to_csv(index=False, lineterminator="\n")
+    text: str = pd.DataFrame(records(frame)).to_csv(index=False, lineterminator="\n")
+    return text
 
 
 def _json(frame: pd.DataFrame, *, title: str, caption: str, digits: int, width: int) -> str:

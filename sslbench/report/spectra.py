@@ -25,6 +25,8 @@ from sslbench.report.published import PAPER_SETTING_TEXT
 from sslbench.report.query import evaluated_runs, settings_text
 
 if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
     from sslbench.db import Store
 
 GROUP = ("dataset", "backbone", "epochs", "method", "projector", "dim")
@@ -38,7 +40,7 @@ def log_spectrum(values: np.ndarray) -> np.ndarray:
     if values.size == 0 or not np.isfinite(values[0]) or values[0] <= 0:
         return np.full(values.shape, np.nan)
     with np.errstate(divide="ignore", invalid="ignore"):
-        out = np.log(values / values[0])
+        out: np.ndarray = np.log(values / values[0])
     out[~np.isfinite(out)] = np.nan
     return out
 
@@ -109,7 +111,7 @@ def spectra_report(store: Store, *, select: str = "final", filters: ReportFilter
     notes = {"select": select, "ours": settings_text(nets), "rankme": rankme_notes,
              "dim": dim, "filters": filters.describe()}
 
-    def draw():
+    def draw() -> Figure:
         from sslbench.report.figures import spectra_figure
 
         return spectra_figure(frame, title="Figure S5: singular-value spectra")
