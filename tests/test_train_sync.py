@@ -32,8 +32,13 @@ from sslbench.train.probe import UNLABELED, OnlineProbe
 
 #: The Tensor methods through which a value leaves the device for the host.
 HOST_READS = ("item", "tolist", "cpu", "numpy", "__bool__", "__float__", "__int__", "__index__")
-#: Files whose per-step code is under test (probe_accuracy, the end-of-epoch evaluation, aside).
-LOOP_FILES = (str(Path(loop.__file__)), str(Path(probe_module.__file__)))
+#: Files whose per-step code is under test (probe_accuracy, the end-of-epoch evaluation, aside):
+#: the loop, the online probe, every criterion and the crop kernels. (data/augment.py reads a
+#: mask on CPU tensors only, where a read is no device sync, so a CPU test cannot judge it.)
+_PACKAGE = Path(loop.__file__).resolve().parents[1]
+LOOP_FILES = (str(Path(loop.__file__)), str(Path(probe_module.__file__)),
+              str(_PACKAGE / "data" / "augment_ops.py"),
+              *(str(p) for p in sorted((_PACKAGE / "losses").glob("*.py"))))
 
 
 @contextmanager

@@ -118,8 +118,8 @@ def resized_crop(x: Tensor, top: Tensor, left: Tensor, height: Tensor, width: Te
                  size: int, flip: Tensor | None = None) -> Tensor:
     """Crop box (top, left, height, width) of each sample, resize to (size, size), maybe flip.
 
-    Up-scaling crops (the usual case: crops of a source no larger than the output) take a
-    two-tap gather path; a batch with any down-scaled crop takes the dense path
+    Images no larger than the output (whose crops can only up-scale) take a two-tap gather
+    path; larger images take the dense path
     ``Ry @ x @ Rx^T`` with antialiasing weights. Both equal torchvision's antialiased bilinear
     ``resized_crop`` of each sample.
 
@@ -131,9 +131,11 @@ def resized_crop(x: Tensor, top: Tensor, left: Tensor, height: Tensor, width: Te
         (B, C, size, size) float images (convex combinations of input pixels).
     """
     _check_batch(x, top, left, height, width)
-    if int(torch.maximum(height, width).max()) <= size:
-        return _resized_crop_taps(x, top, left, height, width, size, flip)
     b, c, h, w = x.shape
+    # Decided from the image size, not from the boxes: reading the boxes back would be a host
+    # sync on every training step (no crop of an image no larger than the output down-scales).
+    if max(h, w) <= size:
+        return _resized_crop_taps(x, top, left, height, width, size, flip)
     ry = resample_matrix(top, height, h, size).to(x.dtype)
     rx = resample_matrix(left, width, w, size).to(x.dtype)
     if flip is not None:

@@ -15,6 +15,10 @@ Errors:
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+from collections.abc import Iterator
+
 import torch
 from torch import Tensor
 
@@ -22,6 +26,25 @@ from sslbench.errors import ConfigError
 
 #: dtypes that are cast up to float32 before any loss math (autocast / mixed precision outputs).
 LOW_PRECISION = (torch.float16, torch.bfloat16)
+
+
+# Whether check_pair tests finiteness (see deferred_finite_checks).
+_CHECK_FINITE: contextvars.ContextVar[bool] = contextvars.ContextVar("check_finite", default=True)
+
+
+@contextlib.contextmanager
+def deferred_finite_checks() -> Iterator[None]:
+    """Inside the block, criteria skip their per-call NaN/Inf check of the embeddings.
+
+    That check reads a value back from the device, a host sync on every training step of a GPU.
+    The training loop reads its loss terms every ``log_every`` steps and before every save and
+    stops a diverged run there, so it defers the criteria's own check while it trains.
+    """
+    token = _CHECK_FINITE.set(False)
+    try:
+        yield
+    finally:
+        _CHECK_FINITE.reset(token)
 
 
 class EmbeddingShapeError(ValueError):
@@ -67,6 +90,8 @@ def check_pair(z1: Tensor, z2: Tensor, name: str, min_batch: int = 2, min_dim: i
     if m < min_dim:
         raise ConfigError(f"criterion '{name}' needs embedding dimension >= {min_dim}, got "
                           f"{_shapes(z1, z2)}; use a wider projector output")
+    if not _CHECK_FINITE.get():
+        return
     for label, z in (("z1", z1), ("z2", z2)):
         with torch.no_grad():
             total = z.sum(dtype=torch.float32) if z.dtype in LOW_PRECISION else z.sum()

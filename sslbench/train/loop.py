@@ -36,7 +36,7 @@ from sslbench.db.models import RunKind, RunStatus
 from sslbench.db.ownership import RunBusyError
 from sslbench.db.writer import RunWriter
 from sslbench.errors import SSLBenchError, one_line
-from sslbench.losses.inputs import NonFiniteEmbeddingsError
+from sslbench.losses.inputs import NonFiniteEmbeddingsError, deferred_finite_checks
 from sslbench.train import distributed
 from sslbench.train.optim import build_optimizer, lr_at, scaled_lr, set_lr
 from sslbench.train.probe import OnlineProbe, probe_accuracy
@@ -350,8 +350,9 @@ def _train(cfg: TrainConfig, store: RunWriter, device: torch.device, train_ds, t
                 set_lr(state.optimizer, lr)
                 generator.manual_seed(step_seed(cfg.seed, state.step, info.rank))
                 try:
-                    keys, row = _step(state, images, labels, aug1, aug2, generator, device)
-                except NonFiniteEmbeddingsError:
+                    with deferred_finite_checks():  # the loss is checked at each sync instead
+                        keys, row = _step(state, images, labels, aug1, aug2, generator, device)
+                except (NonFiniteEmbeddingsError, torch.linalg.LinAlgError):
                     sync()  # a NaN loss earlier in the window made them: name it, the cause
                     raise
                 window.add(_Entry(state.step, lr, 2 * len(labels), keys), row)
