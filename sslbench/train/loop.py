@@ -362,7 +362,9 @@ def _train(cfg: TrainConfig, store: RunWriter, device: torch.device, train_ds, t
                 bar.advance(state.epoch)
                 if state.step % cfg.log_every == 0:
                     sync()
-                if distributed.broadcast(stop.requested, info):
+                # Under torchrun the stop flag is a collective: ask at sync points only.
+                asked = not info.enabled or state.step % cfg.log_every == 0
+                if asked and distributed.broadcast(stop.requested, info):
                     sync()  # before the checkpoint: a NaN loss fails the run, is never saved
                     _flush(store, cfg.run_id, pending)
                     if info.is_main:
