@@ -49,6 +49,10 @@ def test_readme_has_two_quick_start_commands():
                                            "pip install -e '.[dev]' && python -m pytest -n 2"]
     ci = (README.parent / ".ci" / "run").read_text()
     assert "pip install -e '.[dev]' && python -m pytest -n 2" in ci
+    checks = re.search(r"`(ruff check .*?)`", quick)
+    assert checks, "the README names the checks CI runs"
+    for check in checks.group(1).split(" && "):
+        assert f"\n{check}\n" in ci, check
 
 
 @pytest.mark.parametrize("args", _commands(), ids=lambda a: " ".join(a)[:60])
