@@ -184,6 +184,33 @@ def test_the_cli_imports_neither_torch_nor_pandas():
     assert out.returncode == 0, out.stderr
 
 
+@pytest.mark.parametrize(("command", "listed"), [("train", "vicreg-exp"), ("eval", "imagenet100"),
+                                                 ("sweep", "--backend")])
+def test_help_listing_the_registries_names_imports_no_torch(command, listed):
+    """The choices in ``--help`` come from the registries' torch-free name lists."""
+    code = ("import sys\nfrom typer.testing import CliRunner\nfrom sslbench.cli import app\n"
+            f"result = CliRunner().invoke(app, [{command!r}, '--help'], terminal_width=200)\n"
+            "assert result.exit_code == 0, result.output\n"
+            f"assert {listed!r} in result.output, result.output\n"
+            "assert 'torch' not in sys.modules, 'torch'\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 0, out.stderr
+
+
+def test_the_name_lists_are_the_registries_names():
+    from sslbench.data.augment import RECIPES
+    from sslbench.data.names import DATASET_NAMES, RECIPE_NAMES
+    from sslbench.data.registry import DATASETS
+    from sslbench.losses.names import CRITERION_NAMES
+    from sslbench.losses.registry import CRITERIA
+    from sslbench.models.backbones import BACKBONES
+    from sslbench.models.names import BACKBONE_NAMES
+
+    assert tuple(CRITERIA) == CRITERION_NAMES and tuple(BACKBONES) == BACKBONE_NAMES
+    assert tuple(DATASETS) == DATASET_NAMES and tuple(RECIPES) == RECIPE_NAMES
+
+
 def _imports(path: Path) -> Iterator[ast.ImportFrom]:
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("sslbench.cli"):

@@ -2,13 +2,14 @@
 the store of ``--db``, JSON output, the recorded command line, and one ``Annotated`` alias per
 option that several commands take (``--format``, ``--device``, ``--dataset``, ...).
 
-Why the choices are not Enums: their registries (criteria, datasets, backbones) import torch and
-the report registry imports pandas, and ``sslbench --help`` must import neither. So an option with
-a closed set of values names a :class:`Choices` -- a function that reads the names from their one
-registry -- as its callback: the value is checked when the option is used (a bad one is the usual
-one-line ``error: unknown --method 'x': choose one of ...``, exit code 1, not Typer's multi-line
-usage error), and :class:`Command` appends the names to the option's help only when that help is
-shown.
+An option with a closed set of values names a :class:`Choices` -- a function that reads the
+names from their one registry -- as its callback rather than an Enum: the value is checked when
+the option is used (a bad one is the usual one-line ``error: unknown --method 'x': choose one of
+...``, exit code 1, not Typer's multi-line usage error), and :class:`Command` appends the names to
+the option's help only when that help is shown. The criteria, datasets, recipes and backbones
+keep their names in torch-free modules (``sslbench.losses.names``, ``sslbench.data.names``,
+``sslbench.models.names``) that their registries check themselves against, so listing them
+loads no torch; the report registry imports pandas, which only ``report --help`` pays for.
 
 Expected failures (:class:`~sslbench.errors.SSLBenchError`), raised while parsing or while a
 command runs, print one line on stderr and exit with code 1 (:class:`Group`); anything else is a
@@ -118,8 +119,7 @@ app.add_typer(bench_app, name="bench")
 
 
 # ------------------------------------------------------------------------------ registries
-# Each reads one registry, imported only when an option is used or its help is shown (those of
-# sslbench.config import nothing heavy and are read directly).
+# Each reads one registry's names (torch-free), only when an option is used or its help is shown.
 
 def _criteria() -> list[str]:
     from sslbench.losses import criterion_names

@@ -24,6 +24,7 @@ import torch
 from torch import Tensor
 
 from sslbench.data import augment_ops as ops
+from sslbench.data.names import RECIPE_NAMES
 from sslbench.errors import ConfigError
 
 CROP_TRIES = 10  # candidate boxes per sample, as torchvision's RandomResizedCrop
@@ -275,9 +276,9 @@ class BatchAugment(torch.nn.Module):
         return self.apply(images, params)
 
 
-def recipe_names() -> list[str]:
-    """Names accepted by :func:`build_augment`."""
-    return sorted(RECIPES)
+if tuple(RECIPES) != RECIPE_NAMES:  # the command line lists the names from there
+    raise ImportError("sslbench.data.names.RECIPE_NAMES is out of step with the recipes: "
+                      f"{', '.join(RECIPES)}")
 
 
 def build_augment(recipe: str, *, image_size: int, mean: Sequence[float],
@@ -285,7 +286,7 @@ def build_augment(recipe: str, *, image_size: int, mean: Sequence[float],
     """The two view pipelines of a named recipe (see :data:`RECIPES`)."""
     if recipe not in RECIPES:
         raise ConfigError(f"unknown augmentation recipe {recipe!r}: choose one of "
-                          f"{', '.join(recipe_names())}")
+                          f"{', '.join(sorted(RECIPES))}")
     v1, v2 = RECIPES[recipe].views
     return (BatchAugment.from_recipe(v1, image_size=image_size, mean=mean, std=std),
             BatchAugment.from_recipe(v2, image_size=image_size, mean=mean, std=std))

@@ -22,6 +22,7 @@ from sslbench.data.base import (
     Triple,
     resize_images,
 )
+from sslbench.data.names import DATASET_NAMES
 from sslbench.errors import ConfigError
 
 CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
@@ -129,9 +130,9 @@ DATASETS: dict[str, DatasetSpec] = {s.name: s for s in [
 ]}
 
 
-def dataset_names() -> list[str]:
-    """Registered dataset names, sorted."""
-    return sorted(DATASETS)
+if tuple(DATASETS) != DATASET_NAMES:  # the command line lists the names from there
+    raise ImportError("sslbench.data.names.DATASET_NAMES is out of step with the dataset "
+                      f"registry: {', '.join(DATASETS)}")
 
 
 def resolve_split(spec: DatasetSpec, split: str) -> str:
@@ -163,7 +164,7 @@ def load_dataset(name: str, split: str, root: str | Path | None = None, *, downl
         ConfigError: unknown name, split or option. DataError: missing or unreadable files.
     """
     if name not in DATASETS:
-        raise ConfigError(f"unknown dataset {name!r}: choose one of {', '.join(dataset_names())}")
+        raise ConfigError(f"unknown dataset {name!r}: choose one of {', '.join(sorted(DATASETS))}")
     spec = DATASETS[name]
     disk_split = resolve_split(spec, split)
     unknown = sorted(set(options) - _OPTIONS.get(name, set()))

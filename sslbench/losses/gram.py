@@ -28,8 +28,9 @@ from typing import Literal
 import torch
 from torch import Tensor
 
+from sslbench.losses.names import IMPLS  # one list, also for the command line
+
 Impl = Literal["auto", "direct", "dual"]
-IMPLS: tuple[str, ...] = ("auto", "direct", "dual")
 
 
 def resolve_impl(impl: str, direct_size: int, dual_size: int) -> Literal["direct", "dual"]:

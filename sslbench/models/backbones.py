@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from sslbench.config import require_choice
+from sslbench.models.names import BACKBONE_NAMES
 
 
 def _resnet(arch: str) -> Callable[[bool], tuple[nn.Module, int]]:
@@ -75,8 +76,9 @@ BACKBONES: dict[str, Callable[[bool], tuple[nn.Module, int]]] = {
 }
 
 
-def backbone_names() -> list[str]:
-    return sorted(BACKBONES)
+if tuple(BACKBONES) != BACKBONE_NAMES:  # the command line lists the names from there
+    raise ImportError("sslbench.models.names.BACKBONE_NAMES is out of step with the backbone "
+                      f"registry: {', '.join(BACKBONES)}")
 
 
 def build_backbone(name: str, *, cifar_stem: bool = False) -> tuple[nn.Module, int]:
