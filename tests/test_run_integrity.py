@@ -412,3 +412,45 @@ def test_eval_refuses_a_run_that_a_live_process_owns(trained, tmp_path):
         first, second = store.attempt_details(cfg.run_id)
         assert first["status"] == "killed" and "taken over" in first["error"]
         assert second["status"] == "completed"
+
+
+def _image_folder(root: Path, per_class: int) -> None:
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split, count in (("train", per_class), ("val", 4)):
+        for cls in ("a", "b"):
+            (root / split / cls).mkdir(parents=True)
+            for i in range(count):
+                pixels = rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)
+                Image.fromarray(pixels).save(root / split / cls / f"{i}.jpg")
+
+
+def test_an_image_that_becomes_unreadable_mid_run_fails_it_in_one_line(tmp_path):
+    data, home = tmp_path / "data", tmp_path / "home"
+    home.mkdir()
+    _image_folder(data, per_class=32)
+    args = ["train", "--dataset", "imagefolder", "--data-root", str(data), "--image-size", "16",
+            "--backbone", "small", "--projector", "64-d", "--dim", "16", "--epochs", "200",
+            "--batch-size", "16", "--quiet"]
+    proc = _start(args, home)
+    try:
+        deadline = time.time() + 240
+        while not list(home.glob("runs/*/checkpoint.pt")):
+            assert proc.poll() is None and time.time() < deadline, proc.stderr.read()
+            time.sleep(0.02)
+        for image in (data / "train").rglob("*.jpg"):  # a disk or a colleague breaks them
+            image.write_bytes(b"no longer a JPEG")
+        _, stderr = proc.communicate(timeout=240)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    result = subprocess.CompletedProcess(args, proc.returncode, "", stderr)
+    line = _one_error_line(result, "unreadable image", str(data / "train"))
+    (checkpoint,) = home.glob("runs/*/checkpoint.pt")
+    payload = torch.load(checkpoint, weights_only=True)  # the last good one, intact
+    assert payload["epoch"] >= 1
+    with _store(home) as store:
+        (run,) = store.find_runs(kind="pretrain")
+        assert run.status == "failed" and run.error == line.removeprefix("error: ")
