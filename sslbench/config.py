@@ -83,6 +83,17 @@ class TrainConfig:
 
 
 EVAL_PROTOCOLS = ("fast-linear", "knn", "linear", "analysis")
+#: The headline metrics each evaluation protocol stores (what ``sslbench tune`` may optimise);
+#: ``tests/test_tune.py`` checks them against what the protocols really store.
+PROTOCOL_METRICS: dict[str, tuple[str, ...]] = {
+    "fast-linear": ("fast_linear_top1", "fast_linear_train_top1"),
+    "knn": ("knn_top1",),
+    "linear": ("linear_top1", "linear_train_top1"),
+    "analysis": ("rankme_repr", "rankme_emb", "neg_cos_mean", "neg_cos_var"),
+}
+#: Metrics every pretraining run stores at the end of each epoch (besides its criterion's own
+#: ``epoch_<term>`` means): the online probe's top-1 and the mean loss.
+EPOCH_METRICS = ("online_top1", "epoch_loss")
 # Training-image augmentation of the linear probes (sslbench.evaluate.linear): the paper's random
 # resized crop (scale 0.08-1) + horizontal flip, flip only, or none. "auto" (the default) resolves
 # to the dataset's own choice (DatasetSpec.probe_augment) when the config is built.

@@ -25,6 +25,7 @@ from sqlalchemy import create_engine
 from sqlalchemy.engine import Connection
 
 from sslbench.db import SCHEMA_VERSION, Store, migrations
+from sslbench.db.migrations import VERSION_TABLE
 from sslbench.db.models import Base
 from sslbench.errors import StoreError
 from tests.conftest import race, run_cli
@@ -41,13 +42,13 @@ def fixture_copy(version: int, folder: Path) -> Path:
 
 
 def store_contents(path: Path) -> dict[str, list[dict[str, Any]]]:
-    """Every row of every sslbench table, in primary-key order (alembic_version left out)."""
+    """Every row of every sslbench table, in primary-key order (Alembic's tables left out)."""
     with contextlib.closing(sqlite3.connect(path)) as con:
         con.row_factory = sqlite3.Row
         tables = [r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table' "
                                             "AND name NOT LIKE 'sqlite_%' ORDER BY name")]
         out = {}
-        for table in (t for t in tables if t != "alembic_version"):
+        for table in (t for t in tables if t not in ("alembic_version", VERSION_TABLE)):
             info = con.execute(f"PRAGMA table_info({table})").fetchall()
             keys = ", ".join(r["name"] for r in sorted(info, key=lambda r: r["pk"]) if r["pk"])
             out[table] = [dict(r) for r in con.execute(f"SELECT * FROM {table} ORDER BY {keys}")]
@@ -62,7 +63,8 @@ def schema_version_of(path: Path) -> str:
 
 def migrated_schema_diff(conn: Connection) -> list[Any]:
     """What Alembic's autogenerate finds between the database and today's models."""
-    context = MigrationContext.configure(conn, opts={"compare_type": True})
+    context = MigrationContext.configure(conn, opts={"compare_type": True,
+                                                     "version_table": VERSION_TABLE})
     return compare_metadata(context, Base.metadata)
 
 
@@ -250,13 +252,13 @@ def test_two_processes_open_an_old_store_at_once(tmp_path):
 
 
 def test_failed_upgrade_is_one_line_and_rolled_back(tmp_path):
-    """A store whose meta claims an older version than its tables have (the migration's
-    ALTER fails): one line, nothing changed, the copy taken first kept."""
+    """A store whose meta claims an older version than its tables have (version 2: revision
+    0003's ALTER adds a column the table already has, and fails): one line, nothing changed,
+    the copy taken first kept."""
     path = tmp_path / "store.sqlite"
     Store.open(str(path)).close()
     with contextlib.closing(sqlite3.connect(path)) as con, con:
-        con.execute("UPDATE sslbench_meta SET value = ? WHERE key = 'schema_version'",
-                    (str(SCHEMA_VERSION - 1),))
+        con.execute("UPDATE sslbench_meta SET value = '2' WHERE key = 'schema_version'")
     before = store_contents(path)
     with pytest.raises(StoreError) as info:
         Store.open(str(path))

@@ -229,7 +229,7 @@ def test_an_unknown_kind_is_a_programming_error(store):
 
 def test_statuses_and_kinds_are_enums_equal_to_their_stored_text(store):
     assert RUN_STATUSES == tuple(status.value for status in RunStatus)
-    assert TERMINAL_STATUSES == ("completed", "failed", "killed", "interrupted")
+    assert TERMINAL_STATUSES == ("completed", "failed", "killed", "interrupted", "pruned")
     assert RUN_KINDS == ("pretrain", "eval") == tuple(kind.value for kind in RunKind)
     assert [s.terminal for s in RunStatus] == [s in TERMINAL_STATUSES for s in RUN_STATUSES]
     # A member is its text wherever a string goes: formatting, JSON, hashing, comparison.

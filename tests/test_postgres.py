@@ -113,6 +113,7 @@ def _drop_store(engine) -> None:
     Base.metadata.drop_all(engine)
     with engine.begin() as conn:
         conn.exec_driver_sql("DROP TABLE IF EXISTS alembic_version")
+        conn.exec_driver_sql("DROP TABLE IF EXISTS sslbench_alembic_version")
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ are imported inside the commands that need them, so ``sslbench --help`` stays in
 
 # isort: off
 # Importing a module adds its commands; `sslbench --help` lists them in this order.
-from sslbench.cli import train, evaluate, report, sweep, runs, bench  # noqa: F401
+from sslbench.cli import train, evaluate, report, sweep, tune, runs, bench  # noqa: F401
 from sslbench.cli.common import app
 # isort: on
 

@@ -58,8 +58,9 @@ def sweep(
     from sslbench.runs.sweepfile import load_sweep
 
     spec = load_sweep(file, set_ or [])
-    policy = _policy(spec, max_attempts, transient or [])
-    pool = _pool(spec, backend, devices, per_device, workers, needed=not (dry_run or queue_only))
+    policy = retry_policy(spec, max_attempts, transient or [])
+    pool = device_pool(spec, backend, devices, per_device, workers,
+                       needed=not (dry_run or queue_only))
     resolved = build_plan(spec)  # every cell is checked before the store is touched
     if dry_run:
         plan = with_statuses(resolved, _store_for_dry_run(), retry_failed=retry_failed)
@@ -82,7 +83,7 @@ def sweep(
         _submit(plan, store, spec, backend, policy, per_device or 1, fmt)
 
 
-def _policy(spec: Any, max_attempts: int | None, transient: list[str]) -> Any:
+def retry_policy(spec: Any, max_attempts: int | None, transient: list[str]) -> Any:
     import re
 
     from sslbench.errors import ConfigError
@@ -100,7 +101,7 @@ def _policy(spec: Any, max_attempts: int | None, transient: list[str]) -> Any:
     return RetryPolicy(attempts, tuple(spec.scheduler.get("transient", [])) + tuple(transient))
 
 
-def _pool(spec: Any, backend: str, devices: str | None, per_device: int | None,
+def device_pool(spec: Any, backend: str, devices: str | None, per_device: int | None,
           workers: int | None, *, needed: bool) -> Any:
     """The local device pool (checked now, so missing devices queue nothing), or None."""
     if backend != "local" or not needed:

@@ -38,7 +38,8 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 #: newer one is refused with a one-line fix.
 #: 2: attempt process/exit details, attempt_limit, schedulers, reservations.
 #: 3: runs.numerics_json.
-SCHEMA_VERSION = 3
+#: 4: Alembic's revision kept in sslbench_alembic_version (Optuna's studies share the database).
+SCHEMA_VERSION = 4
 #: The value of ``sslbench_meta.app``: what tells an sslbench store from a foreign database.
 APP_NAME = "sslbench"
 META_TABLE = "sslbench_meta"
@@ -72,6 +73,8 @@ class RunStatus(_StrEnum):
     FAILED = "failed"
     KILLED = "killed"
     INTERRUPTED = "interrupted"
+    #: Stopped early by a tuning study's pruner (``sslbench tune``); resumable like 'interrupted'.
+    PRUNED = "pruned"
 
     @property
     def terminal(self) -> bool:

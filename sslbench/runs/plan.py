@@ -12,6 +12,7 @@ What a sweep does with each run, by stored status (:func:`action_for`):
 not stored / queued       queue it
 completed                 skip it
 interrupted / killed      resume it (from its checkpoint)
+pruned                    resume it (a tuning study stopped it early; a sweep wants it whole)
 failed                    re-run it with ``--retry-failed``, else skip it and say so
 running                   leave it to the process running it; its evaluations still wait on it
 ========================  =================================================================
@@ -193,7 +194,7 @@ def action_for(status: str, *, retry_failed: bool) -> str:
         return "queue"
     if status == RunStatus.COMPLETED:
         return "skip"
-    if status in (RunStatus.INTERRUPTED, RunStatus.KILLED):
+    if status in (RunStatus.INTERRUPTED, RunStatus.KILLED, RunStatus.PRUNED):
         return "resume"
     if status == RunStatus.FAILED:
         return "retry" if retry_failed else "skip-failed"

@@ -69,6 +69,8 @@ def decide(status: str, failure_class: str | None, error: str | None, *, attempt
         return Decision("done", "completed")
     if status == RunStatus.INTERRUPTED:
         return Decision("stopped", "interrupted (asked to stop): re-run the sweep to resume it")
+    if status == RunStatus.PRUNED:
+        return Decision("done", "pruned by its tuning study")
     if status not in (RunStatus.FAILED, RunStatus.KILLED):
         return Decision("give-up", f"unexpected status {status!r} after the attempt")
     cls = failure_class or ("killed" if status == RunStatus.KILLED else "error")

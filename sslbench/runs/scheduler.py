@@ -10,7 +10,9 @@ One loop, readable top to bottom (:meth:`LocalScheduler.run`):
    the slot reservation), spawn ``python -m sslbench runs exec RUN_ID`` in its own session with
    ``CUDA_VISIBLE_DEVICES`` and thread counts from the pool, attach its pid and start time.
 
-Evaluations wait for their pretraining run. A run claimed by another scheduler (or a plain
+A :class:`Feed` may add runs while the queue drains: ``sslbench tune`` asks its study for the
+next trial each time one ends, so trials run as the slots free up. Evaluations wait for their
+pretraining run. A run claimed by another scheduler (or a plain
 ``sslbench train``) is waited for, not run twice. On SIGTERM/SIGINT (or the store's stop flag)
 the scheduler starts nothing new and forwards SIGTERM to its workers, which checkpoint and end
 as 'interrupted'; a second Ctrl-C kills them.
@@ -27,7 +29,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from sslbench.db.models import TERMINAL_STATUSES, RunStatus
 from sslbench.db.scheduling import DEFAULT_ATTEMPT_LIMIT
@@ -68,6 +70,20 @@ class SchedulerReport:
         return out
 
 
+class Feed(Protocol):
+    """A source of runs beyond the first queue (a tuning study's trials)."""
+
+    def refill(self, pending: list[str]) -> None:
+        """Append the ids of runs to start now (queued in the store) to ``pending``."""
+
+    def ended(self, run_id: str, outcome: str) -> None:
+        """A run this scheduler saw through has its final ``outcome`` (a status, 'blocked')."""
+
+    @property
+    def exhausted(self) -> bool:
+        """No run will be added any more (refill is no longer called)."""
+
+
 def new_scheduler_id(backend: str = "local") -> str:
     return f"{backend}:{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
@@ -93,6 +109,7 @@ class LocalScheduler:
         self._children: dict[str, _Child] = {}
         self._exclusive: set[str] = set()
         self._report = SchedulerReport()
+        self._feed: Feed | None = None
 
     # ------------------------------------------------------------------------------ control
 
@@ -119,16 +136,18 @@ class LocalScheduler:
 
     # --------------------------------------------------------------------------------- loop
 
-    def run(self, queue: list[str]) -> SchedulerReport:
-        """See ``queue`` (run ids, pretraining first) through; returns the report."""
+    def run(self, queue: list[str], feed: Feed | None = None) -> SchedulerReport:
+        """See ``queue`` (run ids, pretraining first) and what ``feed`` adds through; returns
+        the report."""
         t0 = time.perf_counter()
         pending = list(dict.fromkeys(queue))
+        self._feed = feed
         self.store.register_scheduler(self.scheduler_id, backend=self.backend,
                                       slots=self.pool.describe())
         previous = self._install()
         beats, last_beat, dirty = 0, 0.0, True
         try:
-            while pending or self._children:
+            while pending or self._children or self._fed(pending):
                 if self._collect(pending):
                     dirty = True
                 now = time.monotonic()
@@ -141,6 +160,7 @@ class LocalScheduler:
                         break
                 elif dirty:
                     dirty = False
+                    self._fed(pending)
                     self._launch(pending)
                 time.sleep(self.poll_s)
         finally:
@@ -150,6 +170,23 @@ class LocalScheduler:
         self._report.stopped = self.stopping
         self._report.wall_s = time.perf_counter() - t0
         return self._report
+
+    def _fed(self, pending: list[str]) -> bool:
+        """Let the feed add runs (not while stopping); returns whether it may add more."""
+        if self._feed is None or self.stopping or self._feed.exhausted:
+            return False
+        before = len(pending)
+        self._feed.refill(pending)
+        return len(pending) > before or not self._feed.exhausted
+
+    def _settle(self, pending: list[str], run_id: str, outcome: str, reason: str | None) -> None:
+        """``run_id`` is over for this scheduler: record its outcome and tell the feed."""
+        pending.remove(run_id)
+        self._report.outcomes[run_id] = outcome
+        if reason is not None:
+            self._report.reasons[run_id] = reason
+        if self._feed is not None:
+            self._feed.ended(run_id, outcome)
 
     def _beat(self, *, reap_now: bool) -> None:
         """Heartbeat, stop flag, and now and then the reaper; a store that is briefly
@@ -214,10 +251,8 @@ class LocalScheduler:
                     or not self._parent_ready(record, records, pending)):
                 continue
             if record.attempts >= (record.attempt_limit or DEFAULT_ATTEMPT_LIMIT):
-                pending.remove(run_id)
-                self._report.outcomes[run_id] = RunStatus.QUEUED
-                self._report.reasons[run_id] = f"out of attempts ({record.attempts}): re-run " \
-                                               "the sweep to give it more"
+                self._settle(pending, run_id, RunStatus.QUEUED, f"out of attempts "
+                             f"({record.attempts}): re-run the sweep to give it more")
                 continue
             exclusive = run_id in self._exclusive
             if draining and not exclusive:
@@ -235,16 +270,13 @@ class LocalScheduler:
         if parent.status == RunStatus.COMPLETED:
             return True
         if parent.status in TERMINAL_STATUSES and parent.run_id not in pending:
-            pending.remove(record.run_id)
-            self._report.outcomes[record.run_id] = "blocked"
-            self._report.reasons[record.run_id] = f"its pretraining run {parent.run_id} is " \
-                                                  f"{parent.status}"
+            self._settle(pending, record.run_id, "blocked",
+                         f"its pretraining run {parent.run_id} is {parent.status}")
         return False
 
     def _finish_foreign(self, pending: list[str], run_id: str, record: Any) -> None:
         """A run that ended without this scheduler's decision (another process ran it)."""
-        pending.remove(run_id)
-        self._report.outcomes[run_id] = record.status if record is not None else "missing"
+        self._settle(pending, run_id, record.status if record is not None else "missing", None)
 
     def _start(self, run_id: str, exclusive: bool) -> _Child | None:
         t0 = time.perf_counter()
@@ -293,9 +325,8 @@ class LocalScheduler:
                 if decision.action == "retry-exclusive":
                     self._exclusive.add(child.run_id)
             else:
-                pending.remove(child.run_id)
-                self._report.outcomes[child.run_id] = self.store.get_run(child.run_id).status
-                self._report.reasons[child.run_id] = decision.reason
+                self._settle(pending, child.run_id, self.store.get_run(child.run_id).status,
+                             decision.reason)
             self._report.bookkeeping_s += time.perf_counter() - t0
             self.echo(f"end    {child.run_id} attempt {child.attempt}: "
                       f"{self._report.outcomes.get(child.run_id, 'retrying')} "

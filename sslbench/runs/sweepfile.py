@@ -77,7 +77,7 @@ SCHEDULER_KEYS = {"max_attempts": int, "transient": list, "per_device": int, "wo
 SLURM_KEYS = {"partition": str, "timeout_min": int, "gpus_per_node": int, "cpus_per_task": int,
               "mem_gb": int, "array_parallelism": int, "account": str, "qos": str,
               "constraint": str, "setup": list}
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _VAR_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _TYPES = {"str": str, "int": int, "float": float, "bool": bool}
 
@@ -115,10 +115,12 @@ class SweepSpec:
     baseline: bool = False
     scheduler: dict[str, Any] = field(default_factory=dict)
     slurm: dict[str, Any] = field(default_factory=dict)
+    #: What groups the runs: "sweep", or "tune" for a tuning study's trials (its runs' tag).
+    kind: str = "sweep"
 
     @property
     def tag(self) -> str:
-        return f"sweep:{self.name}"
+        return f"{self.kind}:{self.name}"
 
 
 # --------------------------------------------------------------------------- keys and types
@@ -163,7 +165,7 @@ def check_value(where: str, key: str, value: Any, kind: type) -> Any:
     return value
 
 
-def _check_settings(where: str, table: Mapping[str, Any], types: Mapping[str, type],
+def check_settings(where: str, table: Mapping[str, Any], types: Mapping[str, type],
                     *, lists: bool = False) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in table.items():
@@ -194,19 +196,29 @@ def _check_settings(where: str, table: Mapping[str, Any], types: Mapping[str, ty
 
 def shipped_sweeps() -> dict[str, Path]:
     """The sweep files that ship with sslbench, by name (``demo``, ``table-s5``, ...)."""
-    return {p.stem: p for p in sorted(SHIPPED_DIR.glob("*.toml"))}
+    return shipped_files(SHIPPED_DIR)
+
+
+def shipped_files(folder: Path) -> dict[str, Path]:
+    """The TOML files of a folder of the package, by name."""
+    return {p.stem: p for p in sorted(folder.glob("*.toml"))}
+
+
+def find_toml_file(source: str | Path, folder: Path, what: str) -> Path:
+    """A path to a TOML file, or the name of a file shipped in ``folder`` (a ``what``)."""
+    path = Path(source).expanduser()
+    if path.is_file():
+        return path
+    shipped = shipped_files(folder)
+    if str(source) in shipped:
+        return shipped[str(source)]
+    raise ConfigError(f"no {what} {str(source)!r}: give a path to a .toml file or the name of a "
+                      f"shipped one ({', '.join(shipped) or 'none'})")
 
 
 def find_sweep_file(source: str | Path) -> Path:
     """A path to a TOML file, or the name of a shipped sweep."""
-    path = Path(source).expanduser()
-    if path.is_file():
-        return path
-    shipped = shipped_sweeps()
-    if str(source) in shipped:
-        return shipped[str(source)]
-    raise ConfigError(f"no sweep file {str(source)!r}: give a path to a .toml file or one of the "
-                      f"shipped sweeps ({', '.join(shipped) or 'none'})")
+    return find_toml_file(source, SHIPPED_DIR, "sweep file")
 
 
 def parse_set(items: Sequence[str]) -> dict[str, Any]:
@@ -229,16 +241,21 @@ def load_sweep(source: str | Path, sets: Sequence[str] = (),
     """Read, check and return a sweep; ``sets`` (``KEY=VALUE``) replace fixed values or grid
     axes; ``${VAR}`` in strings comes from ``env`` (default: the environment)."""
     path = find_sweep_file(source)
+    data = read_toml(path, "sweep")
+    return build_spec(data, path, parse_set(sets), os.environ if env is None else env)
+
+
+def read_toml(path: Path, what: str) -> dict[str, Any]:
+    """The TOML document at ``path`` (a ``what`` file), or a one-line ConfigError."""
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        return tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as err:
         raise ConfigError(f"{path}: not valid TOML ({err})") from None
     except UnicodeDecodeError as err:
         raise ConfigError(f"{path}: byte {err.object[err.start]:#04x} at offset {err.start} is "
-                          "not UTF-8: save the sweep file as UTF-8 TOML") from None
+                          f"not UTF-8: save the {what} file as UTF-8 TOML") from None
     except OSError as err:
-        raise ConfigError(f"cannot read the sweep file {path}: {err.strerror}") from None
-    return build_spec(data, path, parse_set(sets), os.environ if env is None else env)
+        raise ConfigError(f"cannot read the {what} file {path}: {err.strerror}") from None
 
 
 def build_spec(data: Mapping[str, Any], path: Path, sets: Mapping[str, Any],
@@ -250,12 +267,12 @@ def build_spec(data: Mapping[str, Any], path: Path, sets: Mapping[str, Any],
         raise ConfigError(f"{where}: unknown key {unknown[0]!r}; a sweep file has "
                           f"{', '.join(TOP_KEYS)}")
     name = data.get("name", path.stem)
-    if not isinstance(name, str) or not _NAME_RE.match(name):
+    if not isinstance(name, str) or not NAME_RE.match(name):
         raise ConfigError(f"{where}: name = {name!r} must be letters, digits, '.', '_' or '-' "
                           "(at most 64)")
     types = {**train_key_types(), **loss_key_types()}
-    fixed = _check_settings(f"{where} [fixed]", _table(data, "fixed", where), types)
-    grid = _check_settings(f"{where} [grid]", _table(data, "grid", where), types, lists=True)
+    fixed = check_settings(f"{where} [fixed]", toml_table(data, "fixed", where), types)
+    grid = check_settings(f"{where} [grid]", toml_table(data, "grid", where), types, lists=True)
     both = sorted(set(fixed) & set(grid))
     if both:
         raise ConfigError(f"{where}: {both[0]} is both in [fixed] and in [grid]: keep one")
@@ -263,22 +280,22 @@ def build_spec(data: Mapping[str, Any], path: Path, sets: Mapping[str, Any],
     if not grid:
         raise ConfigError(f"{where}: the grid is empty: add a [grid] table with at least one "
                           "key and its list of values, e.g. seed = [0]")
-    fixed = {k: _substitute(where, k, v, env) for k, v in fixed.items()}
-    grid = {k: [_substitute(where, k, v, env) for v in vs] for k, vs in grid.items()}
+    fixed = {k: substitute(where, k, v, env) for k, v in fixed.items()}
+    grid = {k: [substitute(where, k, v, env) for v in vs] for k, vs in grid.items()}
     overrides = tuple(_override(where, i, o, types, fixed, grid)
                       for i, o in enumerate(_array(data, "override", where)))
-    excludes = tuple(_check_settings(f"{where} [[exclude]] #{i + 1}", e, types)
+    excludes = tuple(check_settings(f"{where} [[exclude]] #{i + 1}", e, types)
                      for i, e in enumerate(_array(data, "exclude", where)))
-    protocols, options, baseline = _eval_section(where, _table(data, "eval", where))
+    protocols, options, baseline = eval_section(where, toml_table(data, "eval", where))
     return SweepSpec(name=name, path=path, description=str(data.get("description", "")),
                      fixed=fixed, grid=grid, overrides=overrides, excludes=excludes,
                      protocols=protocols, eval_options=options, baseline=baseline,
-                     scheduler=_scheduler_section(where, _table(data, "scheduler", where)),
-                     slurm=_check_settings(f"{where} [slurm]", _table(data, "slurm", where),
+                     scheduler=scheduler_section(where, toml_table(data, "scheduler", where)),
+                     slurm=check_settings(f"{where} [slurm]", toml_table(data, "slurm", where),
                                            SLURM_KEYS))
 
 
-def _table(data: Mapping[str, Any], key: str, where: str) -> dict[str, Any]:
+def toml_table(data: Mapping[str, Any], key: str, where: str) -> dict[str, Any]:
     value = data.get(key, {})
     if not isinstance(value, dict):
         raise ConfigError(f"{where}: {key} must be a table ([{key}]), got {type(value).__name__}")
@@ -301,14 +318,14 @@ def _apply_sets(where: str, fixed: dict[str, Any], grid: dict[str, list[Any]],
             raise ConfigError(f"--set {key}: unknown key; valid keys: {', '.join(sorted(types))}")
         if isinstance(value, list) or key in grid:
             values = value if isinstance(value, list) else [value]
-            grid.update(_check_settings(f"--set {key}", {key: values}, types, lists=True))
+            grid.update(check_settings(f"--set {key}", {key: values}, types, lists=True))
             fixed.pop(key, None)
         else:
             fixed[key] = check_value("--set", key, value, types[key])
     return fixed, grid
 
 
-def _substitute(where: str, key: str, value: Any, env: Mapping[str, str]) -> Any:
+def substitute(where: str, key: str, value: Any, env: Mapping[str, str]) -> Any:
     if not isinstance(value, str) or "${" not in value:
         return value
 
@@ -328,12 +345,12 @@ def _override(where: str, index: int, raw: Mapping[str, Any], types: Mapping[str
     if extra or not isinstance(raw.get("where"), dict) or not isinstance(raw.get("set"), dict):
         raise ConfigError(f"{label}: write it as where = {{ key = value, ... }} and "
                           "set = { key = value, ... }")
-    cond = _check_settings(f"{label} where", raw["where"], types)
+    cond = check_settings(f"{label} where", raw["where"], types)
     for key in cond:
         if key not in grid and key not in fixed:
             raise ConfigError(f"{label}: where uses {key!r}, which is neither a grid key nor a "
                               "fixed setting")
-    values = _check_settings(f"{label} set", raw["set"], types)
+    values = check_settings(f"{label} set", raw["set"], types)
     clash = sorted(set(values) & set(grid))
     if clash:
         raise ConfigError(f"{label}: set changes the grid key {clash[0]!r}: use [[exclude]] "
@@ -341,7 +358,7 @@ def _override(where: str, index: int, raw: Mapping[str, Any], types: Mapping[str
     return Override(cond, values)
 
 
-def _eval_section(where: str, table: Mapping[str, Any]
+def eval_section(where: str, table: Mapping[str, Any]
                   ) -> tuple[tuple[str, ...], dict[str, Any], bool]:
     label = f"{where} [eval]"
     protocols = table.get("protocols", [])
@@ -357,7 +374,7 @@ def _eval_section(where: str, table: Mapping[str, Any]
     baseline = check_value(label, "baseline", table.get("baseline", False), bool)
     eval_types = {f.name: _TYPES[str(f.type)] for f in dataclasses.fields(EvalConfig)
                   if f.name in EVAL_OPTION_KEYS}
-    options = _check_settings(label, {k: v for k, v in table.items()
+    options = check_settings(label, {k: v for k, v in table.items()
                                       if k not in ("protocols", "baseline")}, eval_types)
     if options.get("probe_augment", "auto") not in (*PROBE_AUGMENTS, "auto"):
         raise ConfigError(f"{label}: unknown probe_augment {options['probe_augment']!r}; use "
@@ -370,8 +387,8 @@ def _eval_section(where: str, table: Mapping[str, Any]
     return tuple(protocols), options, baseline
 
 
-def _scheduler_section(where: str, table: Mapping[str, Any]) -> dict[str, Any]:
-    out = _check_settings(f"{where} [scheduler]", table, SCHEDULER_KEYS)
+def scheduler_section(where: str, table: Mapping[str, Any]) -> dict[str, Any]:
+    out = check_settings(f"{where} [scheduler]", table, SCHEDULER_KEYS)
     for key in ("max_attempts", "per_device", "workers"):
         if key in out and out[key] < 1:
             raise ConfigError(f"{where} [scheduler]: {key} must be >= 1, got {out[key]}")

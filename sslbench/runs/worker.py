@@ -6,7 +6,8 @@ the stored config with ``from_dict`` (its hash must still be the run id), calls 
 ``evaluate`` -- which adopt attempt *n* -- and heartbeats from a side thread meanwhile, so the
 reaper can tell a live run on another host from a dead one. A failure that happens before
 ``pretrain``/``evaluate`` could record it (a missing dataset, a changed config format) is
-recorded here. Exit codes: 0 completed, 1 failed, 3 interrupted (checkpointed, resumable).
+recorded here. Exit codes: 0 completed, 1 failed, 3 interrupted (checkpointed, resumable),
+4 pruned by a tuning study (checkpointed, resumable: see :mod:`sslbench.runs.tune`).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from sslbench.db.heartbeat import HEARTBEAT_S, Heartbeat
 from sslbench.db.models import RunStatus
 from sslbench.errors import ConfigError, SSLBenchError
 
-EXIT_COMPLETED, EXIT_FAILED, EXIT_INTERRUPTED = 0, 1, 3
+EXIT_COMPLETED, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_PRUNED = 0, 1, 3, 4
 
 
 def worker_command(run_id: str) -> list[str]:
@@ -115,10 +116,11 @@ def exec_run(store: Any, run_id: str, *, command: list[str],
         try:
             cfg = _load_config(record)
             if record.kind == "pretrain":
+                from sslbench.runs.tune import pruning_gate
                 from sslbench.train.loop import pretrain
 
-                status: str = pretrain(cfg, store, command=command, progress=False,
-                                       claim=claim).status
+                status: str = pretrain(cfg, store, command=command, progress=False, claim=claim,
+                                       after_epoch=pruning_gate(store, record)).status
             else:
                 from sslbench.evaluate.run import evaluate
 
@@ -130,5 +132,6 @@ def exec_run(store: Any, run_id: str, *, command: list[str],
             _record_failure(store, record.run_id, traceback.format_exc(), "error")
             raise
     exits: dict[str, int] = {RunStatus.COMPLETED: EXIT_COMPLETED,
-                             RunStatus.INTERRUPTED: EXIT_INTERRUPTED}
+                             RunStatus.INTERRUPTED: EXIT_INTERRUPTED,
+                             RunStatus.PRUNED: EXIT_PRUNED}
     return exits.get(status, EXIT_FAILED)

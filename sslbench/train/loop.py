@@ -6,6 +6,10 @@ resumes from its last checkpoint. Augmentations are seeded per step and the data
 so a resumed CPU run computes exactly what an uninterrupted one would have, and metrics are keyed
 by (run, key, step), so replayed steps overwrite instead of duplicating.
 
+A tuning study may end a run early: ``after_epoch`` (see :data:`EpochGate`) sees each epoch's
+metrics once they are stored and the checkpoint is saved, and a reason it returns ends the run as
+'pruned' -- resumable later like an interrupted one.
+
 No step waits for the device: the loss terms stay on it until a sync point (every ``log_every``
 steps, the end of an epoch, before any checkpoint), where they are read in one transfer and
 checked for NaN -- see :class:`_Window`.
@@ -101,8 +105,13 @@ def load_data(cfg: TrainConfig):
     return train, test
 
 
+#: Called on rank 0 after each epoch but the last with (epochs done, that epoch's metrics), once
+#: they are stored and checkpointed; a reason (text) stops the run as 'pruned', None goes on.
+EpochGate = Callable[[int, dict[str, float]], "str | None"]
+
+
 def pretrain(cfg: TrainConfig, store: Store, *, command: list[str], progress: bool = True,
-             claim: int | None = None) -> TrainResult:
+             claim: int | None = None, after_epoch: EpochGate | None = None) -> TrainResult:
     """Runs (or resumes, or reuses) the pretraining run that ``cfg`` identifies.
 
     Everything that can be checked is checked before the store or the run folder is touched.
@@ -110,6 +119,7 @@ def pretrain(cfg: TrainConfig, store: Store, *, command: list[str], progress: bo
     ``claim``: the attempt a scheduler opened for this worker), and trains under the numerics
     recorded at the run's first start. Failures that can only happen now (a full disk, a file
     that became unreadable, out of memory) end the run 'failed' with a one-line cause.
+    ``after_epoch``: a tuning study's pruner (:data:`EpochGate`).
 
     Under torchrun every process calls this; only rank 0 touches the store and the run folder.
     """
@@ -137,8 +147,8 @@ def pretrain(cfg: TrainConfig, store: Store, *, command: list[str], progress: bo
         rdir.mkdir(parents=True, exist_ok=True)
     try:
         with numerics.applied(settings), _StopFlag() as stop, _beating(store, cfg, info):
-            status = _train(cfg, writer, device, train_ds, test_ds, rdir, stop,
-                            progress and info.is_main, info)
+            status, why = _train(cfg, writer, device, train_ds, test_ds, rdir, stop,
+                                 progress and info.is_main, info, after_epoch)
     except NonFiniteLoss as err:
         writer.set_status(cfg.run_id, RunStatus.FAILED, error=str(err),
                           failure_class="nonfinite")
@@ -169,7 +179,7 @@ def pretrain(cfg: TrainConfig, store: Store, *, command: list[str], progress: bo
         writer.set_status(cfg.run_id, RunStatus.FAILED, error=traceback.format_exc(),
                           failure_class="error")
         raise
-    writer.set_status(cfg.run_id, status)
+    writer.set_status(cfg.run_id, status, error=why)
     return TrainResult(cfg.run_id, status, False, rdir, writer.summary(cfg.run_id))
 
 
@@ -315,8 +325,9 @@ def _warn(message: str) -> None:
 
 
 def _train(cfg: TrainConfig, store: RunWriter, device: torch.device, train_ds, test_ds,
-           rdir: Path, stop: _StopFlag, show_progress: bool,
-           info: distributed.DistInfo) -> RunStatus:
+           rdir: Path, stop: _StopFlag, show_progress: bool, info: distributed.DistInfo,
+           after_epoch: EpochGate | None = None) -> tuple[RunStatus, str | None]:
+    """Trains to the end or to a stop; returns the run's status and, when pruned, why."""
     from sslbench.data import iterate_batches, num_batches
     from sslbench.data.augment import build_augment, eval_transform
 
@@ -369,7 +380,7 @@ def _train(cfg: TrainConfig, store: RunWriter, device: torch.device, train_ds, t
                     _flush(store, cfg.run_id, pending)
                     if info.is_main:
                         _save(cfg, state, store, rdir)
-                    return RunStatus.INTERRUPTED
+                    return RunStatus.INTERRUPTED, None
             sync()  # every step of the epoch checked and summed before it is evaluated, saved
             elapsed = time.perf_counter() - started
             top1 = math.nan
@@ -377,8 +388,8 @@ def _train(cfg: TrainConfig, store: RunWriter, device: torch.device, train_ds, t
                 test_batches = iterate_batches(test_ds, 512, shuffle=False, drop_last=False)
                 top1 = probe_accuracy(state.model.backbone, state.probe, test_batches, to_eval,
                                       device)
-            pending[state.step] = _epoch_metrics(state, top1, images_seen * info.world_size,
-                                                 elapsed)
+            metrics = _epoch_metrics(state, top1, images_seen * info.world_size, elapsed)
+            pending[state.step] = metrics
             bar.epoch_done(top1)
             state.epoch += 1
             state.batch = 0
@@ -388,9 +399,14 @@ def _train(cfg: TrainConfig, store: RunWriter, device: torch.device, train_ds, t
                 _save(cfg, state, store, rdir)
             store.heartbeat(cfg.run_id)
             distributed.barrier(info)
+            if after_epoch is not None and state.epoch < cfg.epochs:
+                why = after_epoch(state.epoch, metrics) if info.is_main else None
+                why = distributed.broadcast(why, info)
+                if why is not None:
+                    return RunStatus.PRUNED, why
     if info.is_main:
         _export_backbone(cfg, state, store, rdir)
-    return RunStatus.COMPLETED
+    return RunStatus.COMPLETED, None
 
 
 def _step(state: TrainState, images, labels, aug1, aug2, generator,

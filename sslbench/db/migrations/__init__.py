@@ -6,8 +6,11 @@ So this package has no ``alembic.ini``: :func:`alembic_config` builds the config
 and hands Alembic the connection that sslbench holds (see ``env.py``).
 
 Schema version N is revision ``000N`` (``versions/000N_*.py``); ``sslbench_meta.schema_version``
-stays the number users and other code read. Stores written before migrations existed have no
-``alembic_version`` table: they are stamped at the revision of their schema version first.
+stays the number users and other code read. Alembic's record of the revision is the table
+``sslbench_alembic_version`` (:data:`VERSION_TABLE`), not Alembic's default ``alembic_version``:
+Optuna keeps its own Alembic revision there when ``sslbench tune`` puts its studies in the same
+database. Stores written before migrations existed have no version table: they are stamped at the
+revision of their schema version first.
 Alembic is imported only here and only when a store is created or upgraded, so opening a
 current store (every CLI command) does not pay for it.
 """
@@ -24,6 +27,8 @@ if TYPE_CHECKING:
 
 #: The Alembic script directory: this package.
 SCRIPT_LOCATION = Path(__file__).resolve().parent
+#: Where Alembic records sslbench's revision (schema versions 1-3 used ``alembic_version``).
+VERSION_TABLE = "sslbench_alembic_version"
 
 
 def revision_of(version: int) -> str:
@@ -62,7 +67,7 @@ def upgrade(conn: Connection, from_version: int) -> None:
     """Upgrade a store of schema version ``from_version`` to the newest, in ``conn``'s open
     transaction (nothing is committed here: on an error the caller's rollback undoes it all).
 
-    ``alembic_version`` is set to the revision of ``from_version`` first, whatever it held:
+    :data:`VERSION_TABLE` is set to the revision of ``from_version`` first, whatever it held:
     ``sslbench_meta.schema_version`` is what sslbench trusts, and older stores have none.
     """
     from alembic import command

@@ -8,6 +8,7 @@ inside a transaction, and Alembic runs every revision inside it (all of them or 
 
 from alembic import context
 
+from sslbench.db.migrations import VERSION_TABLE
 from sslbench.db.models import Base
 
 connection = context.config.attributes.get("connection")
@@ -16,6 +17,7 @@ if connection is None:
                        "and upgrades a store by itself), not through the alembic command")
 # SQLite alters little in place: batch mode lets a revision recreate a table when it must.
 context.configure(connection=connection, target_metadata=Base.metadata,
+                  version_table=VERSION_TABLE,
                   render_as_batch=connection.dialect.name == "sqlite")
 with context.begin_transaction():
     context.run_migrations()
