@@ -98,44 +98,56 @@ def _fill(store: Store) -> Store:
 
 
 def _cell(frame, row, dim):
-    return tuple(frame.loc[row, (dim, stat)] for stat in ("mean", "std", "n"))
+    key = ("ours", *row) if "source" in frame.index.names else row
+    return tuple(frame.loc[key, (dim, stat)] for stat in ("mean", "std", "n"))
+
+
+SETTING = ("shapes", "small", 3)
 
 
 def test_cell_values_against_hand_computed_numbers(filled):
     frame = dims_frame(filled, metric="linear_top1", dataset="shapes")
-    assert list(frame.index.names) == ["dataset", "backbone", "method", "projector"]
-    assert list(frame.columns.get_level_values("dim").unique()) == [64, 128]  # 256: not completed
-    simclr = ("shapes", "small", "simclr", "2048-d")
+    assert list(frame.index.names) == ["source", "dataset", "backbone", "epochs", "method",
+                                       "projector"]
+    ours = frame.loc["ours"]
+    assert list(dict.fromkeys(c for c in ours.columns.get_level_values("dim")
+                              if (ours[(c, "n")] > 0).any())) == [64, 128]  # 256: running
+    simclr = (*SETTING, "SimCLR", "2048-d")  # the paper's label, not the registry's "simclr"
     mean, std, n = _cell(frame, simclr, 64)
     assert (mean, n) == (52.5, 2) and std == pytest.approx(statistics.stdev([52.0, 53.0]))
     assert _cell(frame, simclr, 128)[::2] == (56.5, 1)  # seed 5 has no evaluation
-    assert _cell(frame, ("shapes", "small", "vicreg", "2048-d"), 128)[::2] == (63.0, 1)
-    wide = ("shapes", "small", "vicreg", "8192-8192-d")
+    assert _cell(frame, (*SETTING, "VICReg", "2048-d"), 128)[::2] == (63.0, 1)
+    wide = (*SETTING, "VICReg", "8192-8192-d")
     assert _cell(frame, wide, 64)[::2] == (66.0, 1) and _cell(frame, wide, 128)[2] == 0
-    baseline = ("shapes", "small", "random init", "-")
+    baseline = (*SETTING, "random init", "-")
     for dim in (64, 128):
         mean, std, n = _cell(frame, baseline, dim)
         assert (mean, n) == (20.5, 2) and std == pytest.approx(statistics.stdev([20.0, 21.0]))
-    assert list(frame.index)[-1] == baseline
+    assert list(ours.index)[-1] == baseline
+    # VICReg 8192-8192-d is a row of Table S2: the paper's row follows as a reference, with
+    # no Δ (shapes is not ImageNet).
+    paper = frame.loc["paper"]
+    assert list(paper.index) == [("ImageNet-1k", "ResNet-50", 100, "VICReg", "8192-8192-d")]
+    assert paper.iloc[0][(256, "mean")] == 65.11
+    assert "Δ ours − paper" not in frame.index.get_level_values("source")
 
 
 def test_online_metric_uses_final_not_best(filled):
     frame = dims_frame(filled, metric="online_top1", dataset="shapes")
-    assert _cell(frame, ("shapes", "small", "simclr", "2048-d"), 64)[::2] == (50.5, 2)
-    assert _cell(frame, ("shapes", "small", "simclr", "2048-d"), 128)[::2] == (54.5, 2)
+    assert _cell(frame, (*SETTING, "SimCLR", "2048-d"), 64)[::2] == (50.5, 2)
+    assert _cell(frame, (*SETTING, "SimCLR", "2048-d"), 128)[::2] == (54.5, 2)
     assert "random init" not in frame.index.get_level_values("method")  # no online probe
 
 
 def test_filters_and_method_order(filled):
     both = dims_frame(filled, metric="linear_top1")
-    assert set(both.index.get_level_values("dataset")) == {"cifar10", "shapes"}
+    assert set(both.loc["ours"].index.get_level_values("dataset")) == {"cifar10", "shapes"}
     only = dims_frame(filled, metric="linear_top1", dataset="shapes",
                       methods=("vicreg", "simclr"))
-    assert list(only.index.get_level_values("method")) == [
-        "vicreg", "vicreg", "simclr", "random init"]
+    assert list(only.loc["ours"].index.get_level_values("method")) == [
+        "VICReg", "VICReg", "SimCLR", "random init"]
     simclr = dims_frame(filled, metric="linear_top1", methods=("simclr",))
-    assert set(simclr.index.get_level_values("method")) == {
-        "simclr", "random init"}
+    assert set(simclr.index.get_level_values("method")) == {"SimCLR", "random init"}
 
 
 def test_empty_store_says_what_to_run(store):
@@ -152,7 +164,7 @@ def test_no_evaluations_says_what_to_run(store):
         dims_frame(store, metric="linear_top1")
     with pytest.raises(EmptyReportError, match="dataset cifar10"):
         dims_frame(store, dataset="cifar10")
-    assert dims_frame(store, metric="online_top1").shape == (1, 3)
+    assert dims_frame(store, metric="online_top1").shape == (1, 3)  # "SimCLR": no paper row
 
 
 def test_embedding_dim():
@@ -165,51 +177,83 @@ def test_embedding_dim():
 GOLDEN_MARKDOWN = """\
 **linear_top1 (%) by embedding dimension**
 
-| dataset | backbone | method | projector | 64 | 128 |
-| --- | --- | --- | --- | ---: | ---: |
-| shapes | small | simclr | 2048-d | 52.50 ± 0.71 (2) | 56.50 |
-| shapes | small | vicreg | 2048-d | 61.25 | 63.00 |
-| shapes | small | vicreg | 8192-8192-d | 66.00 | – |
-| shapes | small | random init | - | 20.50 ± 0.71 (2) | 20.50 ± 0.71 (2) |
+*ours: shapes, small, 3 epochs*
+
+| method | projector | 64 | 128 |
+| --- | --- | ---: | ---: |
+| VICReg | 2048-d | 61.25 | 63.00 |
+| VICReg | 8192-8192-d | 66.00 | – |
+| SimCLR | 2048-d | 52.50 ± 0.71 (2) | 56.50 |
+| random init | - | 20.50 ± 0.71 (2) | 20.50 ± 0.71 (2) |
+
+*paper: ImageNet-1k, ResNet-50, 100 epochs*
+
+| method | projector | 256 | 512 | 1024 | 2048 | 8192 |
+| --- | --- | ---: | ---: | ---: | ---: | ---: |
+| VICReg | 8192-8192-d | 65.11 | 66.64 | 67.96 | 68.00 | 68.02 |
 """
 
 GOLDEN_CSV = """\
-dataset,backbone,method,projector,dim,mean,std,n
-shapes,small,simclr,2048-d,64,52.5,0.7071067811865476,2
-shapes,small,simclr,2048-d,128,56.5,,1
-shapes,small,vicreg,2048-d,64,61.25,,1
-shapes,small,vicreg,2048-d,128,63.0,,1
-shapes,small,vicreg,8192-8192-d,64,66.0,,1
-shapes,small,random init,-,64,20.5,0.7071067811865476,2
-shapes,small,random init,-,128,20.5,0.7071067811865476,2
+source,dataset,backbone,epochs,method,projector,dim,mean,std,n
+ours,shapes,small,3,VICReg,2048-d,64,61.25,,1
+ours,shapes,small,3,VICReg,2048-d,128,63.0,,1
+ours,shapes,small,3,VICReg,8192-8192-d,64,66.0,,1
+ours,shapes,small,3,SimCLR,2048-d,64,52.5,0.7071067811865476,2
+ours,shapes,small,3,SimCLR,2048-d,128,56.5,,1
+ours,shapes,small,3,random init,-,64,20.5,0.7071067811865476,2
+ours,shapes,small,3,random init,-,128,20.5,0.7071067811865476,2
+paper,ImageNet-1k,ResNet-50,100,VICReg,8192-8192-d,256,65.11,,1
+paper,ImageNet-1k,ResNet-50,100,VICReg,8192-8192-d,512,66.64,,1
+paper,ImageNet-1k,ResNet-50,100,VICReg,8192-8192-d,1024,67.96,,1
+paper,ImageNet-1k,ResNet-50,100,VICReg,8192-8192-d,2048,68.0,,1
+paper,ImageNet-1k,ResNet-50,100,VICReg,8192-8192-d,8192,68.02,,1
 """
 
 GOLDEN_LATEX = r"""\begin{table}[t]
 \centering
 \caption{linear\_top1 (\%) by embedding dimension.}
-\begin{tabular}{llllrr}
+\par\emph{ours: shapes, small, 3 epochs}
+
+\begin{tabular}{llrr}
 \toprule
-dataset & backbone & method & projector & 64 & 128 \\
+method & projector & 64 & 128 \\
 \midrule
-shapes & small & simclr & 2048-d & 52.50 $\pm$ 0.71 (2) & 56.50 \\
-shapes & small & vicreg & 2048-d & 61.25 & 63.00 \\
-shapes & small & vicreg & 8192-8192-d & 66.00 & -- \\
-shapes & small & random init & - & 20.50 $\pm$ 0.71 (2) & 20.50 $\pm$ 0.71 (2) \\
+VICReg & 2048-d & 61.25 & 63.00 \\
+VICReg & 8192-8192-d & 66.00 & -- \\
+SimCLR & 2048-d & 52.50 $\pm$ 0.71 (2) & 56.50 \\
+random init & - & 20.50 $\pm$ 0.71 (2) & 20.50 $\pm$ 0.71 (2) \\
+\bottomrule
+\end{tabular}
+\medskip
+\par\emph{paper: ImageNet-1k, ResNet-50, 100 epochs}
+
+\begin{tabular}{llrrrrr}
+\toprule
+method & projector & 256 & 512 & 1024 & 2048 & 8192 \\
+\midrule
+VICReg & 8192-8192-d & 65.11 & 66.64 & 67.96 & 68.00 & 68.02 \\
 \bottomrule
 \end{tabular}
 \end{table}
 """
 
 GOLDEN_TABLE = """\
-                         linear_top1 (%) by embedding dimension                         
-┏━━━━━━━━━┳━━━━━━━━━━┳━━━━━━━━━━━━━┳━━━━━━━━━━━━━┳━━━━━━━━━━━━━━━━━━┳━━━━━━━━━━━━━━━━━━┓
-┃ dataset ┃ backbone ┃ method      ┃ projector   ┃               64 ┃              128 ┃
-┡━━━━━━━━━╇━━━━━━━━━━╇━━━━━━━━━━━━━╇━━━━━━━━━━━━━╇━━━━━━━━━━━━━━━━━━╇━━━━━━━━━━━━━━━━━━┩
-│ shapes  │ small    │ simclr      │ 2048-d      │ 52.50 ± 0.71 (2) │            56.50 │
-│ shapes  │ small    │ vicreg      │ 2048-d      │            61.25 │            63.00 │
-│ shapes  │ small    │ vicreg      │ 8192-8192-d │            66.00 │                – │
-│ shapes  │ small    │ random init │ -           │ 20.50 ± 0.71 (2) │ 20.50 ± 0.71 (2) │
-└─────────┴──────────┴─────────────┴─────────────┴──────────────────┴──────────────────┘
+linear_top1 (%) by embedding dimension
+ours: shapes, small, 3 epochs
+┏━━━━━━━━━━━━━┳━━━━━━━━━━━━━┳━━━━━━━━━━━━━━━━━━┳━━━━━━━━━━━━━━━━━━┓
+┃ method      ┃ projector   ┃               64 ┃              128 ┃
+┡━━━━━━━━━━━━━╇━━━━━━━━━━━━━╇━━━━━━━━━━━━━━━━━━╇━━━━━━━━━━━━━━━━━━┩
+│ VICReg      │ 2048-d      │            61.25 │            63.00 │
+│ VICReg      │ 8192-8192-d │            66.00 │                – │
+│ SimCLR      │ 2048-d      │ 52.50 ± 0.71 (2) │            56.50 │
+│ random init │ -           │ 20.50 ± 0.71 (2) │ 20.50 ± 0.71 (2) │
+└─────────────┴─────────────┴──────────────────┴──────────────────┘
+paper: ImageNet-1k, ResNet-50, 100 epochs
+┏━━━━━━━━┳━━━━━━━━━━━━━┳━━━━━━━┳━━━━━━━┳━━━━━━━┳━━━━━━━┳━━━━━━━┓
+┃ method ┃ projector   ┃   256 ┃   512 ┃  1024 ┃  2048 ┃  8192 ┃
+┡━━━━━━━━╇━━━━━━━━━━━━━╇━━━━━━━╇━━━━━━━╇━━━━━━━╇━━━━━━━╇━━━━━━━┩
+│ VICReg │ 8192-8192-d │ 65.11 │ 66.64 │ 67.96 │ 68.00 │ 68.02 │
+└────────┴─────────────┴───────┴───────┴───────┴───────┴───────┘
 """
 
 
@@ -221,13 +265,13 @@ def test_golden_outputs_in_every_format(filled):
     assert render(frame, "latex", title=title) == GOLDEN_LATEX
     assert render(frame, "table", title=title, width=100) == GOLDEN_TABLE
     records = json.loads(render(frame, "json"))
-    assert records[0] == {"dataset": "shapes", "backbone": "small", "method": "simclr",
-                          "projector": "2048-d", "dim": 64, "mean": 52.5,
-                          "std": pytest.approx(0.7071067811865476), "n": 2}
-    assert records[1]["std"] is None and records[1]["n"] == 1
-    assert [(r["method"], r["projector"], r["dim"]) for r in records] == [
-        ("simclr", "2048-d", 64), ("simclr", "2048-d", 128), ("vicreg", "2048-d", 64),
-        ("vicreg", "2048-d", 128), ("vicreg", "8192-8192-d", 64), ("random init", "-", 64),
+    assert records[0] == {"source": "ours", "dataset": "shapes", "backbone": "small",
+                          "epochs": 3, "method": "VICReg", "projector": "2048-d", "dim": 64,
+                          "mean": 61.25, "std": None, "n": 1}
+    assert records[3]["std"] == pytest.approx(0.7071067811865476) and records[3]["n"] == 2
+    assert [(r["method"], r["projector"], r["dim"]) for r in records[:7]] == [
+        ("VICReg", "2048-d", 64), ("VICReg", "2048-d", 128), ("VICReg", "8192-8192-d", 64),
+        ("SimCLR", "2048-d", 64), ("SimCLR", "2048-d", 128), ("random init", "-", 64),
         ("random init", "-", 128)]
 
 
@@ -236,6 +280,8 @@ def test_dims_report_title_and_caption(filled):
     assert "linear_top1" in report.title
     assert "linear probe" in report.caption and "random init" in report.caption
     assert "mean ± std" in report.caption
+    assert ("No Δ: none of our settings is the paper's (ImageNet-1k, ResNet-50, 100 epochs)"
+            in report.caption)
 
 
 def test_run_listings(filled):

@@ -15,7 +15,16 @@ from sklearn.linear_model import LinearRegression
 
 from sslbench.errors import ConfigError
 from sslbench.report.filters import ReportFilters
-from sslbench.report.frames import add_paper, agreement, linear_fit, seed_stats, wide
+from sslbench.report.frames import (
+    agreement,
+    agreement_text,
+    linear_fit,
+    only,
+    published_frame,
+    seed_stats,
+    wide,
+    with_paper,
+)
 from sslbench.report.labels import (
     cka_label,
     embedding_dim,
@@ -30,12 +39,21 @@ def test_method_labels():
     assert method_label("vicreg-exp") == "VICReg-exp"
     assert method_label("simclr-center") == "SimCLR w/ centering"
     assert method_label("simclr-dimstd") == "SimCLR w/ dim std"
-    assert method_label("simclr", 0.15) == "SimCLR-Tuned"
-    assert method_label("simclr", 0.5) == "SimCLR-Orig"
-    assert method_label("simclr", 0.1) == "SimCLR-Orig"
-    assert method_label("simclr", None) == "SimCLR-Tuned"  # sslbench's default is 0.15
-    assert method_label("simclr", 0.15, ["simclr-orig"]) == "SimCLR-Orig"
-    assert method_label("simclr", 0.5, ["simclr-tuned"]) == "SimCLR-Tuned"
+    tuned = {"loss.temperature": 0.15, "batch_size": 2048, "lr": 0.5, "optimizer": "lars",
+             "weight_decay": 1e-6}  # Table S6's row and Appendix D, typed from the paper
+    assert method_label("simclr", tuned) == "SimCLR-Tuned"
+    # τ alone is not the recipe: every other ingredient must be the paper's too.
+    for key, other in (("batch_size", 128), ("lr", 0.3), ("optimizer", "adamw"),
+                       ("weight_decay", 1e-4), ("loss.temperature", 0.5)):
+        label = method_label("simclr", {**tuned, key: other})
+        tau = 0.5 if key == "loss.temperature" else 0.15
+        assert label == f"SimCLR τ={tau:g}", (key, label)
+    assert method_label("simclr", {**tuned, "batch_size": None}) == "SimCLR τ=0.15"
+    assert method_label("simclr", {"loss.temperature": 0.1}) == "SimCLR τ=0.1"
+    assert method_label("simclr") == "SimCLR"  # nothing recorded: nothing claimed
+    assert method_label("simclr", tuned, ["simclr-orig"]) == "SimCLR-Orig"  # the user's word
+    assert method_label("simclr", {"loss.temperature": 0.5}, ["simclr-tuned"]) == (
+        "SimCLR-Tuned")
     assert method_label("my-new-loss") == "my-new-loss"
 
 
@@ -72,6 +90,7 @@ def test_cka_labels():
     assert cka_label("VICReg", 1024) == "VICReg-1024"
     assert cka_label("SimCLR-Tuned", 2048) == "SimCLR-2048"
     assert cka_label("SimCLR-Orig", 2048) == "SimCLR-Orig-2048"
+    assert cka_label("SimCLR τ=0.5", 64) == "SimCLR τ=0.5 d=64"
     assert cka_label("Random", 0) == "Random"
 
 
@@ -142,23 +161,63 @@ def test_wide_orders_rows_the_paper_way_and_adds_missing_cells():
     assert frame[[c for c in frame.columns if c[1] == "n"]].dtypes.eq("int64").all()
 
 
-def test_add_paper_and_agreement():
-    stats = pd.DataFrame({"method": ["A", "A", "B"], "projector": ["p"] * 3, "dim": [1, 2, 1],
-                          "mean": [10.0, 20.0, 30.0], "std": [math.nan] * 3, "n": [1, 1, 1]})
-    frame = wide(stats, ("method", "projector"), "dim")
-    paper = {("A", 1): 10.5, ("A", 2): 23.0, ("B", 2): 5.0}
-    frame = add_paper(frame, lambda key, dim: paper.get((key[0], dim)))
-    assert list(frame.columns.get_level_values("stat")[:5]) == ["mean", "std", "n", "paper",
-                                                                "delta"]
-    assert frame.loc[("A", "p"), (1, "delta")] == pytest.approx(-0.5)
-    assert frame.loc[("A", "p"), (2, "delta")] == pytest.approx(-3.0)
-    assert math.isnan(frame.loc[("B", "p"), (2, "delta")])  # the paper has it, we do not
-    assert frame.loc[("B", "p"), (2, "paper")] == 5.0
-    assert math.isnan(frame.loc[("B", "p"), (1, "paper")])
+def _ours() -> pd.DataFrame:
+    """Two settings, one of them the paper's (ImageNet, ResNet-50, 100 epochs)."""
+    stats = pd.DataFrame({
+        "dataset": ["imagefolder", "imagefolder", "imagefolder", "shapes"],
+        "backbone": ["resnet50", "resnet50", "resnet50", "tiny"], "epochs": [100, 100, 100, 5],
+        "method": ["A", "A", "B", "A"], "projector": ["p"] * 4, "dim": [1, 2, 1, 1],
+        "mean": [10.0, 20.0, 30.0, 12.0], "std": [math.nan] * 4, "n": [1, 3, 1, 2]})
+    return wide(stats, ("dataset", "backbone", "epochs", "method", "projector"), "dim")
+
+
+def test_with_paper_rows_of_their_own_and_deltas_only_where_comparable():
+    from sslbench.report.published import comparable
+
+    paper = published_frame({("A", "p", 1): 10.5, ("A", "p", 2): 23.0, ("B", "p", 2): 5.0,
+                             ("C", "p", 4): 1.0}, ("method", "projector"), "dim")
+    frame = with_paper(_ours(), paper, comparable=lambda key: comparable(*key[:3]))
+    assert frame.index.names[0] == "source"
+    assert list(dict.fromkeys(frame.index.get_level_values("source"))) == [
+        "ours", "paper", "Δ ours − paper"]
+    assert list(dict.fromkeys(frame.columns.get_level_values("dim"))) == [1, 2, 4]
+    # The paper's rows carry the paper's setting, never ours.
+    printed = only(frame, "paper")
+    assert set(printed.index.droplevel([3, 4])) == {("ImageNet-1k", "ResNet-50", 100)}
+    assert printed.loc[("ImageNet-1k", "ResNet-50", 100, "C", "p"), (4, "mean")] == 1.0
+    assert printed.loc[("ImageNet-1k", "ResNet-50", 100, "B", "p"), (2, "n")] == 1
+    deltas = only(frame, "Δ ours − paper")
+    # Only the comparable setting has Δ rows, and only where both have the cell.
+    assert set(deltas.index) == {("imagefolder", "resnet50", 100, "A", "p")}
+    row = ("imagefolder", "resnet50", 100, "A", "p")
+    assert deltas.loc[row, (1, "mean")] == pytest.approx(10.0 - 10.5)
+    assert deltas.loc[row, (2, "mean")] == pytest.approx(20.0 - 23.0)
+    assert deltas.loc[row, (2, "n")] == 3  # our runs behind the Δ
+    assert deltas.loc[row, (4, "n")] == 0 and math.isnan(deltas.loc[row, (4, "mean")])
+    # B has a cell at dim 1, the paper at dim 2: nothing to compare, so no Δ row.
     summary = agreement(frame, tolerance=1.0)
     assert summary["compared"] == 2 and summary["within"] == 1
-    assert summary["max_abs_delta"] == pytest.approx(3.0) and summary["at"] == ["A", "p", "2"]
+    assert summary["max_abs_delta"] == pytest.approx(3.0)
+    assert summary["at"] == ["imagefolder", "resnet50", "100", "A", "p", "2"]
     assert summary["mean_delta"] == pytest.approx(-1.75)
+    assert agreement_text(summary).startswith("2 comparable cells: 1 within ±1 points")
+
+
+def test_agreement_leaves_trivial_cells_out_and_says_why_there_is_none():
+    paper = published_frame({("A", "p", 1): 10.0, ("A", "p", 2): 99.0},
+                            ("method", "projector"), "dim")
+    frame = with_paper(_ours(), paper, comparable=lambda key: key[0] == "imagefolder")
+    summary = agreement(frame, 0.5, trivial=lambda key, dim: dim == 1)
+    assert (summary["compared"], summary["trivial"], summary["within"]) == (1, 1, 0)
+    text = agreement_text(summary, trivial="dim 1, equal by construction")
+    assert text.startswith("1 comparable cells (1 trivial cells left out: dim 1, equal by "
+                           "construction): 0 within ±0.5 points")
+    nothing = with_paper(_ours(), paper, comparable=lambda key: False)
+    assert "Δ ours − paper" not in set(nothing.index.get_level_values("source"))
+    none = agreement(nothing, 0.5)
+    assert none["compared"] == 0
+    assert agreement_text(none, why_none="the settings differ.") == (
+        "No Δ: the settings differ.")
 
 
 def test_linear_fit_against_sklearn():

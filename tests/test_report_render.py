@@ -127,46 +127,50 @@ def test_numpy_scalars_become_json_numbers():
     assert json.loads(render(frame, "json")) == [{"x": 1, "y": 0.5}, {"x": 2, "y": 1.5}]
 
 
-def _paper_frame() -> pd.DataFrame:
-    """_stat_frame with published values: one cell compared, one only the paper has."""
-    frame = _stat_frame()
-    for label in (16, 256):
-        frame[(label, "paper")] = float("nan")
-    frame[(16, "paper")] = [70.0, float("nan")]
-    frame[(256, "paper")] = [float("nan"), 68.5]
-    for label in (16, 256):
-        frame[(label, "delta")] = frame[(label, "mean")] - frame[(label, "paper")]
-    order = pd.MultiIndex.from_product([[16, 256], ["mean", "std", "n", "paper", "delta"]],
-                                       names=["dim", "stat"])
-    return frame.reindex(columns=order)
+def _sourced_frame() -> pd.DataFrame:
+    """Ours (two settings), the paper's row and a Δ row, as ``with_paper`` lays them out."""
+    index = pd.MultiIndex.from_tuples([
+        ("ours", "shapes", "tiny", 5, "VICReg"), ("ours", "imagefolder", "resnet50", 100, "VICReg"),
+        ("paper", "ImageNet-1k", "ResNet-50", 100, "VICReg"),
+        ("Δ ours − paper", "imagefolder", "resnet50", 100, "VICReg")],
+        names=["source", "dataset", "backbone", "epochs", "method"])
+    columns = pd.MultiIndex.from_product([[16, 256], ["mean", "std", "n"]], names=["dim", "stat"])
+    nan = float("nan")
+    data = [[40.0, nan, 1, nan, nan, 0], [nan, nan, 0, 66.0, 0.5, 2],
+            [nan, nan, 0, 65.01, nan, 1], [nan, nan, 0, 0.99, nan, 2]]
+    frame = pd.DataFrame(data, index=index, columns=columns)
+    n_cols = [c for c in columns if c[1] == "n"]
+    frame[n_cols] = frame[n_cols].astype("int64")
+    return frame
 
 
-def test_paper_columns_in_text_formats():
-    frame = _paper_frame()
-    md = render(frame, "markdown").splitlines()
-    assert md[0] == "| method | projector | 16 | 16 paper | 16 Δ | 256 | 256 paper | 256 Δ |"
-    assert md[2] == "| sim_clr & co | 2048-d | 70.12 ± 1.50 (3) | 70.00 | +0.12 | 71.00 | – | – |"
-    assert md[3] == "| vicreg | d-d-d | 72.00 ± 0.25 (2) | – | – | – | 68.50 | – |"
-    latex = render(frame, "latex").splitlines()
-    top = latex.index(r"\toprule")
-    assert latex[top + 1] == r" &  & \multicolumn{3}{c}{16} & \multicolumn{3}{c}{256} \\"
-    assert latex[top + 2] == r"\cmidrule(lr){3-5} \cmidrule(lr){6-8}"
-    assert latex[top + 3] == (r"method & projector & ours & paper & $\Delta$ & ours & paper & "
-                              r"$\Delta$ \\")
-    assert r"\begin{tabular}{llrrrrrr}" in latex
+def test_sources_are_panels_headed_by_what_they_are():
+    md = render(_sourced_frame(), "markdown").splitlines()
+    assert md == [
+        "*ours: shapes, tiny, 5 epochs*", "",
+        "| method | 16 |", "| --- | ---: |", "| VICReg | 40.00 |", "",
+        "*ours: imagefolder, resnet50, 100 epochs*", "",
+        "| method | 256 |", "| --- | ---: |", "| VICReg | 66.00 ± 0.50 (2) |", "",
+        "*paper: ImageNet-1k, ResNet-50, 100 epochs*", "",
+        "| method | 256 |", "| --- | ---: |", "| VICReg | 65.01 |", "",
+        "*Δ ours − paper: imagefolder, resnet50, 100 epochs*", "",
+        "| method | 256 |", "| --- | ---: |", "| VICReg | +0.99 |"]
+    table = render(_sourced_frame(), "table", width=80)
+    headings = [line for line in table.splitlines() if line[:1] not in "┏┃┡│└"]
+    assert headings[:4] == ["ours: shapes, tiny, 5 epochs", "ours: imagefolder, resnet50, "
+                            "100 epochs", "paper: ImageNet-1k, ResNet-50, 100 epochs",
+                            "Δ ours − paper: imagefolder, resnet50, 100 epochs"]
+    assert "+0.99" in table
 
 
-def test_paper_columns_in_records_keep_cells_only_the_paper_has():
-    rows = records(_paper_frame())
-    assert [(r["method"], r["dim"]) for r in rows] == [
-        ("sim_clr & co", 16), ("sim_clr & co", 256), ("vicreg", 16), ("vicreg", 256)]
-    assert rows[0]["paper"] == 70.0 and rows[0]["delta"] == pytest.approx(0.125)
-    assert rows[3] == {"method": "vicreg", "projector": "d-d-d", "dim": 256, "mean": None,
-                       "std": None, "n": 0, "paper": 68.5, "delta": None}
-    back = pd.read_csv(io.StringIO(render(_paper_frame(), "csv")))
-    assert list(back.columns) == ["method", "projector", "dim", "mean", "std", "n", "paper",
-                                  "delta"]
-    assert back["paper"].tolist()[0] == 70.0 and math.isnan(back["paper"].tolist()[2])
+def test_records_keep_the_source_of_every_cell():
+    rows = records(_sourced_frame())
+    assert [(r["source"], r["dataset"], r["dim"], r["mean"]) for r in rows] == [
+        ("ours", "shapes", 16, 40.0), ("ours", "imagefolder", 256, 66.0),
+        ("paper", "ImageNet-1k", 256, 65.01), ("Δ ours − paper", "imagefolder", 256, 0.99)]
+    back = pd.read_csv(io.StringIO(render(_sourced_frame(), "csv")))
+    assert list(back.columns) == ["source", "dataset", "backbone", "epochs", "method", "dim",
+                                  "mean", "std", "n"]
 
 
 def test_html_table_fragment():
@@ -184,12 +188,32 @@ def test_html_table_fragment():
         def handle_data(self, data):
             self.text.append(data)
 
-    text = render(_paper_frame(), "html", title="T <1>", caption="a & b", tolerance=0.5)
+    text = render(_sourced_frame(), "html", title="T <1>", caption="a & b", tolerance=0.5)
     parser = Cells()
     parser.feed(text)
-    assert parser.tags.count("table") == 1 and parser.tags.count("tr") == 4  # 2 header rows
-    assert parser.tags.count("td") == 2 * 8 and "T <1>" in parser.text and "a & b" in parser.text
-    assert "num agree" in parser.classes  # +0.12 is within 0.5 of the paper
+    assert parser.tags.count("table") == 4 and parser.tags.count("caption") == 4
+    assert "T <1>" in parser.text and "a & b" in parser.text
+    assert "paper: ImageNet-1k, ResNet-50, 100 epochs" in parser.text
+    assert "num differ" in parser.classes  # +0.99 is not within 0.5 of the paper
     assert "&amp;" in text and "<1>" not in text
+    agree = render(_sourced_frame(), "html", tolerance=1.0)
+    assert 'class="num agree"' in agree and "differ" not in agree
     plain = render(pd.DataFrame({"a": [1.5], "b": ["x<y"]}), "html")
     assert "<td>x&lt;y</td>" in plain and '<td class="num">1.50</td>' in plain
+
+
+def test_unnamed_index_labels_are_shown():
+    """`sslbench compare` renders its CKA matrix with the networks as an unnamed index."""
+    frame = pd.DataFrame([[1.0, 0.5], [0.5, 1.0]], index=["VICReg-64", "Random"],
+                         columns=["VICReg-64", "Random"])
+    md = render(frame, "markdown").splitlines()
+    assert md[0] == "|  | VICReg-64 | Random |"
+    assert md[2] == "| VICReg-64 | 1.00 | 0.50 |" and md[3] == "| Random | 0.50 | 1.00 |"
+    assert "│ Random    │      0.50 │   1.00 │" in render(frame, "table")
+
+
+def test_large_values_print_without_decimals():
+    assert format_cell(1048576.0, float("nan"), 1) == "1,048,576"
+    assert format_cell(83000.0, 1500.0, 2) == "83,000 ± 1500.00 (2)"
+    assert format_cell(128.19, float("nan"), 1) == "128.19"
+    assert format_cell(-12.5, float("nan"), 1, signed=True) == "-12.50"

@@ -131,7 +131,8 @@ def fill_paper_store(store: Store) -> dict[str, str]:
     ids["S1"] = b.pretrain("simclr", "2048-d", 512, 0, 64.0, temperature=0.5)
     ids["S2"] = b.pretrain("simclr", "8192-8192-512", 512, 0, 68.0, batch_size=2048, lr=0.5)
     ids["S3"] = b.pretrain("simclr", "2048-d", 512, 1, 63.0, tags=["simclr-orig"])
-    ids["S4"] = b.pretrain("simclr", "8192-8192-d", 8192, 0, 68.5)
+    ids["S4"] = b.pretrain("simclr", "8192-8192-d", 8192, 0, 68.5, batch_size=2048, lr=0.5)
+    ids["S5"] = b.pretrain("simclr", "2048-d", 1024, 0, 61.0)  # τ 0.15 alone: not Tuned
     ids["Q"] = b.pretrain("simclr-sq", "2048-d", 512, 0, 55.0)
     ids["C"] = b.pretrain("vicreg", "2048-d", 256, 0, 40.0, dataset="cifar10",
                           backbone="resnet18", epochs=200, tags=["sweep:small"],
@@ -140,7 +141,9 @@ def fill_paper_store(store: Store) -> dict[str, str]:
     b.pretrain("vicreg", "8192-8192-d", 256, 3, 99.0, status="running")
     b.evaluate(ids["V1"], "linear", {"linear_top1": 10.0})  # superseded by the next one
     for name, offline in (("V1", 60.5), ("V2", 61.5), ("V3", 67.5), ("E1", 65.5)):
-        b.evaluate(ids[name], "linear", {"linear_top1": offline})  # recorded before the augment
+        # The paper's protocol, recorded before the augmentation and standardisation were.
+        b.evaluate(ids[name], "linear", {"linear_top1": offline}, linear_epochs=100,
+                   batch_size=1024, lr=0.25)
     b.evaluate(ids["S2"], "linear", {"linear_top1": 67.0}, probe_augment="flip",
                probe_standardize=True)
     b.evaluate(ids["V3"], "linear", {"linear_top1": 99.0}, status="failed")
@@ -174,12 +177,18 @@ def empty(tmp_path):
         yield store
 
 
-def _cell(frame, row, column):
-    return {s: frame.loc[row, (column, s)] for s in frame.columns.get_level_values("stat")
-            if (column, s) in frame.columns}
+def _cell(frame, row, column, source="ours"):
+    key = (source, *row) if "source" in frame.index.names else row
+    return {s: frame.loc[key, (column, s)] for s in ("mean", "std", "n")}
 
 
 ROW = ("imagenet", "resnet50", 100)
+PAPER = ("ImageNet-1k", "ResNet-50", 100)
+DELTA = "Δ ours − paper"
+
+
+def _rows(frame, source):
+    return [k[1:] for k in frame.index if k[0] == source]
 
 
 # ------------------------------------------------------------------------------ table-s5
@@ -187,38 +196,51 @@ ROW = ("imagenet", "resnet50", 100)
 def test_table_s5_cells_against_hand_computed_numbers(paper):
     store, _ = paper
     frame = build_report("table-s5", store).frame
-    assert list(frame.index.names) == ["dataset", "backbone", "epochs", "method", "projector"]
+    assert list(frame.index.names) == ["source", "dataset", "backbone", "epochs", "method",
+                                       "projector"]
     vic = _cell(frame, (*ROW, "VICReg", "8192-8192-d"), 256)
-    assert (vic["mean"], vic["n"], vic["paper"]) == (61.0, 2, 65.01)  # failed / running: out
+    assert (vic["mean"], vic["n"]) == (61.0, 2)  # failed / running: out
     assert vic["std"] == pytest.approx(statistics.stdev([60.0, 62.0]))
-    assert vic["delta"] == pytest.approx(61.0 - 65.01)
+    assert _cell(frame, (*PAPER, "VICReg", "8192-8192-d"), 256, "paper")["mean"] == 65.01
+    assert _cell(frame, (*ROW, "VICReg", "8192-8192-d"), 256, DELTA)["mean"] == pytest.approx(
+        61.0 - 65.01)
     # 8192-8192-d at d = 8192 is d-d-d: the run fills both rows, as in the paper.
     for family in ("8192-8192-d", "d-d-d"):
-        cell = _cell(frame, (*ROW, "VICReg", family), 8192)
-        assert (cell["mean"], cell["n"], cell["paper"]) == (67.0, 1, 68.13)
-    orig = _cell(frame, (*ROW, "SimCLR-Orig", "2048-d"), 512)  # tau 0.5 + the simclr-orig tag
-    assert (orig["mean"], orig["n"], orig["paper"]) == (63.5, 2, 64.69)
-    assert orig["std"] == pytest.approx(1 / SQRT2)
+        assert _cell(frame, (*ROW, "VICReg", family), 8192)["mean"] == 67.0
+        assert _cell(frame, (*ROW, "VICReg", family), 8192, DELTA)["mean"] == pytest.approx(
+            67.0 - 68.13)
+    orig = _cell(frame, (*ROW, "SimCLR-Orig", "2048-d"), 512)  # the simclr-orig tag only
+    assert (orig["mean"], orig["n"]) == (63.0, 1)
+    assert _cell(frame, (*ROW, "SimCLR τ=0.5", "2048-d"), 512)["mean"] == 64.0
     tuned = _cell(frame, (*ROW, "SimCLR-Tuned", "8192-8192-d"), 512)  # literal 8192-8192-512
-    assert (tuned["mean"], tuned["paper"]) == (68.0, 68.61)
-    assert _cell(frame, (*ROW, "VICReg-exp", "8192-8192-d"), 1024)["delta"] == pytest.approx(
-        66.0 - 67.86)
-    sq = _cell(frame, (*ROW, "SimCLR-sq", "2048-d"), 512)
-    assert sq["mean"] == 55.0 and math.isnan(sq["paper"])
-    missing = _cell(frame, (*ROW, "VICReg-ctr", "2048-d"), 2048)
-    assert missing["n"] == 0 and missing["paper"] == 64.81 and math.isnan(missing["delta"])
-    # The paper's whole grid is listed for each setting; ours adds SimCLR-sq.
-    assert len(frame) == 2 * 20 + 1
-    cifar = _cell(frame, ("cifar10", "resnet18", 200, "VICReg", "2048-d"), 256)
-    assert (cifar["mean"], cifar["paper"]) == (40.0, 59.57)
+    assert (tuned["mean"], tuned["n"]) == (68.0, 1)
+    assert _cell(frame, (*ROW, "SimCLR-Tuned", "8192-8192-d"), 512, DELTA)["mean"] == (
+        pytest.approx(68.0 - 68.61))
+    # τ = 0.15 with batch 1024 and lr 0.3 is not the tuned recipe: no paper name, no Δ.
+    assert _cell(frame, (*ROW, "SimCLR τ=0.15", "2048-d"), 1024)["mean"] == 61.0
+    assert (*ROW, "SimCLR τ=0.15", "2048-d") not in _rows(frame, DELTA)
+    assert (*ROW, "SimCLR-sq", "2048-d") not in _rows(frame, DELTA)
+    missing = _cell(frame, (*ROW, "VICReg-ctr", "2048-d"), 2048)  # complete: listed, empty
+    assert missing["n"] == 0
+    # The cifar10 runs are not in the paper's setting: no Δ, and no grid filled in for them.
+    assert [r for r in _rows(frame, "ours") if r[0] == "cifar10"] == [
+        ("cifar10", "resnet18", 200, "VICReg", "2048-d")]
+    assert not [r for r in _rows(frame, DELTA) if r[0] == "cifar10"]
+    assert set(r[:3] for r in _rows(frame, "paper")) == {PAPER}
+    assert len(_rows(frame, "paper")) == 20
+    assert len(_rows(frame, "ours")) == 20 + 3 + 1  # the grid, τ 0.5, τ 0.15, sq; cifar10
+    assert sorted(_rows(frame, DELTA)) == sorted([
+        (*ROW, "VICReg", "d-d-d"), (*ROW, "VICReg", "8192-8192-d"),
+        (*ROW, "VICReg-exp", "8192-8192-d"), (*ROW, "SimCLR-Orig", "2048-d"),
+        (*ROW, "SimCLR-Tuned", "d-d-d"), (*ROW, "SimCLR-Tuned", "8192-8192-d")])
 
 
-def test_table_s5_published_columns_equal_the_paper(paper):
+def test_table_s5_published_rows_equal_the_paper(paper):
     from sslbench.report.published import table_s5
 
     frame = build_report("table-s5", paper[0]).frame
     for (method, family, dim), value in table_s5().items():
-        assert frame.loc[(*ROW, method, family), (dim, "paper")] == value
+        assert frame.loc[("paper", *PAPER, method, family), (dim, "mean")] == value
 
 
 def test_table_s5_select_best_and_caption(paper):
@@ -229,30 +251,44 @@ def test_table_s5_select_best_and_caption(paper):
     final = build_report("table-s5", store)
     for text in ("value at the final epoch", "Ours: cifar10, resnet18, 200 epochs; imagenet, "
                  "resnet50, 100 epochs", "Paper (Table S5): ImageNet-1k, ResNet-50, 100 epochs",
-                 "Δ = ours − paper", "SimCLR-Tuned: simclr at temperature 0.15"):
+                 "in rows of its own", "Δ = ours − paper where our setting is the paper's",
+                 "SimCLR-Tuned: simclr with Table S6's whole recipe (τ 0.15, batch 2048"):
         assert text in final.caption
-    assert final.notes["agreement"]["compared"] == sum(
-        1 for c in final.frame.columns if c[1] == "delta"
-        for v in final.frame[c] if not math.isnan(v))
+    deltas = final.frame.loc[DELTA].xs("mean", axis=1, level="stat").to_numpy().ravel()
+    compared = int((~np.isnan(deltas)).sum())
+    assert final.notes["agreement"]["compared"] == compared == 8
+    within = int((np.abs(deltas[~np.isnan(deltas)]) <= 1.0).sum())
+    assert f"{compared} comparable cells: {within} within ±1 points" in final.caption
 
 
 GOLDEN_S5_MARKDOWN = """\
 **Table S5: online top-1 (%) by method, projector and embedding dim**
 
-| dataset | backbone | epochs | method | projector | 256 | 256 paper | 256 Δ |
-| --- | --- | --- | --- | --- | ---: | ---: | ---: |
-| cifar10 | resnet18 | 200 | VICReg | 2048-d | 40.00 | 59.57 | -19.57 |
+*ours: cifar10, resnet18, 200 epochs*
+
+| method | projector | 256 |
+| --- | --- | ---: |
+| VICReg | 2048-d | 40.00 |
+
+*paper: ImageNet-1k, ResNet-50, 100 epochs*
+
+| method | projector | 256 | 512 | 1024 | 2048 | 8192 |
+| --- | --- | ---: | ---: | ---: | ---: | ---: |
+| VICReg | d-d-d | 61.36 | 63.50 | 65.35 | 66.74 | 68.13 |
 """
 
-GOLDEN_S5_LATEX = r"""\begin{tabular}{lllllrrr}
+GOLDEN_S5_LATEX = r"""\par\emph{ours: cifar10, resnet18, 200 epochs}
+
+\begin{tabular}{llr}
 \toprule
- &  &  &  &  & \multicolumn{3}{c}{256} \\
-\cmidrule(lr){6-8}
-dataset & backbone & epochs & method & projector & ours & paper & $\Delta$ \\
+method & projector & 256 \\
 \midrule
-cifar10 & resnet18 & 200 & VICReg & 2048-d & 40.00 & 59.57 & -19.57 \\
+VICReg & 2048-d & 40.00 \\
 \bottomrule
-\end{tabular}"""
+\end{tabular}
+\medskip
+\par\emph{paper: ImageNet-1k, ResNet-50, 100 epochs}
+"""
 
 
 def test_table_s5_golden_outputs_with_a_sweep_filter(paper):
@@ -261,15 +297,19 @@ def test_table_s5_golden_outputs_with_a_sweep_filter(paper):
     markdown = write_report(report, "markdown")
     assert markdown.startswith(GOLDEN_S5_MARKDOWN)
     assert GOLDEN_S5_LATEX in write_report(report, "latex")
-    assert write_report(report, "csv") == (
-        "dataset,backbone,epochs,method,projector,dim,mean,std,n,paper,delta\n"
-        "cifar10,resnet18,200,VICReg,2048-d,256,40.0,,1,59.57,-19.57\n")
+    csv_lines = write_report(report, "csv").splitlines()
+    assert csv_lines[:3] == [
+        "source,dataset,backbone,epochs,method,projector,dim,mean,std,n",
+        "ours,cifar10,resnet18,200,VICReg,2048-d,256,40.0,,1",
+        "paper,ImageNet-1k,ResNet-50,100,VICReg,d-d-d,256,61.36,,1"]
+    assert len(csv_lines) == 1 + 1 + 100 and not any(DELTA in line for line in csv_lines)
+    assert ("No Δ: none of our settings (cifar10, resnet18, 200 epochs) is the paper's "
+            "(ImageNet-1k, ResNet-50, 100 epochs)") in report.caption
     data = json.loads(write_report(report, "json"))
     assert data["report"] == "table-s5" and data["notes"]["filters"] == "sweep small"
-    assert data["rows"] == [{"dataset": "cifar10", "backbone": "resnet18", "epochs": 200,
-                             "method": "VICReg", "projector": "2048-d", "dim": 256,
-                             "mean": 40.0, "std": None, "n": 1, "paper": 59.57,
-                             "delta": pytest.approx(-19.57)}]
+    assert data["rows"][0] == {"source": "ours", "dataset": "cifar10", "backbone": "resnet18",
+                               "epochs": 200, "method": "VICReg", "projector": "2048-d",
+                               "dim": 256, "mean": 40.0, "std": None, "n": 1}
 
 
 @pytest.mark.parametrize(("filters", "settings"), [
@@ -286,55 +326,71 @@ def test_filters_select_runs(paper, filters, settings):
             build_report("table-s5", paper[0], filters=filters)
         return
     frame = build_report("table-s5", paper[0], filters=filters, complete=False).frame
-    assert set(zip(frame.index.get_level_values("dataset"),
-                   frame.index.get_level_values("epochs"))) == settings
+    assert {(r[0], r[2]) for r in _rows(frame, "ours")} == settings
 
 
 # ---------------------------------------------------------------------- fig1 / knn / dims
 
-def test_fig1_frame_is_the_table_and_figure_s6_switch(paper):
+def test_fig1_and_fig_s6_frames_are_the_table(paper):
     store, _ = paper
-    s6 = build_report("fig1", store)
-    assert s6.figure is not None
-    assert s6.frame.equals(build_report("table-s5", store).frame)
-    fig1 = build_report("fig1", store, figure_s6=False)
-    assert "2048-2048-d" not in set(fig1.frame.index.get_level_values("projector"))
-    assert fig1.title.startswith("Figure 1")
+    table = build_report("table-s5", store).frame
+    s6 = build_report("fig-s6", store)
+    assert s6.figure is not None and s6.frame.equals(table) and s6.title.startswith(
+        "Figure S6")
+    fig1 = build_report("fig1", store)
+    assert fig1.figure is not None and fig1.title.startswith("Figure 1")
+    families = fig1.frame.index.get_level_values("projector")
+    assert "2048-2048-d" not in set(families)
+    assert fig1.frame.equals(table[table.index.get_level_values("projector") != "2048-2048-d"])
 
 
 def test_knn_cells_and_the_tuned_orig_gap(paper):
     report = build_report("knn", paper[0])
     frame = report.frame
-    assert "paper" not in frame.columns.get_level_values("stat")  # no per-point values
+    assert "source" not in frame.index.names  # the paper prints no k-NN values
     cell = _cell(frame, (*ROW, "VICReg", "8192-8192-d"), 256)
     assert cell["mean"] == 55.5 and cell["n"] == 2
-    assert _cell(frame, (*ROW, "SimCLR-Orig", "2048-d"), 512)["n"] == 1  # S3 has no k-NN
-    assert report.notes["tuned_minus_orig"] == pytest.approx(64.0 - 58.0)
-    assert "by 5.5 points" in report.caption and "ours +6.00" in report.caption
+    assert _cell(frame, (*ROW, "SimCLR τ=0.5", "2048-d"), 512)["mean"] == 58.0
+    assert (*ROW, "SimCLR-Orig", "2048-d") not in frame.index  # S3 has no k-NN
+    assert report.notes["tuned_minus_orig"] is None
+    assert "by 5.5 points" in report.caption and "has no run" in report.caption
+    # A random-init k-NN evaluation would be its reference line; there is none here.
+    assert "Dotted line" not in report.caption
 
 
 def test_dims_report_default_metric_and_paper_values(paper):
     store, _ = paper
     fast = build_report("dims", store, filters=ReportFilters(dataset="imagenet"))
     assert fast.notes["metric"] == "fast_linear_top1"
-    row = ("imagenet", "resnet50", "vicreg", "8192-8192-d")
+    assert list(fast.frame.index.names) == ["dataset", "backbone", "epochs", "method",
+                                            "projector"]  # no paper value: no source level
+    row = (*ROW, "VICReg", "8192-8192-d")
     assert fast.frame.loc[row, (256, "mean")] == 51.0
-    assert fast.frame.loc[("imagenet", "resnet50", "random init", "-"), (256, "mean")] == 10.0
+    assert fast.frame.loc[(*ROW, "random init", "-"), (256, "mean")] == 10.0
     online = build_report("dims", store, metric="online_top1",
                           filters=ReportFilters(dataset="imagenet"))
-    assert online.frame.loc[row, (256, "paper")] == 65.01
-    orig = ("imagenet", "resnet50", "simclr", "2048-d")  # both runs are SimCLR-Orig
-    assert online.frame.loc[orig, (512, "paper")] == 64.69
+    frame = online.frame
+    assert frame.loc[("paper", *PAPER, "VICReg", "8192-8192-d"), (256, "mean")] == 65.01
+    assert frame.loc[(DELTA, *row), (256, "mean")] == pytest.approx(61.0 - 65.01)
+    assert frame.loc[("paper", *PAPER, "SimCLR-Orig", "2048-d"), (512, "mean")] == 64.69
+    labels = set(frame.index.get_level_values("method"))
+    assert {"SimCLR τ=0.5", "SimCLR-Orig", "SimCLR-Tuned"} <= labels
+    assert "simclr" not in labels and "vicreg" not in labels  # the paper's labels
+    # A row without a paper name has no paper row to be compared with.
+    assert (DELTA, *ROW, "SimCLR τ=0.5", "2048-d") not in frame.index
+    assert "Paper (Table S5)" in online.caption
 
 
-def test_dims_row_mixing_paper_methods_gets_no_paper_value(empty):
+def test_dims_runs_without_a_paper_name_get_no_paper_row(empty):
     b = Builder(empty)
     b.pretrain("simclr", "2048-d", 512, 0, 60.0, temperature=0.15)
     b.pretrain("simclr", "2048-d", 512, 1, 61.0, temperature=0.5)
     b.pretrain("vicreg", "2048-d", 512, 0, 62.0)
     frame = build_report("dims", empty, metric="online_top1").frame
-    assert math.isnan(frame.loc[("imagenet", "resnet50", "simclr", "2048-d"), (512, "paper")])
-    assert frame.loc[("imagenet", "resnet50", "vicreg", "2048-d"), (512, "paper")] == 64.51
+    assert set(_rows(frame, "paper")) == {(*PAPER, "VICReg", "2048-d")}
+    assert frame.loc[("paper", *PAPER, "VICReg", "2048-d"), (512, "mean")] == 64.51
+    assert _rows(frame, DELTA) == [(*ROW, "VICReg", "2048-d")]
+    assert frame.loc[("ours", *ROW, "SimCLR τ=0.15", "2048-d"), (512, "mean")] == 60.0
 
 
 # -------------------------------------------------------------------------- table-s2-s3
@@ -344,12 +400,15 @@ def test_table_s2_s3_pairs_and_regression(paper):
     frame = report.frame
     key = (*ROW, "VICReg", "8192-8192-d")
     online, offline = _cell(frame, (*key, "online"), 256), _cell(frame, (*key, "offline"), 256)
-    assert (online["mean"], online["n"], online["paper"]) == (61.0, 2, 65.01)
-    assert (offline["mean"], offline["n"], offline["paper"]) == (61.0, 2, 65.11)
+    assert (online["mean"], online["n"]) == (61.0, 2)
+    assert (offline["mean"], offline["n"]) == (61.0, 2)
     assert offline["std"] == pytest.approx(1 / SQRT2)  # 60.5 and 61.5: the superseded 10.0 out
     assert _cell(frame, (*key, "offline"), 8192)["mean"] == 67.5  # the failed 99.0 is ignored
-    assert _cell(frame, (*ROW, "VICReg-exp", "8192-8192-d", "offline"), 2048)["paper"] == 67.89
-    assert (*ROW, "SimCLR-Orig", "2048-d", "online") not in frame.index  # no offline value
+    assert _cell(frame, (*PAPER, "VICReg", "8192-8192-d", "offline"), 256, "paper")[
+        "mean"] == 65.11
+    assert _cell(frame, (*key, "offline"), 256, DELTA)["mean"] == pytest.approx(61.0 - 65.11)
+    assert _cell(frame, (*key, "online"), 256, DELTA)["mean"] == pytest.approx(61.0 - 65.01)
+    assert (*ROW, "SimCLR-Orig", "2048-d", "online") not in _rows(frame, "ours")
     # One point per (method, projector spec, dim), means over seeds.
     x, y = [61.0, 67.0, 66.0, 68.0], [61.0, 67.5, 65.5, 67.0]
     slope, intercept = np.polyfit(x, y, 1)
@@ -360,13 +419,38 @@ def test_table_s2_s3_pairs_and_regression(paper):
     assert report.notes["regression"]["paper_stated"] == {"slope": 0.97, "intercept": 2.1,
                                                           "r2": 1.0}
     assert f"slope {slope:.3f}" in report.caption
-    # Evaluations from before the augmentation was recorded used the paper's crop-flip.
-    probe = ("training images crop-flip, flip (mixed); "
+    # The SimCLR-Tuned run's probe (flip, standardised, epochs not recorded) is not the
+    # paper's; the VICReg ones' are. The caption names every difference.
+    probe = ("epochs 100, not recorded (mixed); batch 1024, not recorded (mixed); base lr "
+             "0.25, not recorded (mixed); training images crop-flip, flip (mixed); "
              "representations not standardised, standardised (mixed)")
     assert report.notes["probe"] == probe and f"({probe})" in report.caption
+    assert report.notes["probe_differences"] == [
+        "epochs 100, not recorded (paper 100)", "batch 1024, not recorded (paper 1024)",
+        "training images crop-flip, flip (paper crop-flip)",
+        "representations not standardised, standardised (paper not standardised)"]
+    assert (*ROW, "SimCLR-Tuned", "8192-8192-d", "offline") not in _rows(frame, DELTA)
     dims = build_report("dims", paper[0], metric="linear_top1",
                         filters=ReportFilters(dataset="imagenet"))
     assert probe in dims.caption
+
+
+def test_table_s2_s3_offline_probe_unlike_the_papers_gets_no_delta(empty):
+    b = Builder(empty)
+    run = b.pretrain("vicreg", "8192-8192-d", 512, 0, 66.0)
+    b.evaluate(run, "linear", {"linear_top1": 60.0}, linear_epochs=3, batch_size=256, lr=0.25,
+               probe_augment="flip", probe_standardize=True)
+    report = build_report("table-s2-s3", empty)
+    key = (*ROW, "VICReg", "8192-8192-d")
+    assert _rows(report.frame, DELTA) == [(*key, "online")]
+    assert _cell(report.frame, (*key, "online"), 512, DELTA)["mean"] == pytest.approx(
+        66.0 - 66.72)
+    for text in ("Our offline probes differ from the paper's in: epochs 3 (paper 100); batch "
+                 "256 (paper 1024); training images flip (paper crop-flip); representations "
+                 "standardised (paper not standardised)",
+                 "(epochs 3; batch 256; base lr 0.25; training images flip; representations "
+                 "standardised)", "offline probe 100 epochs, batch 1024"):
+        assert text in report.caption
 
 
 def test_probe_text():
@@ -387,14 +471,16 @@ def test_probe_text():
                                                    "not standardised, standardised (mixed)")
     assert probe_text(old, "linear_top1") == ("training images crop-flip, none (mixed); "
                                               "representations not standardised")
+    epochs = cells.assign(**{"eval.linear_epochs": [3, 3.0], "eval.batch_size": [256, 256]})
+    assert probe_text(epochs, "linear_top1").startswith("epochs 3; batch 256; training images")
 
 
-def test_table_s2_s3_published_columns_equal_the_paper(paper):
+def test_table_s2_s3_published_rows_equal_the_paper(paper):
     from sslbench.report.published import table_s2_s3
 
     frame = build_report("table-s2-s3", paper[0]).frame
     for (method, family, dim, probe), value in table_s2_s3().items():
-        assert frame.loc[(*ROW, method, family, probe), (dim, "paper")] == value
+        assert frame.loc[("paper", *PAPER, method, family, probe), (dim, "mean")] == value
 
 
 # ----------------------------------------------------------------------------- table-s4
@@ -403,22 +489,34 @@ def test_table_s4_rows_and_paper_values(paper):
     report = build_report("table-s4", paper[0])
     frame = report.frame
     vic = (*ROW, "VICReg", "8192-8192-8192")
-    cell = _cell(frame, vic, "sum_row4_colsnormalized")
-    assert (cell["mean"], cell["paper"]) == (130.0, 128.19)
-    assert cell["delta"] == pytest.approx(130.0 - 128.19)
-    assert _cell(frame, vic, "n2")["paper"] == 1024.0 ** 2  # "1M" compared exactly
-    assert _cell(frame, vic, "sum_col4_rowsnormalized")["paper"] == 83_000
+    assert _cell(frame, vic, "sum_row4_colsnormalized")["mean"] == 130.0
+    printed = (*PAPER, "VICReg", "8192-8192-8192")
+    assert _cell(frame, printed, "sum_row4_colsnormalized", "paper")["mean"] == 128.19
+    assert _cell(frame, printed, "n2", "paper")["mean"] == 1024.0 ** 2  # "1M" given exactly
+    assert _cell(frame, printed, "sum_col4_rowsnormalized", "paper")["mean"] == 83_000
+    assert _cell(frame, printed, "ratio_rows", "paper")["mean"] == pytest.approx(83_000 / 65_536)
     assert _cell(frame, vic, "ratio_cols")["mean"] == pytest.approx(130.0 / 128.0)
-    assert _cell(frame, vic, "ratio_rows")["paper"] == pytest.approx(83_000 / 65_536)
-    random = ("imagenet", "resnet50", 0, "Random", "8192-8192-8192")
-    assert _cell(frame, random, "sum_row4_colsnormalized")["paper"] == 361.34
+    assert _cell(frame, vic, "sum_row4_colsnormalized", DELTA)["mean"] == pytest.approx(
+        130.0 - 128.19)
+    assert math.isnan(_cell(frame, vic, "n2", DELTA)["mean"])  # a bound: equal by construction
+    # The random network sits with the trained ones of its dataset and backbone, as in the
+    # paper, never with "0 epochs".
+    random = (*ROW, "Random", "8192-8192-8192")
     assert _cell(frame, random, "sum_row4_colsnormalized")["mean"] == 300.0
-    simclr = (*ROW, "SimCLR-Tuned", "8192-8192-512")
-    assert _cell(frame, simclr, "sum_col4_rowsnormalized")["paper"] == 433.54
-    ctr = (*ROW, "VICReg-ctr", "8192-8192-512")  # a paper row no run has
-    assert _cell(frame, ctr, "sum_row4_colsnormalized")["n"] == 0
+    assert _cell(frame, (*PAPER, "Random", "8192-8192-8192"), "sum_row4_colsnormalized",
+                 "paper")["mean"] == 361.34
+    assert 0 not in set(frame.index.get_level_values("epochs"))
+    simclr = (*ROW, "SimCLR-Tuned", "8192-8192-512")  # compared with the paper's SimCLR row
+    assert _cell(frame, simclr, "sum_col4_rowsnormalized", DELTA)["mean"] == pytest.approx(
+        300.0 - 433.54)
+    assert _cell(frame, (*ROW, "VICReg-ctr", "8192-8192-512"), "sum_row4_colsnormalized")[
+        "n"] == 0  # a paper row no run has
     assert list(dict.fromkeys(frame.columns.get_level_values(0)))[:3] == [
         "n2_over_m", "sum_row4_colsnormalized", "n2"]
+    summary = report.notes["agreement"]
+    assert summary["compared"] == 3 * 2  # the two ratios of the three comparable rows
+    assert report.headers["n2_over_m"] == "N²/M"
+    assert "N²/M" in write_report(report, "markdown")
 
 
 # ---------------------------------------------------------------------- spectra and cka
@@ -441,11 +539,22 @@ def test_cka_matrix_labels_and_paper(paper):
     store, ids = paper
     report = build_report("cka", store)
     frame = report.frame
-    assert list(frame.index) == ["VICReg-8192", "SimCLR-8192", "Random"]
-    assert frame.loc["VICReg-8192", ("SimCLR-8192", "mean")] == 0.85
-    assert frame.loc["SimCLR-8192", ("VICReg-8192", "mean")] == 0.85  # symmetric
-    assert frame.loc["VICReg-8192", ("SimCLR-8192", "paper")] == 0.89
-    assert frame.loc["Random", ("VICReg-8192", "delta")] == pytest.approx(0.2 - 0.15)
+    names = ["VICReg-8192", "SimCLR-8192", "Random"]
+    assert [k[-1] for k in frame.index if k[0] == "ours"] == names
+    ours = (*ROW,)
+    assert frame.loc[("ours", *ours, "VICReg-8192"), ("SimCLR-8192", "mean")] == 0.85
+    assert frame.loc[("ours", *ours, "SimCLR-8192"), ("VICReg-8192", "mean")] == 0.85
+    assert frame.loc[("paper", *PAPER, "VICReg-8192"), ("SimCLR-8192", "mean")] == 0.89
+    assert frame.loc[(DELTA, *ours, "Random"), ("VICReg-8192", "mean")] == pytest.approx(
+        0.2 - 0.15)
+    # The diagonal is 1 on both sides by definition: never counted as agreement.
+    summary = report.notes["agreement"]
+    assert (summary["compared"], summary["trivial"]) == (6, 3)
+    off = [abs(0.85 - 0.89), abs(0.2 - 0.15), abs(0.1 - 0.14)] * 2
+    assert summary["within"] == sum(d <= 0.05 + 1e-12 for d in off)
+    assert summary["max_abs_delta"] == pytest.approx(max(off))
+    assert "6 comparable cells (3 trivial cells left out: the diagonal, 1 by definition)" in (
+        report.caption)
     assert report.notes["cka_run"] == ids["CKA"]
     assert build_report("cka", store, run_id=ids["CKA"][:6]).notes["cka_run"] == ids["CKA"]
     with pytest.raises(SSLBenchError, match="no single completed CKA"):
@@ -454,28 +563,52 @@ def test_cka_matrix_labels_and_paper(paper):
         build_report("cka", store, filters=ReportFilters(dataset="cifar10"))
 
 
+def test_cka_outside_the_papers_setting_has_no_delta(empty):
+    b = Builder(empty)
+    first = b.pretrain("vicreg", "2048-d", 1024, 0, 50.0, dataset="shapes", backbone="tiny",
+                       epochs=5)
+    second = b.pretrain("simclr", "2048-d", 1024, 0, 50.0, dataset="shapes", backbone="tiny",
+                        epochs=5)
+    b.cka([first, second, "random"], [[1.0, 0.5, 0.1], [0.5, 1.0, 0.2], [0.1, 0.2, 1.0]],
+          dataset="shapes")
+    report = build_report("cka", empty)
+    assert DELTA not in set(report.frame.index.get_level_values("source"))
+    assert report.notes["agreement"]["compared"] == 0
+    assert ("No Δ: the comparison (shapes, tiny, 5 epochs) is not in the paper's setting"
+            in report.caption)
+    assert [k[-1] for k in report.frame.index if k[0] == "ours"] == [
+        "VICReg-1024", "SimCLR τ=0.15 d=1024", "Random"]
+
+
 # ------------------------------------------------------------------------------ hparams
 
 def test_hparams_against_table_s6(paper):
     frame = build_report("hparams", paper[0], filters=ReportFilters(dataset="imagenet")).frame
-    rows = {(r["method"], r["dim"]): r for r in frame.to_dict("records")}
+    assert list(frame.index.names) == ["source", "dataset", "backbone", "epochs", "method",
+                                       "dim"]
+    rows = {k[4:]: r for k, r in zip(frame.index, frame.to_dict("records")) if k[0] == "ours"}
     vic = rows[("VICReg", "256")]
-    assert (vic["runs"], vic["cov"], vic["cov paper"], vic["matches"]) == (
-        2, "1", "4", "differs: cov")
-    assert rows[("VICReg", "8192")]["matches"] == "yes"
+    assert (vic["runs"], vic["cov"], vic["matches"]) == (2, "1", "VICReg: differs in Cov. ν")
+    assert frame.loc[("paper", *PAPER, "VICReg", "256"), "cov"] == "4"
+    assert rows[("VICReg", "8192")]["matches"] == "VICReg: same"
     tuned = rows[("SimCLR-Tuned", "512")]
     assert (tuned["batch_size"], tuned["base_lr"], tuned["tau"], tuned["matches"]) == (
-        "2048", "0.5", "0.15", "yes")
+        "2048", "0.5", "0.15", "SimCLR-Tuned: same")
     assert rows[("SimCLR-Orig", "512")]["matches"] == "no Table S6 row"
-    assert rows[("SimCLR-Orig", "512")]["tau"] == "0.15, 0.5"  # the tagged run uses 0.15
-    assert rows[("VICReg-ctr", "all")]["matches"] == "no run"
+    # Why a simclr run is not SimCLR-Tuned, in its own row.
+    assert rows[("SimCLR τ=0.5", "512")]["matches"] == (
+        "SimCLR-Tuned: differs in batch, base lr, τ")
+    assert rows[("SimCLR τ=0.15", "1024")]["matches"] == "SimCLR-Tuned: differs in batch, base lr"
+    assert len([k for k in frame.index if k[0] == "paper"]) == 9  # all of Table S6
+    assert frame.loc[("paper", *PAPER, "VICReg-exp", "≠ 8192"), "base_lr"] == "0.5"
+    assert str(frame["runs"].dtype) == "Int64"
 
 
 # ------------------------------------------------------------------------- registry, errors
 
 def test_every_report_is_registered_with_its_options():
-    assert list(REPORTS) == ["dims", "table-s5", "fig1", "table-s2-s3", "table-s4", "cka",
-                             "knn", "spectra", "hparams"]
+    assert list(REPORTS)[:10] == ["dims", "table-s5", "fig1", "fig-s6", "table-s2-s3",
+                                  "table-s4", "cka", "knn", "spectra", "hparams"]
     assert report_options("table-s5") == ["complete"]
     assert report_options("dims") == ["metric", "dataset", "methods"]
 
@@ -507,7 +640,8 @@ def test_eval_reports_say_which_evaluation_is_missing(empty):
         build_report("table-s2-s3", empty)
     with pytest.raises(EmptyReportError, match="--protocol analysis"):
         build_report("table-s4", empty)
-    assert len(build_report("table-s5", empty, complete=False).frame) == 1
+    frame = build_report("table-s5", empty, complete=False).frame
+    assert (_rows(frame, "ours"), _rows(frame, DELTA)) == ([(*ROW, "VICReg", "2048-d")],) * 2
 
 
 # ------------------------------------------------------------------------------- formats
@@ -532,23 +666,19 @@ def test_csv_and_json_round_trip(paper, name):
     pd.testing.assert_frame_equal(pd.DataFrame(data["rows"]), expected, check_dtype=False)
 
 
-def _latex_rows(text: str) -> list[str]:
-    body = text[text.index(r"\toprule"):text.index(r"\bottomrule")]
-    return [line for line in body.splitlines() if line.endswith(r"\\")]
-
-
 @pytest.mark.parametrize("name", ["table-s5", "table-s2-s3", "table-s4", "cka", "hparams"])
 def test_latex_structure(paper, name):
     text = write_report(build_report(name, paper[0]), "latex")
     assert text.startswith(r"\begin{table}") and text.rstrip().endswith(r"\end{table}")
-    spec = re.search(r"\\begin\{tabular\}\{([lr]+)\}", text).group(1)
-    for rule in (r"\toprule", r"\midrule", r"\bottomrule"):
-        assert text.count(rule) == 1
-    assert text.index(r"\toprule") < text.index(r"\midrule") < text.index(r"\bottomrule")
-    for line in _latex_rows(text):
-        spans = re.findall(r"\\multicolumn\{(\d+)\}", line)
-        cells = line.count("&") + 1 - len(spans) + sum(int(s) for s in spans)
-        assert cells == len(spec), line
+    tabulars = re.findall(r"\\begin\{tabular\}\{([lr]+)\}(.*?)\\end\{tabular\}", text, re.S)
+    assert len(tabulars) == text.count(r"\emph{") >= 2  # one per panel, each headed
+    for spec, body in tabulars:
+        for rule in (r"\toprule", r"\midrule", r"\bottomrule"):
+            assert body.count(rule) == 1
+        assert body.index(r"\toprule") < body.index(r"\midrule") < body.index(r"\bottomrule")
+        for line in body.splitlines():
+            if line.endswith(r"\\"):
+                assert line.count("&") + 1 == len(spec), line
     depth = 0
     for ch in re.sub(r"\\[{}%&$#_]", "", text):
         depth += {"{": 1, "}": -1}.get(ch, 0)

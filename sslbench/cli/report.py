@@ -66,8 +66,8 @@ def report(
     dim: int | None = typer.Option(None, help="spectra: only this embedding dim."),
     run_id: str | None = typer.Option(None, "--run-id", help="cka: this comparison run."),
     complete: bool | None = typer.Option(None, "--complete/--partial", help="Grid reports: "
-                                         "list the paper's whole grid [complete] or only "
-                                         "cells with runs."),
+                                         "for runs in the paper's setting, list the paper's "
+                                         "whole grid [complete] or only cells with runs."),
 ) -> None:
     """Regenerate the paper's tables and figures from the store, beside the published values."""
     from sslbench.report import (

@@ -25,7 +25,8 @@ class Report:
     ``frame``: a stat frame or a plain frame (:mod:`sslbench.report.render`); for figure reports
     it holds the plotted numbers. ``figure``: draws the figure (matplotlib, Agg backend) on
     demand, None for tables. ``notes``: JSON-able facts (metric, protocol, settings, agreement
-    with the paper, regression, ...). ``digits``: decimals shown in text formats.
+    with the paper, regression, ...). ``digits``: decimals shown in text formats. ``headers``:
+    how text formats head some columns (CSV and JSON keep the frame's labels).
     """
 
     frame: pd.DataFrame
@@ -35,3 +36,4 @@ class Report:
     name: str = ""
     figure: Callable[[], Figure] | None = None
     digits: int = 2
+    headers: dict[Any, str] = field(default_factory=dict)

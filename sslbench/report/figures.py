@@ -8,6 +8,7 @@ imported only when a figure is drawn.
 from __future__ import annotations
 
 import math
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, Any
@@ -18,11 +19,14 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
+from sslbench.report.frames import only
 from sslbench.report.labels import family_key, method_key
-from sslbench.report.render import column_labels, has_paper
+from sslbench.report.render import OURS, PAPER, column_labels
 
 _MARKERS = ("o", "s", "^", "D", "v", "P", "X")
 PANEL_SIZE = 3.2
+#: Smallest y range of an accuracy panel (points): differences of a point or two stay small.
+MIN_SPAN = 10.0
 
 
 def new_figure(width: float, height: float) -> Figure:
@@ -49,66 +53,122 @@ def _colors(n: int) -> list[Any]:
     return [cmap(i % 10) for i in range(n)]
 
 
-def grid_figure(frame: pd.DataFrame, *, title: str, ylabel: str,
-                panels: Sequence[str] = ()) -> Figure:
-    """One panel per method (``panels`` first, in order, then the other methods with data),
-    top-1 against embedding dimension (log2 axis), one colour per projector family: ours solid
-    with ± std bars (one marker per setting), the paper's dashed."""
-    methods = frame.index.get_level_values("method")
-    families = sorted(set(frame.index.get_level_values("projector")), key=family_key)
+def titled(fig: Figure, title: str, width: float, fontsize: float = 11) -> None:
+    """``title`` as the figure's title, wrapped to the figure's ``width`` (inches) so that it
+    is never clipped."""
+    chars = max(20, int(width * 72 / (0.6 * fontsize)))  # an average glyph is ~0.6 em wide
+    fig.suptitle("\n".join(textwrap.wrap(title, chars)), fontsize=fontsize)
+
+
+def spread_ylim(ax: Any, values: Sequence[float], span: float) -> None:
+    """A y range of at least ``span`` around ``values``, so that differences of a point or two
+    do not fill the whole axis."""
+    finite = [v for v in values if math.isfinite(v)]
+    if not finite:
+        return
+    low, high = min(finite), max(finite)
+    if high - low < span:
+        middle = (low + high) / 2
+        low, high = middle - span / 2, middle + span / 2
+    pad = 0.05 * (high - low)
+    ax.set_ylim(low - pad, high + pad)
+
+
+def _panel_order(methods: Sequence[str], first: Sequence[str]) -> list[str]:
+    order = [m for m in first if m in methods]
+    return order + sorted((m for m in methods if m not in order), key=method_key)
+
+
+def grid_figure(frame: pd.DataFrame, *, title: str, ylabel: str, panels: Sequence[str] = (),
+                baseline: pd.DataFrame | None = None) -> Figure:
+    """Top-1 against embedding dimension (log2 axis), one panel per method (``panels`` first,
+    in order), one colour per projector family: our runs on the top row (± std bars, one
+    marker per setting; a dotted line per random-init ``baseline``: dataset, backbone,
+    protocol, mean), the paper's on the row below, each row with its own y scale."""
+    ours, paper = only(frame, OURS), only(frame, PAPER)
+    ours = ours[ours.xs("n", axis=1, level="stat").sum(axis=1) > 0]
+    families = sorted(set(ours.index.get_level_values("projector"))
+                      | set(paper.index.get_level_values("projector")), key=family_key)
     colors = dict(zip(families, _colors(len(families))))
-    dims = column_labels(frame)
-    means = frame.xs("mean", axis=1, level="stat")
-    counts = frame.xs("n", axis=1, level="stat")
-    paper = frame.xs("paper", axis=1, level="stat") if has_paper(frame) else None
-    present = [m for m in dict.fromkeys(methods)
-               if (counts[methods == m] > 0).to_numpy().any()
-               or (paper is not None and paper[methods == m].notna().to_numpy().any())]
-    order = [m for m in panels if m in present]
-    order += sorted((m for m in present if m not in order), key=method_key)
-    if not order:
-        order = ["(no data)"]
-    settings = list(dict.fromkeys(tuple(k[:3]) for k, n in zip(frame.index, counts.sum(axis=1))
-                                  if n > 0))
+    rows = [(part, _panel_order(list(dict.fromkeys(part.index.get_level_values("method"))),
+                                panels), label)
+            for part, label in ((ours, "ours"), (paper, "paper")) if len(part)]
+    if not rows:
+        rows = [(ours, ["(no data)"], "ours")]
+    columns = max(len(order) for _, order, _ in rows)
+    width = max(PANEL_SIZE * columns, 6.0)
+    fig = new_figure(width, (PANEL_SIZE + 0.3) * len(rows) + 1.2)
+    axes = fig.subplots(len(rows), columns, squeeze=False)
+    settings = list(dict.fromkeys(tuple(k[:3]) for k in ours.index))
     markers = {s: _MARKERS[i % len(_MARKERS)] for i, s in enumerate(settings)}
-    fig = new_figure(PANEL_SIZE * len(order), PANEL_SIZE + 0.8)
-    axes = fig.subplots(1, len(order), sharey=True, squeeze=False)[0]
-    drawn: set[tuple[str, str]] = set()  # the paper's line of each (method, family), once
-    for ax, method in zip(axes, order):
-        rows = frame[methods == method]
-        for key in rows.index:
-            family, setting = key[4], tuple(key[:3])
-            x = np.array(dims, dtype=float)
-            mean = means.loc[key].to_numpy(float)
-            ok = counts.loc[key].to_numpy() > 0
-            if ok.any():
-                std = np.nan_to_num(frame.xs("std", axis=1, level="stat").loc[key].to_numpy(float))
-                ax.errorbar(x[ok], mean[ok], yerr=std[ok], color=colors[family], capsize=2,
-                            marker=markers.get(setting, "o"), markersize=4, linewidth=1.5)
-            if paper is not None and (method, family) not in drawn:
-                published = paper.loc[key].to_numpy(float)
-                have = ~np.isnan(published)
-                if have.any():
-                    drawn.add((method, family))
-                    ax.plot(x[have], published[have], color=colors[family], linestyle="--",
-                            linewidth=1.2, alpha=0.8)
-        ax.set_xscale("log", base=2)
-        ax.set_xticks([float(d) for d in dims], [str(d) for d in dims], rotation=45)
-        ax.minorticks_off()
-        ax.set_title(method, fontsize=10)
-        ax.set_xlabel("Embedding dimension")
-        ax.grid(alpha=0.3)
-    axes[0].set_ylabel(ylabel)
+    for (part, order, label), row_axes in zip(rows, axes):
+        values: list[float] = []
+        for ax, method in zip(row_axes, order):
+            values += _draw_grid_panel(ax, part, method, colors, markers)
+            if label == "ours" and baseline is not None:
+                values += _draw_baseline(ax, baseline, settings)
+            ax.set_title(f"{label}: {method}", fontsize=10)
+        for ax in row_axes[len(order):]:
+            ax.set_visible(False)
+        for ax in row_axes[:len(order)]:
+            spread_ylim(ax, values, MIN_SPAN)
+            if ax is not row_axes[0]:
+                ax.tick_params(labelleft=False)
+        row_axes[0].set_ylabel(ylabel if label == "ours" else f"{ylabel}, paper")
     handles = [Line2D([], [], color=colors[f], label=f) for f in families]
-    if paper is not None:
-        handles.append(Line2D([], [], color="black", linestyle="--", label="paper"))
     if len(settings) > 1:
         handles += [Line2D([], [], color="gray", marker=markers[s], linestyle="",
                            label=", ".join(map(str, s))) for s in settings]
-    fig.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 6),
+    if baseline is not None and len(baseline):
+        handles.append(Line2D([], [], color="black", linestyle=":", label=baseline_label(
+            baseline)))
+    fig.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 5),
                fontsize=8, frameon=False)
-    fig.suptitle(title, fontsize=11)
+    titled(fig, title, width)
     return fig
+
+
+def baseline_label(baseline: pd.DataFrame) -> str:
+    """The legend entry of the random-init lines: ``random init (fast-linear probe)``."""
+    protocols = ", ".join(dict.fromkeys(baseline["protocol"]))
+    return f"random init ({protocols})"
+
+
+def _draw_grid_panel(ax: Any, part: pd.DataFrame, method: str, colors: dict[str, Any],
+                     markers: dict[tuple[Any, ...], str]) -> list[float]:
+    """One method's lines (± std bars when there are several seeds); returns the values."""
+    means = part.xs("mean", axis=1, level="stat")
+    stds = np.nan_to_num(part.xs("std", axis=1, level="stat").to_numpy(float))
+    counts = part.xs("n", axis=1, level="stat").to_numpy()
+    dims = np.array(column_labels(part), dtype=float)
+    values: list[float] = []
+    for i, key in enumerate(part.index):
+        if key[3] != method:
+            continue
+        ok = counts[i] > 0
+        mean = means.iloc[i].to_numpy(float)
+        ax.errorbar(dims[ok], mean[ok], yerr=stds[i][ok], color=colors[key[4]], capsize=2,
+                    marker=markers.get(tuple(key[:3]), "o"), markersize=4, linewidth=1.5)
+        values += list(mean[ok] - stds[i][ok]) + list(mean[ok] + stds[i][ok])
+    shown = dims[counts.sum(axis=0) > 0]
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(list(shown), [str(int(d)) for d in shown], rotation=45)
+    ax.minorticks_off()
+    ax.set_xlabel("Embedding dimension")
+    ax.grid(alpha=0.3)
+    return values
+
+
+def _draw_baseline(ax: Any, baseline: pd.DataFrame, settings: list[tuple[Any, ...]]
+                   ) -> list[float]:
+    """Dotted lines at the random-init value of each (dataset, backbone) of ``settings``."""
+    wanted = {s[:2] for s in settings}
+    values = []
+    for row in baseline.itertuples(index=False):
+        if (row.dataset, row.backbone) in wanted:
+            ax.axhline(row.mean, color="black", linestyle=":", linewidth=1.2)
+            values.append(float(row.mean))
+    return values
 
 
 def _heatmap(fig: Figure, ax: Any, matrix: np.ndarray, labels: Sequence[str], title: str) -> None:
@@ -138,7 +198,7 @@ def cka_figure(ours: pd.DataFrame, paper: tuple[Sequence[str], Any] | None, *,
     if paper is not None:
         labels, matrix = paper
         _heatmap(fig, axes[1], np.asarray(matrix, float), list(labels), "paper (Figure S2)")
-    fig.suptitle(title, fontsize=11)
+    titled(fig, title, fig.get_figwidth())
     return fig
 
 
@@ -165,7 +225,7 @@ def spectra_figure(frame: pd.DataFrame, *, title: str) -> Figure:
     if handles:
         fig.legend(handles=handles, loc="outside lower center", ncol=1 if len(handles) > 4 else
                    2, fontsize=7, frameon=False)
-    fig.suptitle(title, fontsize=11)
+    titled(fig, title, fig.get_figwidth())
     return fig
 
 

@@ -1,14 +1,15 @@
 """The paper's main grid: method x projector family x embedding dimension.
 
-* ``table-s5``: online top-1 (Table S5), the published value and Δ beside each cell;
-* ``fig1``: the same numbers as Figure 1 / S6 (one panel per method, one line per family,
-  ours solid with ± std bars, the paper's dashed);
+* ``table-s5``: online top-1 (Table S5): our cells, the paper's in rows of their own, and Δ rows
+  where our setting is the paper's (ImageNet-1k, ResNet-50, 100 epochs);
+* ``fig1`` / ``fig-s6``: the same numbers as Figure 1 (three projector families) and Figure S6
+  (four), ours and the paper's on separate rows of panels;
 * ``knn``: the k-NN version (Figure S1), from the ``knn`` evaluations.
 
 Rows are (dataset, backbone, epochs, method, projector family): runs of different settings are
 never averaged together. Cells hold mean ± std over seeds (n runs). With ``complete`` (the
-default for the paper's tables) every row and dimension of the paper's grid is listed, so the
-cells no run has filled show as missing beside the published number.
+default for the paper's tables) every row and dimension of the paper's grid is listed for our
+settings that are the paper's, so the cells no run has filled show as missing.
 """
 
 from __future__ import annotations
@@ -20,10 +21,29 @@ import pandas as pd
 
 from sslbench.report.base import EmptyReportError, Report
 from sslbench.report.filters import ReportFilters
-from sslbench.report.frames import add_paper, agreement, agreement_text, seed_stats, wide
+from sslbench.report.frames import (
+    agreement,
+    agreement_text,
+    published_frame,
+    seed_stats,
+    wide,
+    with_paper,
+)
 from sslbench.report.protocols import COMMANDS, PROTOCOLS, check_select, is_online, select_text
-from sslbench.report.published import PAPER_METHODS, PAPER_SETTING_TEXT, table_s5
-from sslbench.report.query import completed_evals, latest_children, pretrain_runs, settings_text
+from sslbench.report.published import (
+    PAPER_METHODS,
+    PAPER_SETTING_TEXT,
+    comparable,
+    table_s5,
+)
+from sslbench.report.query import (
+    augment_text,
+    baselines,
+    completed_evals,
+    latest_children,
+    pretrain_runs,
+    settings_text,
+)
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -35,8 +55,10 @@ SETTING = ("dataset", "backbone", "epochs")
 TOLERANCE = 1.0
 FAMILIES_NOTE = ("A run whose architecture belongs to two families (8192-8192-d at d = 8192 is "
                  "d-d-d) fills both rows, as in the paper.")
-SIMCLR_NOTE = ("SimCLR-Tuned: simclr at temperature 0.15 (or tagged simclr-tuned); "
-               "SimCLR-Orig: any other temperature (or tagged simclr-orig).")
+SIMCLR_NOTE = ("SimCLR-Tuned: simclr with Table S6's whole recipe (τ 0.15, batch 2048, base lr "
+               "0.5, LARS, weight decay 1e-6) or tagged simclr-tuned; other simclr runs are "
+               "named by their temperature (SimCLR τ=0.5), SimCLR-Orig only when tagged "
+               "simclr-orig (the paper does not print its recipe).")
 #: k-NN gap the paper states between SimCLR-Tuned and SimCLR-Orig (Figure S1).
 PAPER_KNN_GAP = 5.5
 
@@ -75,36 +97,58 @@ def grid_cells(store: Store, filters: ReportFilters, metric: str, select: str
     return cells.astype({"dim": "int64"}), runs
 
 
+def is_comparable(key: tuple[Any, ...]) -> bool:
+    """Whether a row keyed (dataset, backbone, epochs, ...) is in the paper's setting."""
+    return comparable(*key[:3])
+
+
 def grid_frame(cells: pd.DataFrame, paper: Mapping[tuple[str, str, int], float] | None,
                complete: bool) -> pd.DataFrame:
-    """The stat frame of the grid (rows :data:`GRID_ROWS`, columns dims), with the published
-    values beside the cells when ``paper`` is given (and the paper's whole grid if
-    ``complete``)."""
+    """The stat frame of the grid (rows :data:`GRID_ROWS`, columns dims); with ``paper``, the
+    paper's rows and the Δ rows beside ours (:func:`sslbench.report.frames.with_paper`), and
+    with ``complete`` the paper's whole grid listed for our settings that are the paper's."""
     stats = seed_stats(cells, (*GRID_ROWS, "dim"))
     extra_rows: list[tuple[Any, ...]] = []
     extra_columns: tuple[int, ...] = ()
-    if paper and complete:
+    settings = [s for s in cells[list(SETTING)].drop_duplicates().itertuples(index=False)
+                if comparable(*s)]
+    if paper and complete and settings:
         pairs = list(dict.fromkeys((m, f) for m, f, _ in paper))
-        settings = cells[list(SETTING)].drop_duplicates().itertuples(index=False)
         extra_rows = [(*s, m, f) for s in settings for m, f in pairs]
         extra_columns = tuple(sorted({d for _, _, d in paper}))
     frame = wide(stats, GRID_ROWS, "dim", extra_rows=extra_rows, extra_columns=extra_columns)
-    if paper:
-        frame = add_paper(frame, lambda key, dim: paper.get((key[3], key[4], dim)))
-    return frame
+    if not paper:
+        return frame
+    published = published_frame(paper, ("method", "projector"), "dim")
+    return with_paper(frame, published, comparable=is_comparable)
+
+
+def why_no_delta(runs: pd.DataFrame) -> str:
+    """Why no cell of ours has a Δ, for a caption."""
+    if any(comparable(*s) for s in runs[list(SETTING)].itertuples(index=False)):
+        return (f"our runs in the paper's setting ({PAPER_SETTING_TEXT}) have no cell (method, "
+                "projector, dim) that the paper prints.")
+    return (f"none of our settings ({settings_text(runs)}) is the paper's ({PAPER_SETTING_TEXT}), "
+            "so a difference would mix the setting with the method; the paper's values are "
+            "listed for reference only.")
+
+
+def simclr_note(runs: pd.DataFrame) -> str:
+    """:data:`SIMCLR_NOTE` when some run is a simclr run, else ``""``."""
+    return SIMCLR_NOTE if (runs["method_name"] == "simclr").any() else ""
 
 
 def _caption(metric: str, select: str, runs: pd.DataFrame, paper_source: str | None,
              summary: dict[str, Any] | None) -> str:
     parts = [f"Top-1 (%) of the {PROTOCOLS.get(metric, metric)}; {select_text(select, metric)}; "
              "mean ± std over seeds (n runs); – = no run.",
-             f"Ours: {settings_text(runs)}."]
+             f"Ours: {settings_text(runs)}{augment_text(runs)}."]
     if paper_source:
-        parts.append(f"Paper ({paper_source}): {PAPER_SETTING_TEXT}, online linear probe; "
-                     "Δ = ours − paper.")
-        parts.append(agreement_text(summary or {}))
-    parts += [SIMCLR_NOTE, FAMILIES_NOTE]
-    return " ".join(parts)
+        parts.append(f"Paper ({paper_source}): {PAPER_SETTING_TEXT}, online linear probe, in "
+                     "rows of its own; Δ = ours − paper where our setting is the paper's.")
+        parts.append(agreement_text(summary or {}, why_none=why_no_delta(runs)))
+    parts += [simclr_note(runs), FAMILIES_NOTE]
+    return " ".join(p for p in parts if p)
 
 
 def table_s5_report(store: Store, *, select: str = "final", filters: ReportFilters | None = None,
@@ -123,24 +167,69 @@ def table_s5_report(store: Store, *, select: str = "final", filters: ReportFilte
 
 
 def fig1_report(store: Store, *, select: str = "final", filters: ReportFilters | None = None,
-                complete: bool = True, figure_s6: bool = True) -> Report:
-    """Figure 1 (``figure_s6``: Figure S6, with the 2048-2048-d line): Table S5 as five panels
-    of top-1 against embedding dimension, ours beside the paper's."""
+                complete: bool = True) -> Report:
+    """Figure 1: Table S5 (without 2048-2048-d) as panels of top-1 against embedding dimension,
+    one per method, ours above the paper's."""
+    return _figure_report(store, select, filters, complete, figure_s6=False)
+
+
+def fig_s6_report(store: Store, *, select: str = "final", filters: ReportFilters | None = None,
+                  complete: bool = True) -> Report:
+    """Figure S6: Figure 1 with the fourth projector family, 2048-2048-d."""
+    return _figure_report(store, select, filters, complete, figure_s6=True)
+
+
+def _figure_report(store: Store, select: str, filters: ReportFilters | None, complete: bool,
+                   figure_s6: bool) -> Report:
     table = table_s5_report(store, select=select, filters=filters, complete=complete)
     frame = table.frame
     if not figure_s6:
         frame = frame[frame.index.get_level_values("projector") != "2048-2048-d"]
     name = "Figure S6" if figure_s6 else "Figure 1"
+    baseline = random_baseline(store, filters or ReportFilters(), "online_top1")
 
     def draw() -> Figure:
         from sslbench.report.figures import grid_figure
 
         return grid_figure(frame, title=f"{name}: online top-1 vs embedding dimension",
-                           ylabel="Online top-1 accuracy (%)", panels=PAPER_METHODS)
+                           ylabel="Online top-1 accuracy (%)", panels=PAPER_METHODS,
+                           baseline=baseline)
 
-    return Report(frame=frame, name="fig1", notes=table.notes, figure=draw,
-                  title=f"{name}: online top-1 (%) vs embedding dimension",
-                  caption=table.caption)
+    return Report(frame=frame, name="fig-s6" if figure_s6 else "fig1", notes=table.notes,
+                  figure=draw, title=f"{name}: online top-1 (%) vs embedding dimension",
+                  caption=table.caption + baseline_text(baseline))
+
+
+#: The random-init evaluations that serve as a metric's reference line, the same protocol first;
+#: the online probe cannot run on an untrained network, so online top-1 takes the offline one.
+BASELINE_METRICS = {"online_top1": ("linear_top1", "fast_linear_top1"),
+                    "knn_top1": ("knn_top1",), "linear_top1": ("linear_top1",),
+                    "fast_linear_top1": ("fast_linear_top1",)}
+_PROBE_NAMES = {"linear_top1": "offline linear probe", "fast_linear_top1": "fast-linear probe",
+                "knn_top1": "k-NN"}
+
+
+def random_baseline(store: Store, filters: ReportFilters, metric: str) -> pd.DataFrame:
+    """The random-init reference of ``metric``: one row per (dataset, backbone) with
+    ``protocol`` (the probe it was measured with), ``mean`` and ``n``; empty when no
+    random-init evaluation exists."""
+    for candidate in BASELINE_METRICS.get(metric, ()):
+        evals = completed_evals(store, (candidate,), dataset=filters.dataset)
+        found = baselines(evals, filters, candidate)
+        if len(found):
+            stats = found.groupby(["dataset", "backbone"])["value"].agg(mean="mean",
+                                                                         n="count")
+            return stats.reset_index().assign(protocol=_PROBE_NAMES[candidate])
+    return pd.DataFrame(columns=["dataset", "backbone", "mean", "n", "protocol"])
+
+
+def baseline_text(baseline: pd.DataFrame) -> str:
+    """The caption sentence for the random-init lines of a figure ("" when there are none)."""
+    if baseline.empty:
+        return ""
+    lines = "; ".join(f"{r.dataset}, {r.backbone}: {r.mean:.2f}, {r.protocol}, n = {r.n}"
+                      for r in baseline.itertuples(index=False))
+    return f" Dotted line in the figure: a randomly initialised backbone ({lines})."
 
 
 def knn_gap(frame: pd.DataFrame) -> float | None:
@@ -176,8 +265,10 @@ def knn_report(store: Store, *, select: str = "final", filters: ReportFilters | 
         from sslbench.report.figures import grid_figure
 
         return grid_figure(frame, title="Figure S1: k-NN top-1 vs embedding dimension",
-                           ylabel="k-NN top-1 accuracy (%)", panels=PAPER_METHODS)
+                           ylabel="k-NN top-1 accuracy (%)", panels=PAPER_METHODS,
+                           baseline=baseline)
 
+    baseline = random_baseline(store, filters, "knn_top1")
     return Report(frame=frame, name="knn", notes=notes, figure=draw,
                   title="Figure S1: k-NN top-1 (%) by method, projector and embedding dim",
-                  caption=caption)
+                  caption=caption + baseline_text(baseline))

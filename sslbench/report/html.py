@@ -12,7 +12,6 @@ import base64
 import datetime as dt
 import html
 import io
-import json
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -54,7 +53,7 @@ def figure_data_uri(report: Report) -> str:
 def report_section(report: Report, anchor: str) -> str:
     """One report as an HTML ``<section>``: title, caption, figure (if any) and table."""
     esc = html.escape
-    table = render(report.frame, "html", digits=report.digits,
+    table = render(report.frame, "html", digits=report.digits, headers=report.headers,
                    tolerance=report.notes.get("tolerance"))
     parts = [f'<section id="{esc(anchor)}">', f"<h2>{esc(report.title or anchor)}</h2>",
              f"<p>{esc(report.caption)}</p>"]
@@ -88,10 +87,37 @@ def html_document(title: str, meta: str, sections: list[tuple[str, str, str]]) -
 
 
 def single_report_html(report: Report) -> str:
-    """One report as a standalone page."""
+    """One report as a standalone page, its notes as a list below it."""
     anchor = report.name or "report"
-    return html_document(report.title or anchor, json.dumps(jsonable(report.notes)),
-                         [(anchor, report.title or anchor, report_section(report, anchor))])
+    section = report_section(report, anchor).replace(
+        "</section>", f'<h3>Notes</h3>{notes_html(report.notes)}</section>')
+    return html_document(report.title or anchor, f"sslbench report {anchor}",
+                         [(anchor, report.title or anchor, section)])
+
+
+def notes_html(notes: Any) -> str:
+    """A report's notes as nested HTML lists (never as a JSON text)."""
+    esc = html.escape
+    value = jsonable(notes)
+    if isinstance(value, dict):
+        if not value:
+            return "<span>–</span>"
+        items = "".join(f"<li><strong>{esc(str(k))}</strong>: {notes_html(v)}</li>"
+                        for k, v in value.items())
+        return f'<ul class="notes">{items}</ul>'
+    if isinstance(value, list):
+        if all(not isinstance(v, (dict, list)) for v in value):
+            return esc(", ".join(_note_text(v) for v in value)) or "–"
+        return '<ol class="notes">' + "".join(f"<li>{notes_html(v)}</li>" for v in value) + "</ol>"
+    return esc(_note_text(value))
+
+
+def _note_text(value: Any) -> str:
+    if value is None or value == "":
+        return "–"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
 
 
 def write_atomic(path: Path, data: str | bytes) -> None:
@@ -118,7 +144,8 @@ def write_html(store: Store, out_dir: Path, *, filters: ReportFilters | None = N
         except EmptyReportError as err:
             sections.append((name, f"{name} (not available)", missing_section(name, str(err))))
             continue
-        sections.append((name, f"{name}: {DESCRIPTIONS[name]}", report_section(report, name)))
+        sections.append((name, f"{name}: {DESCRIPTIONS.get(name, report.title)}",
+                         report_section(report, name)))
     now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     meta = (f"Store {store.display_url}; generated {now}; value per run: {select}"
             + (f"; filters: {filters.describe()}" if filters.describe() else ""))

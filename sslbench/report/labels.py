@@ -1,14 +1,15 @@
 """How a stored run is named in the paper's tables: method label and projector family.
 
 **Method labels.** ``vicreg`` -> VICReg, ``vicreg-exp`` -> VICReg-exp, ``vicreg-ctr`` ->
-VICReg-ctr, ``simclr-center`` -> "SimCLR w/ centering", ``simclr-dimstd`` -> "SimCLR w/ dim std",
-and ``simclr`` splits in two (the paper's SimCLR-Orig / SimCLR-Tuned rows of Table S5):
+VICReg-ctr, ``simclr-center`` -> "SimCLR w/ centering", ``simclr-dimstd`` -> "SimCLR w/ dim std".
+A ``simclr`` run takes a paper name only when its recipe is the paper's:
 
 * a run tagged ``simclr-orig`` is SimCLR-Orig and one tagged ``simclr-tuned`` is SimCLR-Tuned,
-  whatever its hyperparameters;
-* otherwise a temperature of 0.15 (the tuned recipe of Table S6, also sslbench's default) is
-  SimCLR-Tuned and any other temperature is SimCLR-Orig (the paper does not print the original
-  recipe; SimCLR's own paper used 0.1 to 0.5).
+  whatever its hyperparameters (the tag is the user's statement);
+* otherwise it is SimCLR-Tuned only with the whole Table S6 / Appendix D recipe (τ 0.15, batch
+  2048, base lr 0.5, LARS, weight decay 1e-6), and else it is named by what ran: "SimCLR τ=0.15"
+  (τ alone is not the tuned recipe), "SimCLR τ=0.5", "SimCLR" when τ is unknown. The paper does
+  not print SimCLR-Orig's recipe, so no untagged run is called SimCLR-Orig.
 
 Every other registry name gets a readable label (``simclr-sq`` -> SimCLR-sq, ``barlow`` ->
 Barlow Twins, ...); unknown names are shown as they are.
@@ -24,13 +25,16 @@ both. A spec that matches no family is its own family (``512-d``, ``512-512-128`
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from sslbench.report.published import PAPER_FAMILIES, PAPER_METHODS
 
-TUNED_TEMPERATURE = 0.15
 ORIG_TAG, TUNED_TAG = "simclr-orig", "simclr-tuned"
+#: SimCLR-Tuned's recipe (Table S6 and Appendix D), as run params; the temperature is
+#: ``loss.temperature``.
+TUNED_RECIPE = {"loss.temperature": 0.15, "batch_size": 2048, "lr": 0.5, "optimizer": "lars",
+                "weight_decay": 1e-6}
 METHOD_LABELS = {
     "vicreg": "VICReg", "vicreg-exp": "VICReg-exp", "vicreg-ctr": "VICReg-ctr",
     "simclr-center": "SimCLR w/ centering", "simclr-dimstd": "SimCLR w/ dim std",
@@ -39,12 +43,14 @@ METHOD_LABELS = {
     "random": "Random",
 }
 #: Method labels in the order of the paper's tables, then the other methods of the registry.
-METHOD_ORDER = (*PAPER_METHODS, "SimCLR w/ centering", "SimCLR w/ dim std", "SimCLR-sq",
+METHOD_ORDER = (*PAPER_METHODS, "SimCLR", "SimCLR w/ centering", "SimCLR w/ dim std", "SimCLR-sq",
                 "SimCLR-abs", "DCL", "DCL-sq", "DCL-abs", "SCL", "Barlow Twins", "TCR", "Random")
 
 
-def method_label(method: Any, temperature: Any = None, tags: Iterable[str] = ()) -> str:
-    """The paper's name for a run of registry method ``method`` (see the module docstring)."""
+def method_label(method: Any, recipe: Mapping[str, Any] | None = None,
+                 tags: Iterable[str] = ()) -> str:
+    """The paper's name for a run of registry method ``method`` whose params (dotted keys, as
+    in :data:`TUNED_RECIPE`) are ``recipe`` (see the module docstring)."""
     name = str(method or "?")
     if name != "simclr":
         return METHOD_LABELS.get(name, name)
@@ -53,9 +59,22 @@ def method_label(method: Any, temperature: Any = None, tags: Iterable[str] = ())
         return "SimCLR-Orig"
     if TUNED_TAG in tags:
         return "SimCLR-Tuned"
-    tau = _number(temperature)
-    tuned = math.isnan(tau) or math.isclose(tau, TUNED_TEMPERATURE, rel_tol=1e-9)
-    return "SimCLR-Tuned" if tuned else "SimCLR-Orig"
+    recipe = recipe or {}
+    if all(_same(recipe.get(key), value) for key, value in TUNED_RECIPE.items()):
+        return "SimCLR-Tuned"
+    tau = _number(recipe.get("loss.temperature"))
+    return "SimCLR" if math.isnan(tau) else f"SimCLR τ={tau:g}"
+
+
+def _same(ours: Any, paper: Any) -> bool:
+    if isinstance(paper, str):
+        return str(ours) == paper
+    return math.isclose(_number(ours), paper, rel_tol=1e-9)
+
+
+def is_paper_label(label: str) -> bool:
+    """True for the paper's own method names (Table S5's rows, Random)."""
+    return label in PAPER_METHODS or label == "Random"
 
 
 def _number(value: Any) -> float:
@@ -116,14 +135,18 @@ def family_key(family: str) -> tuple[int, str]:
 
 
 def method_key(label: str) -> tuple[int, str]:
-    """Sort key: :data:`METHOD_ORDER`, then the other labels by name."""
-    return (METHOD_ORDER.index(label) if label in METHOD_ORDER else len(METHOD_ORDER), label)
+    """Sort key: :data:`METHOD_ORDER` (a SimCLR named by its temperature beside SimCLR), then
+    the other labels by name."""
+    base = "SimCLR" if label.startswith("SimCLR τ=") else label
+    return (METHOD_ORDER.index(base) if base in METHOD_ORDER else len(METHOD_ORDER), label)
 
 
 def cka_label(label: str, dim: Any) -> str:
     """Figure S2's name for a run: ``VICReg-1024``, ``SimCLR-2048`` (SimCLR-Tuned, the paper's
-    SimCLR), ``Random``."""
+    SimCLR), ``Random``; a run without a paper name says what ran: ``SimCLR τ=0.5 d=64``."""
     if label == "Random":
         return label
+    if not is_paper_label(label):
+        return f"{label} d={dim}"
     base = "SimCLR" if label == "SimCLR-Tuned" else label
     return f"{base}-{dim}"

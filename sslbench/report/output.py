@@ -7,8 +7,8 @@
   records as ``csv``, one per cell or row), so it round-trips through
   ``pandas.DataFrame(data["rows"])``.
 * ``html`` is a standalone page (figure embedded) for one report.
-* ``png`` / ``svg`` need ``out`` and a report with a figure (fig1, knn, cka, spectra); they
-  return the path written.
+* ``png`` / ``svg`` need ``out`` and a report with a figure
+  (:data:`sslbench.report.registry.FIGURES`); they return the path written.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ def report_text(report: Report, fmt: str) -> str:
     if fmt == "html":
         return single_report_html(report)
     return render(report.frame, fmt, title=report.title, caption=report.caption,
-                  digits=report.digits)
+                  digits=report.digits, headers=report.headers)
 
 
 def output_path(report: Report, fmt: str, out: Path) -> Path:
@@ -60,9 +60,11 @@ def write_report(report: Report, fmt: str, out: Path | None = None) -> str:
             write_atomic(output_path(report, fmt, out), text)
         return text
     if report.figure is None:
+        from sslbench.report.registry import FIGURES
+
         raise ConfigError(f"report {report.name or '?'} is a table, it has no figure: use "
-                          f"--format {', '.join(TEXT_FORMATS)} (png and svg are for fig1, knn, "
-                          "cka and spectra)")
+                          f"--format {', '.join(TEXT_FORMATS)} (png and svg are for "
+                          f"{', '.join(FIGURES)})")
     if out is None:
         raise ConfigError(f"--format {fmt} writes an image file: pass --out FILE.{fmt} or a "
                           "folder")

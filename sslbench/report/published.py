@@ -21,9 +21,18 @@ import math
 from importlib import resources
 from typing import Any
 
-#: The setting of every published number (the paper's Appendix D: ImageNet-1k, ResNet-50).
-PAPER_SETTING = {"dataset": "ImageNet-1k", "backbone": "ResNet-50", "epochs": 100}
+#: The setting of every published number (the paper's Appendix D: ImageNet-1k, ResNet-50), as
+#: the (dataset, backbone, epochs) of the paper's rows in the reports.
+PAPER_SETTING = ("ImageNet-1k", "ResNet-50", 100)
 PAPER_SETTING_TEXT = "ImageNet-1k, ResNet-50, 100 epochs"
+#: Dataset names under which a run may be ImageNet-1k: ``imagefolder`` (what ``--preset paper``
+#: reads from ``--data-root``; the store does not know which folder it was) and ``imagenet``.
+IMAGENET_DATASETS = ("imagefolder", "imagenet")
+#: The paper's offline linear protocol (Appendix E), as the eval params that record it.
+PAPER_OFFLINE_PROBE = {"linear_epochs": 100, "probe_augment": "crop-flip",
+                       "probe_standardize": False, "batch_size": 1024}
+PAPER_OFFLINE_PROBE_TEXT = ("100 epochs, batch 1024, base lr 0.25 (VICReg) or 1.4 (VICReg-exp), "
+                            "random resized crop + flip, raw representations")
 #: Table S5's row order (Figure 1's panels, left to right) and projector families.
 PAPER_METHODS = ("VICReg", "VICReg-exp", "VICReg-ctr", "SimCLR-Orig", "SimCLR-Tuned")
 PAPER_FAMILIES = ("d-d-d", "8192-8192-d", "2048-d", "2048-2048-d")
@@ -35,6 +44,13 @@ TABLE_S4_N = 1024
 TABLE_S4_COLUMNS = ("n2_over_m", "sum_row4_colsnormalized", "n2", "m2_over_n",
                     "sum_col4_rowsnormalized", "m2")
 _SUFFIX = {"k": 1e3, "M": 1e6}
+
+
+def comparable(dataset: Any, backbone: Any, epochs: Any) -> bool:
+    """Whether our runs of this setting can be compared number for number with the paper's:
+    ImageNet-1k (:data:`IMAGENET_DATASETS`), ResNet-50, 100 epochs."""
+    return (str(dataset) in IMAGENET_DATASETS and str(backbone) == "resnet50"
+            and str(epochs) == "100")
 
 
 def read_csv(name: str) -> list[dict[str, str]]:

@@ -23,15 +23,22 @@ import pandas as pd
 
 from sslbench.config import probe_augment_used
 from sslbench.report.filters import ReportFilters
-from sslbench.report.labels import embedding_dim, method_label, normalize_spec, projector_families
+from sslbench.report.labels import (
+    TUNED_RECIPE,
+    embedding_dim,
+    method_label,
+    normalize_spec,
+    projector_families,
+)
 
 if TYPE_CHECKING:
     from sslbench.db import Store
 
-PRETRAIN_PARAMS = ("projector", "dim", "backbone", "epochs", "seed", "loss.temperature")
-# How a linear probe was set up (EvalConfig fields); evaluations from before they were recorded
-# lack them.
-PROBE_PARAMS = ("probe_augment", "probe_standardize")
+PRETRAIN_PARAMS = ("projector", "dim", "backbone", "epochs", "seed", "augment",
+                   *TUNED_RECIPE)
+# How a linear probe was set up (EvalConfig fields); evaluations from before the augmentation and
+# the standardisation were recorded lack those two.
+PROBE_PARAMS = ("probe_augment", "probe_standardize", "linear_epochs", "batch_size", "lr")
 EVAL_PARAMS = ("protocol", "random_init", "source_run", "backbone", "projector", "dim", "seed",
                *PROBE_PARAMS)
 
@@ -57,8 +64,10 @@ def normalize_runs(frame: pd.DataFrame) -> pd.DataFrame:
     out["backbone"] = frame["param.backbone"].fillna("?").astype(str)
     out["epochs"] = frame["param.epochs"].fillna(0).astype("int64")
     out["method_name"] = frame["method"].fillna("?").astype(str)
-    out["method"] = [method_label(m, t, tags) for m, t, tags in zip(
-        out["method_name"], frame["param.loss.temperature"], frame["tags"])]
+    recipe = frame[[f"param.{key}" for key in TUNED_RECIPE]].set_axis(
+        list(TUNED_RECIPE), axis=1).to_dict("records")
+    out["method"] = [method_label(m, r, tags) for m, r, tags in zip(
+        out["method_name"], recipe, frame["tags"])]
     specs = [normalize_spec(p) for p in frame["param.projector"]]
     dims = [_hashable(d) for d in frame["param.dim"]]
     out["projector"] = specs
@@ -123,26 +132,68 @@ def probe_columns(runs: pd.DataFrame, chosen: pd.DataFrame) -> dict[str, pd.Seri
 
 def probe_text(cells: pd.DataFrame, metric: str) -> str:
     """How the linear probes behind ``metric`` in ``cells`` (with :func:`probe_columns`) were
-    set up, for a caption, e.g. ``"training images flip; representations standardised"``;
-    "" for other metrics. Evaluations from before these settings were recorded are described
-    as they ran: offline probes with crop-flip on raw representations, fast probes without
-    flips on standardised ones."""
-    def values(column: str, names: Callable[[Any], str], unknown: str) -> str:
-        found = sorted({names(v) if pd.notna(v) else unknown
-                        for v in cells.get(column, pd.Series(dtype=object))})
-        return ", ".join(found) + (" (mixed)" if len(found) > 1 else "")
-
+    set up, for a caption, e.g. ``"epochs 3; batch 256; base lr 0.25; training images flip;
+    representations standardised"``; "" for other metrics. Settings no evaluation recorded
+    are left out, except the two added later: evaluations from before them are described as
+    they ran (offline probes with crop-flip on raw representations, fast probes without flips
+    on standardised ones)."""
     if metric not in ("linear_top1", "fast_linear_top1"):
         return ""
     offline = metric == "linear_top1"
     protocol = "linear" if offline else "fast-linear"
-    standardised = {True: "standardised", False: "not standardised"}
-    return "; ".join([
-        "training images " + values("eval.probe_augment",
-                                    lambda v: probe_augment_used(protocol, str(v)),
-                                    "crop-flip" if offline else "none"),
-        "representations " + values("eval.probe_standardize", lambda v: standardised[bool(v)],
-                                    standardised[not offline])])
+    parts = [f"{name} {values}" for name, key in (("epochs", "linear_epochs"),
+                                                  ("batch", "batch_size"), ("base lr", "lr"))
+             if (values := _distinct(cells, f"eval.{key}", _number_text, NOT_RECORDED))
+             and values != NOT_RECORDED]
+    parts += [
+        "training images " + _distinct(cells, "eval.probe_augment",
+                                       lambda v: probe_augment_used(protocol, str(v)),
+                                       "crop-flip" if offline else "none"),
+        "representations " + _distinct(cells, "eval.probe_standardize",
+                                       lambda v: _STANDARDISED[bool(v)],
+                                       _STANDARDISED[not offline])]
+    return "; ".join(parts)
+
+
+_STANDARDISED = {True: "standardised", False: "not standardised"}
+NOT_RECORDED = "not recorded"
+
+
+def _number_text(value: Any) -> str:
+    return f"{float(value):g}"
+
+
+def _distinct(cells: pd.DataFrame, column: str, names: Callable[[Any], str],
+              unknown: str) -> str:
+    """The distinct values of ``column``, named, ``", "``-joined, "(mixed)" when several;
+    missing values (and a missing column) are ``unknown``."""
+    found = sorted({names(v) if pd.notna(v) else unknown
+                    for v in cells.get(column, pd.Series([None] * len(cells), dtype=object))})
+    return ", ".join(found) + (" (mixed)" if len(found) > 1 else "")
+
+
+def offline_probe_differences(cells: pd.DataFrame) -> list[str]:
+    """The settings in which the offline probes of ``cells`` (with :func:`probe_columns`) are
+    not known to be the paper's (Appendix E: 100 epochs, batch 1024, crop-flip, raw
+    representations), e.g. ``["epochs 3 (paper 100)"]``; [] when they all are."""
+    from sslbench.report.published import PAPER_OFFLINE_PROBE as paper
+
+    out = []
+    for name, key, show in (("epochs", "linear_epochs", _number_text),
+                            ("batch", "batch_size", _number_text),
+                            ("training images", "probe_augment", str),
+                            ("representations", "probe_standardize",
+                             lambda v: _STANDARDISED[bool(v)])):
+        column = cells.get(f"eval.{key}", pd.Series(index=cells.index, dtype=object))
+        if key == "probe_augment":  # recorded later; before, the offline probe used crop-flip
+            column = column.fillna("crop-flip")
+        elif key == "probe_standardize":
+            column = column.fillna(False)
+        wanted = show(paper[key])
+        seen = sorted({show(v) if pd.notna(v) else NOT_RECORDED for v in column})
+        if seen != [wanted]:
+            out.append(f"{name} {', '.join(seen)} (paper {wanted})")
+    return out
 
 
 def baselines(evals: pd.DataFrame, filters: ReportFilters, metric: str,
@@ -194,6 +245,15 @@ def evaluated_runs(store: Store, filters: ReportFilters, metrics: Sequence[str],
     if trained.empty:
         return random.reset_index(drop=True)
     return pd.concat([trained, random], ignore_index=True)
+
+
+def augment_text(runs: pd.DataFrame) -> str:
+    """``"; pretraining augmentations small (paper: BYOL's, Table S1)"`` when some run did not
+    use the paper's recipe, else ``""``."""
+    used = sorted({str(v) for v in runs.get("param.augment", pd.Series(dtype=object)).dropna()})
+    if not used or used == ["byol"]:
+        return ""
+    return f"; pretraining augmentations {', '.join(used)} (paper: BYOL's, Table S1)"
 
 
 def settings_text(runs: pd.DataFrame) -> str:

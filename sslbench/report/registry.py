@@ -11,7 +11,7 @@ from sslbench.report.base import Report
 from sslbench.report.cka import cka_report
 from sslbench.report.dims import dims_report
 from sslbench.report.filters import ReportFilters
-from sslbench.report.grid import fig1_report, knn_report, table_s5_report
+from sslbench.report.grid import fig1_report, fig_s6_report, knn_report, table_s5_report
 from sslbench.report.hparams import hparams_report
 from sslbench.report.norms import table_s4_report
 from sslbench.report.probes import table_s2_s3_report
@@ -26,6 +26,7 @@ REPORTS: dict[str, Callable[..., Report]] = {
     "dims": dims_report,
     "table-s5": table_s5_report,
     "fig1": fig1_report,
+    "fig-s6": fig_s6_report,
     "table-s2-s3": table_s2_s3_report,
     "table-s4": table_s4_report,
     "cka": cka_report,
@@ -38,7 +39,8 @@ DESCRIPTIONS = {
     "dims": "each method's top-1 across embedding dimensions (any metric), with a random-init "
             "baseline",
     "table-s5": "Table S5: online top-1, method x projector family x embedding dim",
-    "fig1": "Figure 1 / S6: Table S5 as five panels of top-1 vs embedding dim",
+    "fig1": "Figure 1: Table S5 as panels of top-1 vs embedding dim, three projector families",
+    "fig-s6": "Figure S6: Figure 1 with the fourth projector family, 2048-2048-d",
     "table-s2-s3": "Tables S2/S3: online vs offline linear probe, with the regression",
     "table-s4": "Table S4: row/column norm sums vs the Lemma 3.4 bounds",
     "cka": "Figure S2: linear CKA heat map between networks",
@@ -46,6 +48,8 @@ DESCRIPTIONS = {
     "spectra": "Figure S5: singular-value spectra of representations and embeddings",
     "hparams": "Table S6: the hyperparameters the runs used",
 }
+#: The reports that draw a figure (``--format png`` / ``svg``).
+FIGURES = ("fig1", "fig-s6", "knn", "cka", "spectra")
 _COMMON = ("store", "select", "filters")
 
 

@@ -3,25 +3,29 @@
 Two kinds of frames are understood:
 
 * **stat frames** (what the paper-table reports return): row labels in the index (a MultiIndex
-  such as dataset / backbone / method / projector), columns a two-level MultiIndex whose last
-  level is named ``"stat"`` and holds ``mean``, ``std`` and ``n`` for every column label (e.g.
-  each embedding dim), and optionally ``paper`` (the published value) and ``delta`` (ours minus
-  paper). Text formats show a cell as ``"mean ± std (n)"`` (plain mean when n = 1, ``–`` when
-  empty); with published values each column label becomes three columns: ours, ``paper`` and
-  ``Δ`` (LaTeX and HTML group them under the label). CSV and JSON give one tidy record per cell
-  that has a value (ours or the paper's): the row labels, the column label, ``mean``, ``std``
-  (null when n = 1), ``n``, and ``paper`` / ``delta`` when the frame has them.
-* **plain frames** (run listings, hyperparameters): shown as they are; CSV/JSON give one record
-  per row.
+  such as dataset / backbone / epochs / method / projector), columns a two-level MultiIndex
+  whose last level is named ``"stat"`` and holds ``mean``, ``std`` and ``n`` for every column
+  label (e.g. each embedding dim). Text formats show a cell as ``"mean ± std (n)"`` (plain mean
+  when n = 1, ``–`` when empty). CSV and JSON give one tidy record per cell that has a value:
+  the row labels, the column label, ``mean``, ``std`` (null when n = 1) and ``n``.
+* **plain frames** (run listings, hyperparameters): shown as they are (with their index, when
+  it holds labels); CSV/JSON give one record per row.
+
+**Sources and panels.** A frame whose first index level is ``source`` holds our numbers
+(:data:`OURS`), the paper's (:data:`PAPER`, whose setting is the paper's) and their difference
+(:data:`DELTA`, shown signed) in rows of their own. Text formats split a frame into panels by
+its leading index levels among ``source``, dataset, backbone and epochs, each headed by what
+they are ("paper: ImageNet-1k, ResNet-50, 100 epochs"), so a published number never sits under
+our setting's labels.
 """
 
 from __future__ import annotations
 
 import html
-import io
 import json
 import math
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
@@ -30,9 +34,13 @@ from sslbench.errors import ConfigError
 
 FORMATS = ("table", "markdown", "csv", "json", "latex", "html")
 STATS = ("mean", "std", "n")
-PAPER_STATS = ("paper", "delta")
 EMPTY = "–"
-DELTA = "Δ"
+SOURCE = "source"
+OURS, PAPER, DELTA = "ours", "paper", "Δ ours − paper"
+SETTING_LEVELS = ("dataset", "backbone", "epochs")
+PANEL_LEVELS = (SOURCE, *SETTING_LEVELS)
+#: Values this large are shown without decimals, with thousands separators (Table S4's sums).
+LARGE = 1e4
 _LATEX_SPECIALS = {
     "\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
     "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
@@ -50,30 +58,55 @@ _LATEX_UNICODE = {
 @dataclass(frozen=True)
 class Grid:
     """A frame laid out as strings: ``header`` (one name per column), ``body`` (row labels
-    first), ``aligns`` ('l' or 'r' per column), ``groups`` (for a two-row header: ``(text,
-    width)`` spans over the columns, None for a one-row header), ``subheader`` (the second
-    header row's names) and ``deltas`` (the numeric delta behind each body cell, or None)."""
+    first), ``aligns`` ('l' or 'r' per column), ``labels`` (how many leading columns are row
+    labels) and ``deltas`` (the Δ behind each body cell of a Δ row, else None)."""
 
     header: list[str]
     body: list[list[str]]
     aligns: list[str]
-    groups: list[tuple[str, int]] | None = None
-    subheader: list[str] | None = None
+    labels: int = 0
     deltas: list[list[float | None]] | None = None
 
 
+@dataclass(frozen=True)
+class Panel:
+    """Part of a frame shown as one table: ``heading`` (what its rows are, "" for the whole
+    frame) and ``frame`` (without the levels the heading names)."""
+
+    heading: str
+    frame: pd.DataFrame
+
+
 def render(frame: pd.DataFrame, fmt: str, *, title: str = "", caption: str = "",
-           digits: int = 2, width: int = 200, tolerance: float | None = None) -> str:
+           digits: int = 2, width: int = 200, tolerance: float | None = None,
+           headers: Mapping[Any, str] | None = None) -> str:
     """``frame`` as text in format ``fmt`` (one of :data:`FORMATS`); ``width`` is for 'table';
-    ``tolerance`` (HTML only) marks delta cells with ``|Δ| <= tolerance`` as agreeing."""
-    renderers = {"table": _table, "markdown": _markdown, "csv": _csv, "json": _json,
-                 "latex": _latex, "html": _html}
-    if fmt not in renderers:
+    ``tolerance`` (HTML only) marks Δ cells with ``|Δ| <= tolerance`` as agreeing; ``headers``
+    shows some column labels under other names (text formats only)."""
+    if fmt not in FORMATS:
         raise ConfigError(f"unknown report format {fmt!r}: use one of {', '.join(FORMATS)}")
-    if fmt == "html":
-        return _html(frame, title=title, caption=caption, digits=digits, width=width,
-                     tolerance=tolerance)
-    return renderers[fmt](frame, title=title, caption=caption, digits=digits, width=width)
+    if fmt == "csv":
+        text: str = pd.DataFrame(records(frame)).to_csv(index=False, lineterminator="\n")
+        return text
+    if fmt == "json":
+        return json.dumps(records(frame), indent=2, allow_nan=False, default=str) + "\n"
+    layout = Layout(title, caption, digits, dict(headers or {}))
+    if fmt == "table":
+        from sslbench.report.terminal import table_text
+
+        return table_text(frame, layout, width=width)
+    writers = {"markdown": _markdown, "latex": _latex, "html": _html}
+    return writers[fmt](frame, layout, tolerance)
+
+
+@dataclass(frozen=True)
+class Layout:
+    """What every text format shows besides the frame."""
+
+    title: str = ""
+    caption: str = ""
+    digits: int = 2
+    headers: dict[Any, str] = field(default_factory=dict)
 
 
 def is_stat_frame(frame: pd.DataFrame) -> bool:
@@ -83,23 +116,23 @@ def is_stat_frame(frame: pd.DataFrame) -> bool:
             and columns.names[-1] == "stat")
 
 
-def has_paper(frame: pd.DataFrame) -> bool:
-    """True for stat frames that carry published values (a ``paper`` stat)."""
-    return is_stat_frame(frame) and "paper" in frame.columns.get_level_values("stat")
-
-
-def format_cell(mean: float, std: float, n: float, digits: int = 2, pm: str = "±") -> str:
-    """``"mean ± std (n)"``; the plain mean when n = 1; :data:`EMPTY` when there is no value."""
+def format_cell(mean: float, std: float, n: float, digits: int = 2, pm: str = "±",
+                signed: bool = False) -> str:
+    """``"mean ± std (n)"``; the plain mean when n = 1; :data:`EMPTY` when there is no value;
+    ``signed``: a difference (``+1.25``), never with a spread."""
     if n is None or _isnan(n) or int(n) == 0 or _isnan(mean):
         return EMPTY
+    if signed:
+        return _number(mean, digits, "+")
     if int(n) == 1 or _isnan(std):
-        return f"{mean:.{digits}f}"
-    return f"{mean:.{digits}f} {pm} {std:.{digits}f} ({int(n)})"
+        return _number(mean, digits)
+    return f"{_number(mean, digits)} {pm} {_number(std, digits)} ({int(n)})"
 
 
-def format_delta(delta: Any, digits: int = 2) -> str:
-    """A signed difference (``+1.25`` / ``-0.50``), :data:`EMPTY` when missing."""
-    return EMPTY if _isnan(delta) else f"{float(delta):+.{digits}f}"
+def _number(value: float, digits: int, sign: str = "") -> str:
+    if abs(value) >= LARGE:
+        return f"{value:{sign},.0f}"
+    return f"{value:{sign}.{digits}f}"
 
 
 def format_value(value: Any, digits: int = 2) -> str:
@@ -107,7 +140,7 @@ def format_value(value: Any, digits: int = 2) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NA:
         return EMPTY
     if isinstance(value, float):
-        return f"{value:.{digits}f}"
+        return _number(value, digits)
     if isinstance(value, pd.Timestamp):
         stamp: str = value.strftime("%Y-%m-%d %H:%M")
         return stamp
@@ -130,57 +163,106 @@ def column_labels(frame: pd.DataFrame) -> list[Any]:
     return list(dict.fromkeys(frame.columns.get_level_values(0)))
 
 
-def grid(frame: pd.DataFrame, digits: int, pm: str = "±") -> Grid:
-    """The frame as a :class:`Grid` of strings."""
+def grid(frame: pd.DataFrame, digits: int, pm: str = "±",
+         headers: Mapping[Any, str] | None = None, *, delta: bool = False) -> Grid:
+    """The frame (one panel) as a :class:`Grid` of strings; ``delta``: its cells are Δ."""
+    headers = headers or {}
     if not is_stat_frame(frame):
-        plain = frame.reset_index() if _has_named_index(frame) else frame
+        plain = frame.reset_index() if has_index(frame) else frame
+        labels = frame.index.nlevels if has_index(frame) else 0
         body = [[format_value(v, digits) for v in row] for row in plain.itertuples(index=False)]
         aligns = ["r" if pd.api.types.is_numeric_dtype(plain[c])
                   and not pd.api.types.is_bool_dtype(plain[c]) else "l" for c in plain.columns]
-        return Grid([str(c) for c in plain.columns], body, aligns)
-    labels, paper = column_labels(frame), has_paper(frame)
-    names, width = _label_names(frame), 3 if paper else 1
-    header = names + [h for lab in labels for h in (
-        [str(lab), f"{lab} paper", f"{lab} {DELTA}"] if paper else [str(lab)])]
+        aligns[:labels] = ["l"] * labels
+        names = [headers.get(c, str(c)) for c in plain.columns]
+        names[:labels] = _label_names(frame) if labels else []
+        return Grid(names, body, aligns, labels)
+    columns, names = column_labels(frame), _label_names(frame)
+    header = names + [headers.get(lab, str(lab)) for lab in columns]
+    means, stds, counts = (frame.xs(stat, axis=1, level="stat")[columns].to_numpy()
+                           for stat in STATS)
     body, deltas = [], []
-    for key, row in frame.iterrows():
+    for i, key in enumerate(frame.index):
         keys = key if isinstance(key, tuple) else (key,)
-        cells: list[str] = [str(k) for k in keys]
-        row_deltas: list[float | None] = [None] * len(keys)
-        for lab in labels:
-            cells.append(format_cell(row[(lab, "mean")], row[(lab, "std")], row[(lab, "n")],
-                                     digits, pm))
-            row_deltas.append(None)
-            if paper:
-                delta = row[(lab, "delta")]
-                cells += [format_value(_float(row[(lab, "paper")]), digits),
-                          format_delta(delta, digits)]
-                row_deltas += [None, None if _isnan(delta) else float(delta)]
+        cells = [str(k) for k in keys] + [
+            format_cell(m, s, n, digits, pm, signed=delta)
+            for m, s, n in zip(means[i], stds[i], counts[i])]
         body.append(cells)
+        row_deltas: list[float | None] = [None] * len(keys)
+        row_deltas += [None if not delta or _isnan(m) or not n else float(m)
+                       for m, n in zip(means[i], counts[i])]
         deltas.append(row_deltas)
-    aligns = ["l"] * len(names) + ["r"] * (width * len(labels))
-    if not paper:
-        return Grid(header, body, aligns)
-    groups = [("", 1)] * len(names) + [(str(lab), 3) for lab in labels]
-    subheader = names + ["ours", "paper", DELTA] * len(labels)
-    return Grid(header, body, aligns, groups, subheader, deltas)
+    aligns = ["l"] * len(names) + ["r"] * len(columns)
+    return Grid(header, body, aligns, len(names), deltas if delta else None)
 
 
-def _float(value: Any) -> float:
-    return math.nan if _isnan(value) else float(value)
+def has_index(frame: pd.DataFrame) -> bool:
+    """True when the index holds row labels: named, or anything but 0, 1, 2, ..."""
+    if any(name is not None for name in frame.index.names):
+        return True
+    return not (isinstance(frame.index, pd.RangeIndex) and frame.index.start == 0
+                and frame.index.step == 1)
 
 
-def _has_named_index(frame: pd.DataFrame) -> bool:
-    return any(name is not None for name in frame.index.names)
+def panels(frame: pd.DataFrame) -> list[Panel]:
+    """The frame split by its leading :data:`PANEL_LEVELS` (module docstring), in order; one
+    panel with no heading when it has none. Empty columns are left out of each panel."""
+    names = list(frame.index.names)
+    count = 0
+    while count < len(names) - 1 and names[count] in PANEL_LEVELS:
+        count += 1
+    if count == 0:
+        return [Panel("", frame)]
+    out = []
+    keys = [k[:count] for k in frame.index]
+    for key in dict.fromkeys(keys):
+        rows = [k == key for k in keys]
+        part = frame[rows].droplevel(list(range(count)))
+        out.append(Panel(panel_heading(dict(zip(names[:count], key))), _filled(part)))
+    return out
+
+
+def panel_heading(levels: Mapping[str, Any]) -> str:
+    """``"paper: ImageNet-1k, ResNet-50, 100 epochs"``; epochs 0 is a random initialisation."""
+    setting = [str(levels[k]) for k in ("dataset", "backbone") if k in levels]
+    if "epochs" in levels:
+        epochs = levels["epochs"]
+        setting.append("random init" if str(epochs) == "0" else f"{epochs} epochs")
+    text = ", ".join(setting)
+    source = levels.get(SOURCE)
+    return f"{source}: {text}" if source and text else str(source or text)
+
+
+def _filled(frame: pd.DataFrame) -> pd.DataFrame:
+    """Without the columns that hold no value in any row; a matrix (columns named like the
+    rows, as CKA's) with its columns in the order of its rows."""
+    if is_stat_frame(frame):
+        counts = frame.xs("n", axis=1, level="stat")
+        keep = [label for label in counts.columns if (counts[label] > 0).any()] or list(
+            counts.columns)
+        rows = list(frame.index.get_level_values(-1))
+        if set(keep) == set(rows) and len(rows) == len(keep):
+            keep = rows
+        return frame.loc[:, pd.MultiIndex.from_product([keep, STATS],
+                                                       names=frame.columns.names)]
+    keep = [c for c in frame.columns if frame[c].notna().any()]
+    return frame[keep] if keep else frame
+
+
+def panel_grids(frame: pd.DataFrame, layout: Layout, pm: str = "±") -> list[tuple[str, Grid]]:
+    """(heading, grid) of each panel."""
+    return [(p.heading, grid(p.frame, layout.digits, pm, layout.headers,
+                             delta=p.heading.startswith(DELTA)))
+            for p in panels(frame)]
 
 
 def records(frame: pd.DataFrame) -> list[dict[str, Any]]:
-    """JSON-able records: one per cell of a stat frame that has a value (ours or the paper's),
-    one per row otherwise."""
+    """JSON-able records: one per cell of a stat frame that has a value, one per row
+    otherwise."""
     if not is_stat_frame(frame):
-        plain = frame.reset_index() if _has_named_index(frame) else frame
+        plain = frame.reset_index() if has_index(frame) else frame
         return [{str(k): _plain(v) for k, v in row.items()} for row in plain.to_dict("records")]
-    names, paper = _label_names(frame), has_paper(frame)
+    names = _label_names(frame)
     column_name = str(frame.columns.names[0] or "column")
     out = []
     for key, row in frame.iterrows():
@@ -188,15 +270,12 @@ def records(frame: pd.DataFrame) -> list[dict[str, Any]]:
         for label in column_labels(frame):
             n = row[(label, "n")]
             n = 0 if _isnan(n) else int(n)
-            if n == 0 and (not paper or _isnan(row[(label, "paper")])):
+            if n == 0:
                 continue
             record = {name: _plain(k) for name, k in zip(names, keys)}
             record[column_name] = _plain(label)
             record.update(mean=_plain(row[(label, "mean")]), std=_plain(row[(label, "std")]),
                           n=n)
-            if paper:
-                record.update(paper=_plain(row[(label, "paper")]),
-                              delta=_plain(row[(label, "delta")]))
             out.append(record)
     return out
 
@@ -214,43 +293,19 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _table(frame: pd.DataFrame, *, title: str, caption: str, digits: int, width: int) -> str:
-    from rich.console import Console
-    from rich.table import Table
-
-    layout = grid(frame, digits)
-    table = Table(title=title or None, caption=caption or None)
-    for name, align in zip(layout.header, layout.aligns):
-        table.add_column(name, justify="left" if align == "l" else "right", no_wrap=align == "l")
-    for row in layout.body:
-        table.add_row(*row)
-    console = Console(file=io.StringIO(), width=width, record=True, color_system=None,
-                      force_terminal=False, highlight=False)
-    console.print(table)
-    return console.export_text(styles=False)
-
-
-def _markdown(frame: pd.DataFrame, *, title: str, caption: str, digits: int, width: int) -> str:
-    layout = grid(frame, digits)
-
+def _markdown(frame: pd.DataFrame, layout: Layout, tolerance: float | None) -> str:
     def line(cells: list[str]) -> str:
         return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
 
-    rule = ["---" if align == "l" else "---:" for align in layout.aligns]
-    lines = ([f"**{title}**", ""] if title else []) + [line(layout.header), line(rule)]
-    lines += [line(row) for row in layout.body]
-    if caption:
-        lines += ["", caption]
-    return "\n".join(lines) + "\n"
-
-
-def _csv(frame: pd.DataFrame, *, title: str, caption: str, digits: int, width: int) -> str:
-    text: str = pd.DataFrame(records(frame)).to_csv(index=False, lineterminator="\n")
-    return text
-
-
-def _json(frame: pd.DataFrame, *, title: str, caption: str, digits: int, width: int) -> str:
-    return json.dumps(records(frame), indent=2, allow_nan=False, default=str) + "\n"
+    lines = [f"**{layout.title}**", ""] if layout.title else []
+    for heading, table in panel_grids(frame, layout):
+        if heading:
+            lines += [f"*{heading}*", ""]
+        rule = ["---" if align == "l" else "---:" for align in table.aligns]
+        lines += [line(table.header), line(rule), *(line(row) for row in table.body), ""]
+    if layout.caption:
+        lines.append(layout.caption)
+    return "\n".join(lines).rstrip("\n") + "\n"
 
 
 def latex_escape(text: str) -> str:
@@ -259,66 +314,52 @@ def latex_escape(text: str) -> str:
     return "".join(_LATEX_SPECIALS.get(ch) or _LATEX_UNICODE.get(ch, ch) for ch in text)
 
 
-def _latex(frame: pd.DataFrame, *, title: str, caption: str, digits: int, width: int) -> str:
-    layout = grid(frame, digits)
-
+def _latex(frame: pd.DataFrame, layout: Layout, tolerance: float | None) -> str:
+    """One ``table`` with one booktabs ``tabular`` per panel, each under its heading."""
     def line(cells: list[str]) -> str:
         return " & ".join(latex_escape(c) for c in cells) + r" \\"
 
     lines = [r"\begin{table}[t]", r"\centering"]
-    text = ". ".join(part.rstrip(".") for part in (title, caption) if part)
+    text = ". ".join(part.rstrip(".") for part in (layout.title, layout.caption) if part)
     if text:
         lines.append(r"\caption{" + latex_escape(text) + ".}")
-    lines += [r"\begin{tabular}{" + "".join(layout.aligns) + "}", r"\toprule"]
-    if layout.groups and layout.subheader:
-        spans, rules, first = [], [], 1
-        for label, span in layout.groups:
-            spans.append(rf"\multicolumn{{{span}}}{{c}}{{{latex_escape(label)}}}" if span > 1
-                         else latex_escape(label))
-            if span > 1:
-                rules.append(rf"\cmidrule(lr){{{first}-{first + span - 1}}}")
-            first += span
-        lines += [" & ".join(spans) + r" \\", " ".join(rules), line(layout.subheader)]
-    else:
-        lines.append(line(layout.header))
-    lines.append(r"\midrule")
-    lines += [line(row) for row in layout.body]
-    lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
+    for i, (heading, table) in enumerate(panel_grids(frame, layout, pm="±")):
+        if i:
+            lines.append(r"\medskip")
+        if heading:
+            lines += [r"\par\emph{" + latex_escape(heading) + "}", ""]
+        lines += [r"\begin{tabular}{" + "".join(table.aligns) + "}", r"\toprule",
+                  line(table.header), r"\midrule", *(line(row) for row in table.body),
+                  r"\bottomrule", r"\end{tabular}"]
+    lines.append(r"\end{table}")
     return "\n".join(lines) + "\n"
 
 
-def _html(frame: pd.DataFrame, *, title: str, caption: str, digits: int, width: int,
-          tolerance: float | None = None) -> str:
-    """An HTML ``<table>`` fragment (escaped; Δ cells classed ``agree`` / ``differ`` when a
-    ``tolerance`` is given)."""
-    layout = grid(frame, digits)
+def _html(frame: pd.DataFrame, layout: Layout, tolerance: float | None) -> str:
+    """HTML ``<table>`` fragments, one per panel, its heading as the caption (escaped; Δ cells
+    classed ``agree`` / ``differ`` when a ``tolerance`` is given), after the title and caption
+    when there are some."""
     esc = html.escape
-    out = ['<table class="report">']
-    if title or caption:
-        parts = ([f"<strong>{esc(title)}</strong>"] if title else []) + (
-            [f"<span>{esc(caption)}</span>"] if caption else [])
-        out.append("<caption>" + "<br>".join(parts) + "</caption>")
-    out.append("<thead>")
-    if layout.groups and layout.subheader:
-        n_names = sum(1 for _, span in layout.groups if span == 1)
-        cells = [f'<th rowspan="2">{esc(name)}</th>' for name in layout.subheader[:n_names]]
-        cells += [f'<th colspan="{span}">{esc(label)}</th>' for label, span in layout.groups
-                  if span > 1]
-        out.append("<tr>" + "".join(cells) + "</tr>")
-        out.append("<tr>" + "".join(f"<th>{esc(h)}</th>" for h in layout.subheader[n_names:])
-                   + "</tr>")
-    else:
-        out.append("<tr>" + "".join(f"<th>{esc(h)}</th>" for h in layout.header) + "</tr>")
-    out.append("</thead><tbody>")
-    for i, row in enumerate(layout.body):
-        cells = []
-        for j, (text, align) in enumerate(zip(row, layout.aligns)):
-            classes = ["num"] if align == "r" else []
-            delta = layout.deltas[i][j] if layout.deltas else None
-            if delta is not None and tolerance is not None:
-                classes.append("agree" if abs(delta) <= tolerance else "differ")
-            attr = f' class="{" ".join(classes)}"' if classes else ""
-            cells.append(f"<td{attr}>{esc(text)}</td>")
-        out.append("<tr>" + "".join(cells) + "</tr>")
-    out.append("</tbody></table>")
+    out = []
+    if layout.title or layout.caption:
+        parts = ([f"<strong>{esc(layout.title)}</strong>"] if layout.title else []) + (
+            [f"<span>{esc(layout.caption)}</span>"] if layout.caption else [])
+        out.append('<p class="caption">' + "<br>".join(parts) + "</p>")
+    for heading, table in panel_grids(frame, layout):
+        out.append('<table class="report">')
+        if heading:
+            out.append(f"<caption>{esc(heading)}</caption>")
+        out.append("<thead><tr>" + "".join(f"<th>{esc(h)}</th>" for h in table.header)
+                   + "</tr></thead><tbody>")
+        for i, row in enumerate(table.body):
+            cells = []
+            for j, (text, align) in enumerate(zip(row, table.aligns)):
+                classes = ["num"] if align == "r" else []
+                delta = table.deltas[i][j] if table.deltas else None
+                if delta is not None and tolerance is not None:
+                    classes.append("agree" if abs(delta) <= tolerance + 1e-9 else "differ")
+                attr = f' class="{" ".join(classes)}"' if classes else ""
+                cells.append(f"<td{attr}>{esc(text)}</td>")
+            out.append("<tr>" + "".join(cells) + "</tr>")
+        out.append("</tbody></table>")
     return "\n".join(out) + "\n"

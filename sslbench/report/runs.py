@@ -30,11 +30,20 @@ def runs_list_frame(store: Store, **filters: Any) -> pd.DataFrame:
 
 
 def _integers_as_int(column: pd.Series) -> pd.Series:
-    """A column of ints with gaps stays integral (nullable Int64) instead of turning float."""
+    """A column of whole numbers with gaps (a run without the param) stays integral (nullable
+    Int64) instead of turning float: 16, not 16.00."""
     present = column.dropna()
-    if len(present) and all(isinstance(v, int) and not isinstance(v, bool) for v in present):
-        return column.astype("Int64")
+    if len(present) and all(_whole(v) for v in present):
+        return pd.array([None if pd.isna(v) else int(v) for v in column], dtype="Int64")
     return column
+
+
+def _whole(value: Any) -> bool:
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int):
+        return True
+    return isinstance(value, float) and value.is_integer()
 
 
 def runs_list_json(store: Store, **filters: Any) -> list[dict[str, Any]]:
