@@ -218,6 +218,11 @@ def test_agreement_leaves_trivial_cells_out_and_says_why_there_is_none():
     assert none["compared"] == 0
     assert agreement_text(none, why_none="the settings differ.") == (
         "No Δ: the settings differ.")
+    trivial_only = agreement(with_paper(_ours(), paper, comparable=lambda key: True), 0.5,
+                             trivial=lambda key, dim: True)
+    assert (trivial_only["compared"], trivial_only["trivial"]) == (0, 3)  # A: 2 + shapes A: 1
+    assert agreement_text(trivial_only, why_none="nothing else.", trivial="all of them") == (
+        "No Δ: nothing else. The only cells both have are trivial (3: all of them).")
 
 
 def test_linear_fit_against_sklearn():

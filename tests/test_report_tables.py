@@ -563,6 +563,21 @@ def test_cka_matrix_labels_and_paper(paper):
         build_report("cka", store, filters=ReportFilters(dataset="cifar10"))
 
 
+def test_cka_diagonal_alone_is_never_an_agreement(empty):
+    """The issue's case: only Random has a Figure S2 name, so the one cell both matrices
+    have is Random / Random, 1 on both sides by definition."""
+    b = Builder(empty)
+    run = b.pretrain("simclr", "2048-d", 64, 0, 50.0)  # SimCLR τ=0.15 d=64: not in Figure S2
+    b.cka([run, "random"], [[1.0, 0.3], [0.3, 1.0]])
+    report = build_report("cka", empty)
+    summary = report.notes["agreement"]
+    assert (summary["compared"], summary["within"], summary["trivial"]) == (0, 0, 1)
+    assert "within" not in report.caption
+    assert report.caption.endswith("No Δ: no pair of our networks is a pair Figure S2 names "
+                                   "(VICReg-1024, SimCLR-2048, ...). The only cells both have "
+                                   "are trivial (1: the diagonal, 1 by definition).")
+
+
 def test_cka_outside_the_papers_setting_has_no_delta(empty):
     b = Builder(empty)
     first = b.pretrain("vicreg", "2048-d", 1024, 0, 50.0, dataset="shapes", backbone="tiny",

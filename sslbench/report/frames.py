@@ -207,11 +207,13 @@ def agreement_text(summary: dict[str, Any], unit: str = "points", *, why_none: s
     """One sentence for a caption: how many comparable cells there were and how many agree,
     or (none) ``why_none``, the reason no cell could be compared. ``trivial`` names the cells
     left out (e.g. "the diagonal, 1 by definition")."""
-    left_out = (f" ({summary['trivial']} trivial cells left out: {trivial})"
-                if summary.get("trivial") and trivial else "")
+    count = summary.get("trivial", 0)
+    left_out = f" ({count} trivial cells left out: {trivial})" if count and trivial else ""
     if not summary.get("compared"):
+        only_trivial = (f" The only cells both have are trivial ({count}: {trivial})."
+                        if count and trivial else "")
         return f"No Δ: {why_none or 'no cell of ours has a published counterpart.'}" + (
-            f"{left_out}." if left_out else "")
+            only_trivial)
     return (f"{summary['compared']} comparable cells{left_out}: {summary['within']} within "
             f"±{summary['tolerance']:g} {unit} of the paper's (mean Δ "
             f"{summary['mean_delta']:+.2f}; largest |Δ| {summary['max_abs_delta']:.2f} at "
