@@ -54,8 +54,8 @@ def _clock(when: dt.datetime | None):
 class Builder:
     """Records runs as training / evaluation / `sslbench compare` do."""
 
-    def __init__(self, store: Store) -> None:
-        self.store, self.count = store, 0
+    def __init__(self, store: Store, start: int = 0) -> None:
+        self.store, self.count = store, start  # ids from start + 1: two builders, one store
 
     def _id(self, prefix: str) -> str:
         self.count += 1
@@ -523,14 +523,17 @@ def test_table_s4_rows_and_paper_values(paper):
 
 def test_spectra_frame(paper):
     report = build_report("spectra", paper[0])
-    frame = report.frame
+    assert list(report.frame.index.names) == ["dataset", "backbone", "epochs", "method",
+                                              "projector", "dim", "space", "index"]
+    frame = report.frame.reset_index()
     v3 = frame[(frame["method"] == "VICReg") & (frame["space"] == "repr")]
     assert v3["index"].tolist() == [0, 1, 2, 3]
     assert v3["mean"].to_numpy() == pytest.approx(np.log([1.0, 0.5, 0.25, 0.125]))
     emb = frame[(frame["method"] == "VICReg") & (frame["space"] == "emb")]
     assert emb["index"].tolist() == [0, 1]  # sigma = 0 has no logarithm
     assert set(frame["method"]) == {"VICReg", "SimCLR-Tuned"}  # the Random one has no series
-    assert build_report("spectra", paper[0], dim=512).frame["dim"].unique().tolist() == [512]
+    dims = build_report("spectra", paper[0], dim=512).frame.index.get_level_values("dim")
+    assert set(dims) == {512}
     with pytest.raises(EmptyReportError, match="embedding dim 64"):
         build_report("spectra", paper[0], dim=64)
 

@@ -204,14 +204,19 @@ def cka_figure(ours: pd.DataFrame, paper: tuple[Sequence[str], Any] | None, *,
 
 def spectra_figure(frame: pd.DataFrame, *, title: str) -> Figure:
     """Figure S5: log singular values (normalised by the largest) against their index, panel
-    (a) representations and (b) embeddings; one line per group (mean over seeds, ± std band)."""
+    (a) representations and (b) embeddings; one line per group (mean over seeds, ± std band);
+    ``frame`` as :func:`sslbench.report.spectra.spectra_frame` returns it."""
+    from sslbench.report.spectra import spectrum_labels
+
     spaces = (("repr", "(a) representations"), ("emb", "(b) embeddings"))
-    fig = new_figure(2 * PANEL_SIZE + 1.5, PANEL_SIZE + 0.8)
+    width = 2 * PANEL_SIZE + 1.5
+    fig = new_figure(width, PANEL_SIZE + 0.8)
     axes = fig.subplots(1, 2, squeeze=False)[0]
-    groups = list(dict.fromkeys(frame["label"]))
+    data = frame.reset_index().assign(label=spectrum_labels(frame))
+    groups = list(dict.fromkeys(data["label"]))
     colors = dict(zip(groups, _colors(len(groups))))
     for ax, (space, name) in zip(axes, spaces):
-        part = frame[frame["space"] == space]
+        part = data[data["space"] == space]
         for label, line in part.groupby("label", sort=False):
             x, y = line["index"].to_numpy(), line["mean"].to_numpy(float)
             std = np.nan_to_num(line["std"].to_numpy(float))
@@ -225,7 +230,7 @@ def spectra_figure(frame: pd.DataFrame, *, title: str) -> Figure:
     if handles:
         fig.legend(handles=handles, loc="outside lower center", ncol=1 if len(handles) > 4 else
                    2, fontsize=7, frameon=False)
-    titled(fig, title, fig.get_figwidth())
+    titled(fig, title, width)
     return fig
 
 

@@ -70,27 +70,27 @@ def s6_method(method: str, name: str) -> str:
 
 def hparams_frame(runs: pd.DataFrame) -> pd.DataFrame:
     """The plain table (module docstring): index (source, dataset, backbone, epochs, method,
-    dim), columns :data:`S6_PARAMS`, ``runs`` and ``matches``."""
+    dim), columns ``runs``, :data:`S6_PARAMS` and ``matches``."""
     records = []
     groups = sorted(runs.groupby(list(ROWS)), key=lambda item: (
         *item[0][:3], method_key(item[0][3]), item[0][4]))
     for key, group in groups:
         method, dim = key[3], int(key[4])
         paper = s6_row(s6_method(method, group["method_name"].iloc[0]), dim)
-        record: dict[str, Any] = {SOURCE: OURS, **dict(zip(ROWS, key)), "dim": str(dim)}
+        record: dict[str, Any] = {SOURCE: OURS, **dict(zip(ROWS, key)), "dim": str(dim),
+                                  "runs": len(group)}
         differs = []
         for column, param in S6_PARAMS.items():
             record[column] = ours = distinct(group[f"param.{param}"])
             if paper is not None and not _same(ours, paper[column]):
                 differs.append(HEADERS[column])
-        record["runs"] = len(group)
         record["matches"] = ("no Table S6 row" if paper is None else
                              f"{paper['method']}: " + ("same" if not differs else
                                                        "differs in " + ", ".join(differs)))
         records.append(record)
     for row in table_s6():
         record = {SOURCE: PAPER, **dict(zip(ROWS[:3], PAPER_SETTING)), "method": row["method"],
-                  "dim": row["dims"].replace("not-8192", "≠ 8192")}
+                  "dim": row["dims"].replace("not-8192", "≠ 8192"), "runs": None}
         record.update({column: row[column] or "–" for column in S6_PARAMS})
         records.append(record)
     frame = pd.DataFrame(records).set_index([SOURCE, *ROWS])

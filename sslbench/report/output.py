@@ -29,8 +29,9 @@ _EXTENSIONS = {"table": "txt", "markdown": "md", "csv": "csv", "json": "json", "
                "html": "html", "png": "png", "svg": "svg"}
 
 
-def report_text(report: Report, fmt: str) -> str:
-    """The report in text format ``fmt``."""
+def report_text(report: Report, fmt: str, width: int | None = None) -> str:
+    """The report in text format ``fmt`` (``width``: for ``table``, None for the
+    terminal's)."""
     if fmt == "json":
         data = {"report": report.name, "title": report.title, "caption": report.caption,
                 "notes": jsonable(report.notes), "rows": records(report.frame)}
@@ -38,7 +39,7 @@ def report_text(report: Report, fmt: str) -> str:
     if fmt == "html":
         return single_report_html(report)
     return render(report.frame, fmt, title=report.title, caption=report.caption,
-                  digits=report.digits, headers=report.headers)
+                  digits=report.digits, headers=report.headers, width=width)
 
 
 def output_path(report: Report, fmt: str, out: Path) -> Path:
@@ -50,12 +51,14 @@ def output_path(report: Report, fmt: str, out: Path) -> Path:
     return out
 
 
-def write_report(report: Report, fmt: str, out: Path | None = None) -> str:
-    """Render ``report`` as ``fmt`` (:data:`OUTPUT_FORMATS`); see the module docstring."""
+def write_report(report: Report, fmt: str, out: Path | None = None, *,
+                 width: int | None = None) -> str:
+    """Render ``report`` as ``fmt`` (:data:`OUTPUT_FORMATS`; ``width`` for ``table``, None for
+    the terminal's); see the module docstring."""
     if fmt not in OUTPUT_FORMATS:
         raise ConfigError(f"unknown report format {fmt!r}: use one of {', '.join(OUTPUT_FORMATS)}")
     if fmt in TEXT_FORMATS:
-        text = report_text(report, fmt)
+        text = report_text(report, fmt, width)
         if out is not None:
             write_atomic(output_path(report, fmt, out), text)
         return text

@@ -78,9 +78,10 @@ class Panel:
 
 
 def render(frame: pd.DataFrame, fmt: str, *, title: str = "", caption: str = "",
-           digits: int = 2, width: int = 200, tolerance: float | None = None,
+           digits: int = 2, width: int | None = None, tolerance: float | None = None,
            headers: Mapping[Any, str] | None = None) -> str:
-    """``frame`` as text in format ``fmt`` (one of :data:`FORMATS`); ``width`` is for 'table';
+    """``frame`` as text in format ``fmt`` (one of :data:`FORMATS`); ``width`` is for 'table'
+    (None: the terminal's, :func:`sslbench.report.terminal.terminal_width`);
     ``tolerance`` (HTML only) marks Δ cells with ``|Δ| <= tolerance`` as agreeing; ``headers``
     shows some column labels under other names (text formats only)."""
     if fmt not in FORMATS:
@@ -92,9 +93,9 @@ def render(frame: pd.DataFrame, fmt: str, *, title: str = "", caption: str = "",
         return json.dumps(records(frame), indent=2, allow_nan=False, default=str) + "\n"
     layout = Layout(title, caption, digits, dict(headers or {}))
     if fmt == "table":
-        from sslbench.report.terminal import table_text
+        from sslbench.report.terminal import table_text, terminal_width
 
-        return table_text(frame, layout, width=width)
+        return table_text(frame, layout, width=width or terminal_width())
     writers = {"markdown": _markdown, "latex": _latex, "html": _html}
     return writers[fmt](frame, layout, tolerance)
 

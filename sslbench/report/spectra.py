@@ -31,7 +31,8 @@ if TYPE_CHECKING:
 
 GROUP = ("dataset", "backbone", "epochs", "method", "projector", "dim")
 SERIES = {"repr": "sv_repr", "emb": "sv_emb"}
-COLUMNS = [*GROUP, "label", "space", "index", "mean", "std", "n"]
+#: The report frame's index (its text formats show one panel per dataset, backbone, epochs).
+LEVELS = [*GROUP, "space", "index"]
 
 
 def log_spectrum(values: np.ndarray) -> np.ndarray:
@@ -63,20 +64,26 @@ def spectra_points(store: Store, nets: pd.DataFrame) -> pd.DataFrame:
 
 
 def spectra_frame(points: pd.DataFrame) -> pd.DataFrame:
-    """Mean / std / n of the log spectrum at each rank of each group, with a ``label``."""
+    """Mean / std / n of the log spectrum at each rank of each group, indexed by
+    :data:`LEVELS` (methods in the paper's order)."""
     points = points.dropna(subset=["value"])
     stats = points.groupby([*GROUP, "space", "index"])["value"].agg(
         mean="mean", std="std", n="count").reset_index()
-    trained = stats[stats["epochs"] > 0]
-    several = (stats[["dataset", "backbone"]].drop_duplicates().shape[0] > 1
-               or trained["epochs"].nunique() > 1)
-    stats["label"] = [
-        f"{m}, {p}, d={d}" + (f" ({ds}, {bb}, {ep} ep)" if several else "")
-        for ds, bb, ep, m, p, d in stats[list(GROUP)].itertuples(index=False)]
     stats["_m"] = [method_key(m) for m in stats["method"]]
-    stats = stats.sort_values(["_m", "dataset", "backbone", "epochs", "projector", "dim",
+    stats = stats.sort_values(["dataset", "backbone", "epochs", "_m", "projector", "dim",
                                "space", "index"]).drop(columns="_m")
-    return stats[COLUMNS].reset_index(drop=True)
+    return stats.set_index(LEVELS)
+
+
+def spectrum_labels(frame: pd.DataFrame) -> list[str]:
+    """A legend label per row of a :func:`spectra_frame`: ``"VICReg, 2048-d, d=64"``, with the
+    setting when the frame has several."""
+    keys = frame.index.to_frame(index=False)
+    trained = keys[keys["epochs"] > 0]
+    several = (keys[["dataset", "backbone"]].drop_duplicates().shape[0] > 1
+               or trained["epochs"].nunique() > 1)
+    return [f"{m}, {p}, d={d}" + (f" ({ds}, {bb}, {ep} ep)" if several else "")
+            for ds, bb, ep, m, p, d in keys[list(GROUP)].itertuples(index=False)]
 
 
 def spectra_report(store: Store, *, select: str = "final", filters: ReportFilters | None = None,

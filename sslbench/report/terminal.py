@@ -9,6 +9,7 @@ is folded onto the next line, never replaced by an ellipsis.
 from __future__ import annotations
 
 import io
+import shutil
 from collections.abc import Sequence
 
 import pandas as pd
@@ -22,6 +23,13 @@ from sslbench.report.render import Grid, Layout, panel_grids
 #: Characters a rich table adds around its columns: a border and one space of padding on each
 #: side of every cell, plus the closing border.
 _PER_COLUMN, _EDGE = 3, 1
+#: Width when the output is not a terminal and ``COLUMNS`` is not set.
+FALLBACK_WIDTH = 120
+
+
+def terminal_width() -> int:
+    """The terminal's width (``COLUMNS`` first), :data:`FALLBACK_WIDTH` when unknown."""
+    return shutil.get_terminal_size((FALLBACK_WIDTH, 24)).columns
 
 
 def table_text(frame: pd.DataFrame, layout: Layout, *, width: int) -> str:
