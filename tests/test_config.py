@@ -6,6 +6,7 @@ from sslbench.config import (
     EvalConfig,
     TrainConfig,
     embedding_dim,
+    from_dict,
     parse_projector,
     replace,
     run_id_of,
@@ -118,3 +119,31 @@ def test_eval_ids_that_must_not_change(protocol, ids):
     reused and queued evaluations still load."""
     assert (EvalConfig(source_run="abc", protocol=protocol).run_id,
             EvalConfig(protocol=protocol, dataset="cifar10", samples=512).run_id) == ids
+
+
+# A config as stored before the online probe's recipe became fields (schema of commit a2cffe6).
+STORED_BEFORE_PROBE_FIELDS = {
+    "method": "simclr", "dataset": "shapes", "backbone": "small", "cifar_stem": True,
+    "projector": "2048-d", "dim": 128, "epochs": 10, "batch_size": 256, "lr": 0.3,
+    "optimizer": "lars", "weight_decay": 1e-06, "momentum": 0.9, "warmup_epochs": 1,
+    "augment": "small", "image_size": 32, "loss": {}, "probe_lr": 0.001, "sync_bn": False,
+    "train_samples": 0, "seed": 0, "preset": "", "data_root": "", "device": "auto",
+    "num_workers": 0, "compile": False, "log_every": 10, "threads": 0}
+
+
+def test_fields_added_later_keep_the_ids_of_stored_runs():
+    """A stored config without the probe fields is the run that trained a plain probe at a
+    constant lr: it loads as that, and hashes to the id it was stored under."""
+    old = from_dict(TrainConfig, STORED_BEFORE_PROBE_FIELDS)
+    assert (old.probe_standardize, old.probe_schedule) == (False, "constant")
+    assert old.run_id == "b7a2f79ee31d"
+    vicreg = from_dict(TrainConfig, {**STORED_BEFORE_PROBE_FIELDS, "method": "vicreg",
+                                     "dataset": "cifar10", "dim": 256,
+                                     "loss": {"cov_coeff": 0.5}})
+    assert vicreg.run_id == "016e86d8a25f"
+    # Today's default probe is another computation, so another run; each field counts alone.
+    new = replace(old, probe_standardize=True, probe_schedule="cosine")
+    assert len({old.run_id, new.run_id, replace(old, probe_standardize=True).run_id,
+                replace(old, probe_schedule="cosine").run_id}) == 4
+    assert from_dict(TrainConfig, new.to_dict()).run_id == new.run_id
+    assert TrainConfig().probe_standardize and TrainConfig().probe_schedule == "cosine"

@@ -48,14 +48,31 @@ TAG_PREFIX = "tune:"
 # ------------------------------------------------------------------------ the study itself
 
 def storage(url: str) -> Any:
-    """Optuna's RDB storage on the store's database (quiet; SQLite waits for its lock)."""
+    """Optuna's RDB storage on the store's database (quiet; SQLite waits for its lock).
+
+    Opening it creates Optuna's tables where there are none, which two processes starting
+    together would race on: under the store's own lock file for SQLite, and by trying again
+    (the other process has created them by then) on a server."""
     import optuna
+    from sqlalchemy.exc import DBAPIError
+
+    from sslbench.db.engine import file_lock, parse_url, sqlite_path
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     kwargs: dict[str, Any] = {"pool_pre_ping": True}
-    if url.startswith("sqlite"):
+    path = sqlite_path(parse_url(url)) if url.startswith("sqlite") else None
+    if path is not None:
         kwargs["connect_args"] = {"timeout": 60}
-    return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
+        with file_lock(path.with_name(path.name + ".lock")):
+            return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
+    for attempt in range(5):
+        try:
+            return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
+        except DBAPIError:
+            if attempt == 4:
+                raise
+            time.sleep(0.5 * (attempt + 1))
+    raise AssertionError("unreachable")
 
 
 def existing_signature(url: str, name: str) -> dict[str, Any] | None:

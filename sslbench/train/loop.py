@@ -238,7 +238,8 @@ class TrainState:
             self.model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
         # torch's stubs lack Module.to(device, memory_format=...), which torch accepts.
         self.model = self.model.to(device, memory_format=memory_format(device))  # type: ignore[call-overload]
-        self.probe = OnlineProbe(self.model.representation_dim, num_classes).to(device)
+        self.probe = OnlineProbe(self.model.representation_dim, num_classes,
+                                 standardize=cfg.probe_standardize).to(device)
         # The modules that run forward: DDP wrappers when distributed (they average gradients),
         # compiled with --compile (a plain callable then).
         self.run_model: Callable[..., Any] = self.model
@@ -359,6 +360,9 @@ def _train(cfg: TrainConfig, store: RunWriter, device: torch.device, train_ds, t
                 lr = lr_at(state.step, total_steps=total, warmup_steps=warmup,
                            peak_lr=state.peak_lr)
                 set_lr(state.optimizer, lr)
+                if cfg.probe_schedule == "cosine":  # the same shape, from the probe's own peak
+                    set_lr(state.probe_optimizer, cfg.probe_lr * lr_at(
+                        state.step, total_steps=total, warmup_steps=warmup, peak_lr=1.0))
                 generator.manual_seed(step_seed(cfg.seed, state.step, info.rank))
                 try:
                     with deferred_finite_checks():  # the loss is checked at each sync instead

@@ -3,6 +3,10 @@ linear evaluation, Section 5 and Appendix E).
 
 It trains alongside pretraining on the augmented views, with its own optimiser, and its gradient
 never reaches the backbone. Its test accuracy at the end of each epoch is the paper's main metric.
+With ``standardize`` the representations first pass a BatchNorm without affine parameters
+(running statistics at test time): an affine map, so the classifier stays linear, and one whose
+learning rate does not depend on the scale of the representations (a random network's are ~100x
+smaller than a trained one's).
 """
 
 from __future__ import annotations
@@ -15,9 +19,15 @@ UNLABELED = -1
 
 
 class OnlineProbe(nn.Module):
-    def __init__(self, representation_dim: int, num_classes: int):
+    def __init__(self, representation_dim: int, num_classes: int, standardize: bool = False):
         super().__init__()
+        self.norm: nn.Module = (nn.BatchNorm1d(representation_dim, affine=False) if standardize
+                                else nn.Identity())
         self.linear = nn.Linear(representation_dim, num_classes)
+
+    def classify(self, h: torch.Tensor) -> torch.Tensor:
+        """The logits of representations ``h`` (float32)."""
+        return self.linear(self.norm(h.float()))
 
     def forward(self, h: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Cross-entropy on ``h.detach()``; unlabeled samples (label -1) are ignored.
@@ -26,7 +36,7 @@ class OnlineProbe(nn.Module):
         device: no branch on the data and no boolean indexing, either of which would wait for
         the device every step. A batch without labels gives a zero loss (0 / 1) and no gradient.
         """
-        logits = self.linear(h.detach().float())
+        logits = self.classify(h.detach())
         labelled = labels != UNLABELED
         # The summed loss over the labelled count is bit for bit cross_entropy's mean reduction
         # (forward and gradient), without its 0 / 0 when nothing is labelled.
@@ -43,16 +53,18 @@ def probe_accuracy(backbone: nn.Module, probe: OnlineProbe, batches, transform,
     mode."""
     from sslbench.device import autocast, memory_format, to_device
 
-    was_training = backbone.training
+    was_training = backbone.training, probe.training
     backbone.eval()
+    probe.eval()
     correct = total = 0
     for images, labels in batches:
         x = transform(to_device(images, device)).contiguous(memory_format=memory_format(device))
         with autocast(device):
             h = backbone(x)
-        pred = probe.linear(h.float()).argmax(1).cpu()
+        pred = probe.classify(h).argmax(1).cpu()
         keep = labels != UNLABELED
         correct += int((pred[keep] == labels[keep]).sum())
         total += int(keep.sum())
-    backbone.train(was_training)
+    backbone.train(was_training[0])
+    probe.train(was_training[1])
     return 100.0 * correct / max(total, 1)
