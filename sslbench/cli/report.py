@@ -48,6 +48,8 @@ def report(
     ctx: typer.Context,
     name: str = typer.Argument(..., help="The report, or all (one HTML file, needs --out).",
                                callback=REPORTS.check),
+    study: str | None = typer.Argument(None, help="tune: the study (default: every study "
+                                       "in the store)."),
     fmt: str = typer.Option("table", "--format", help="Output (figures need --out).",
                             callback=OUTPUT_FORMATS.check),
     out: Path | None = typer.Option(None, help="File or folder to write to."),
@@ -80,6 +82,9 @@ def report(
 
     takes = () if name == "all" else tuple(report_options(name))
     _refuse_other_options(ctx, name, takes)
+    if study is not None and "study" not in takes:
+        raise ConfigError(f"report {name} takes no STUDY argument ({study!r}): only report "
+                          "tune names a study")
     filters = ReportFilters.from_options(sweep=sweep, dataset=dataset, backbone=backbone,
                                          epochs=epochs, tag=tag, since=since, until=until)
     if name == "all":
@@ -89,7 +94,8 @@ def report(
         typer.echo(f"wrote {path}")
         return
     # --dataset filters every report; dims also takes it as an option (its baseline rows).
-    given = dict(metric=metric, dataset=dataset, dim=dim, run_id=run_id, complete=complete)
+    given = dict(metric=metric, dataset=dataset, dim=dim, run_id=run_id, complete=complete,
+                 study=study)
     options = {k: v for k, v in given.items() if k in takes}
     result = build_report(name, open_store(create=False), select=select, filters=filters,
                           **options)

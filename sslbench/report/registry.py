@@ -17,6 +17,7 @@ from sslbench.report.norms import table_s4_report
 from sslbench.report.probes import table_s2_s3_report
 from sslbench.report.protocols import check_select
 from sslbench.report.spectra import spectra_report
+from sslbench.report.tune import tune_report
 
 if TYPE_CHECKING:
     from sslbench.db import Store
@@ -33,6 +34,7 @@ REPORTS: dict[str, Callable[..., Report]] = {
     "knn": knn_report,
     "spectra": spectra_report,
     "hparams": hparams_report,
+    "tune": tune_report,
 }
 #: One line per report, for ``--help`` and the HTML index.
 DESCRIPTIONS = {
@@ -47,9 +49,10 @@ DESCRIPTIONS = {
     "knn": "Figure S1: k-NN top-1, method x projector family x embedding dim",
     "spectra": "Figure S5: singular-value spectra of representations and embeddings",
     "hparams": "Table S6: the hyperparameters the runs used",
+    "tune": "tuning studies (sslbench tune): best trials, optimisation history, importances",
 }
 #: The reports that draw a figure (``--format png`` / ``svg``).
-FIGURES = ("fig1", "fig-s6", "knn", "cka", "spectra")
+FIGURES = ("fig1", "fig-s6", "knn", "cka", "spectra", "tune")
 _COMMON = ("store", "select", "filters")
 
 
