@@ -28,7 +28,7 @@ from sslbench.report.frames import agreement, agreement_text, with_paper
 from sslbench.report.labels import cka_label
 from sslbench.report.protocols import check_select
 from sslbench.report.published import PAPER_SETTING_TEXT, comparable, fig_s2_cka
-from sslbench.report.query import PRETRAIN_PARAMS, normalize_runs, pretrain_runs
+from sslbench.report.query import PRETRAIN_PARAMS, normalize_runs, pretrain_runs, runs_frame
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -41,7 +41,7 @@ RANDOM = "random"
 
 def comparisons(store: Store, filters: ReportFilters) -> pd.DataFrame:
     """Completed CKA runs (newest last) whose pretraining runs all pass ``filters``."""
-    cka = store.runs_frame(kind="eval", status="completed", method="cka",
+    cka = runs_frame(store, kind="eval", status="completed", method="cka",
                            dataset=filters.dataset, params=("runs", "labels"), summaries=None)
     if cka.empty or not filters.describe():
         return cka.sort_values(["ended_at", "created_at", "run_id"], na_position="first")
@@ -54,8 +54,8 @@ def network_labels(store: Store, run_ids: list[str], stored: list[str]
                    ) -> tuple[list[str], tuple[str, Any]]:
     """Figure S2 names of the compared networks (module docstring), and the (backbone,
     epochs) of the trained ones (joined with ", " when they differ; "?" when unknown)."""
-    runs = normalize_runs(store.runs_frame(kind="pretrain", params=PRETRAIN_PARAMS,
-                                           summaries=()))
+    runs = normalize_runs(runs_frame(store, kind="pretrain", params=PRETRAIN_PARAMS,
+                                     summaries=()))
     by_id = runs.set_index("run_id")
     labels: list[str] = []
     seen: dict[str, int] = {}

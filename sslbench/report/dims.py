@@ -35,7 +35,14 @@ from sslbench.report.base import EmptyReportError, Report
 from sslbench.report.filters import ReportFilters
 from sslbench.report.frames import published_frame, seed_stats, wide, with_paper
 from sslbench.report.labels import embedding_dim, method_key
-from sslbench.report.protocols import COMMANDS, PROTOCOLS, check_select, is_online, select_text
+from sslbench.report.protocols import (
+    COMMANDS,
+    PROBE_NAMES,
+    PROTOCOLS,
+    check_select,
+    is_online,
+    select_text,
+)
 from sslbench.report.published import PAPER_SETTING_TEXT, comparable, table_s2_s3, table_s5
 from sslbench.report.query import (
     augment_text,
@@ -51,6 +58,8 @@ from sslbench.report.query import (
 from sslbench.report.render import DELTA, OURS, PAPER, SOURCE, STATS
 
 if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
     from sslbench.db import Store
 
 __all__ = ["PROTOCOLS", "dims_frame", "dims_report", "embedding_dim"]
@@ -142,7 +151,16 @@ def dims_report(store: Store, *, metric: str = DEFAULT_METRIC, dataset: str | No
     notes = {k: v for k, v in attrs.items() if k != "probe_differences"}
     notes.update(filters=(filters or ReportFilters()).describe(),
                  probe_differences=attrs["probe_differences"])
-    return Report(frame=frame, title=title, caption=caption, notes=notes, name="dims")
+
+    def draw() -> Figure:
+        from sslbench.report.curves import curves_figure, dims_blocks
+
+        blocks = dims_blocks(frame, BASELINE_METHOD, PROBE_NAMES.get(metric, metric))
+        return curves_figure(blocks, title=title, ylabel=f"{metric} (%)")
+
+    return Report(frame=frame, title=title, caption=caption, notes=notes, name="dims",
+                  figure=draw)
+
 
 
 def _why_no_delta(frame: pd.DataFrame, differences: list[str]) -> str:

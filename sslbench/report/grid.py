@@ -29,7 +29,14 @@ from sslbench.report.frames import (
     wide,
     with_paper,
 )
-from sslbench.report.protocols import COMMANDS, PROTOCOLS, check_select, is_online, select_text
+from sslbench.report.protocols import (
+    COMMANDS,
+    PROBE_NAMES,
+    PROTOCOLS,
+    check_select,
+    is_online,
+    select_text,
+)
 from sslbench.report.published import (
     PAPER_METHODS,
     PAPER_SETTING_TEXT,
@@ -189,7 +196,7 @@ def _figure_report(store: Store, select: str, filters: ReportFilters | None, com
     baseline = random_baseline(store, filters or ReportFilters(), "online_top1")
 
     def draw() -> Figure:
-        from sslbench.report.figures import grid_figure
+        from sslbench.report.curves import grid_figure
 
         return grid_figure(frame, title=f"{name}: online top-1 vs embedding dimension",
                            ylabel="Online top-1 accuracy (%)", panels=PAPER_METHODS,
@@ -205,8 +212,6 @@ def _figure_report(store: Store, select: str, filters: ReportFilters | None, com
 BASELINE_METRICS = {"online_top1": ("linear_top1", "fast_linear_top1"),
                     "knn_top1": ("knn_top1",), "linear_top1": ("linear_top1",),
                     "fast_linear_top1": ("fast_linear_top1",)}
-_PROBE_NAMES = {"linear_top1": "offline linear probe", "fast_linear_top1": "fast-linear probe",
-                "knn_top1": "k-NN"}
 
 
 def random_baseline(store: Store, filters: ReportFilters, metric: str) -> pd.DataFrame:
@@ -219,7 +224,7 @@ def random_baseline(store: Store, filters: ReportFilters, metric: str) -> pd.Dat
         if len(found):
             stats = found.groupby(["dataset", "backbone"])["value"].agg(mean="mean",
                                                                          n="count")
-            return stats.reset_index().assign(protocol=_PROBE_NAMES[candidate])
+            return stats.reset_index().assign(protocol=PROBE_NAMES[candidate])
     return pd.DataFrame(columns=["dataset", "backbone", "mean", "n", "protocol"])
 
 
@@ -262,7 +267,7 @@ def knn_report(store: Store, *, select: str = "final", filters: ReportFilters | 
              "filters": filters.describe()}
 
     def draw() -> Figure:
-        from sslbench.report.figures import grid_figure
+        from sslbench.report.curves import grid_figure
 
         return grid_figure(frame, title="Figure S1: k-NN top-1 vs embedding dimension",
                            ylabel="k-NN top-1 accuracy (%)", panels=PAPER_METHODS,

@@ -25,7 +25,8 @@ if TYPE_CHECKING:
 
 HTML_NAME = "sslbench-report.html"
 _STYLE = """
-body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1400px; color: #222; }
+body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1480px; color: #222;
+       padding: 0 1em; }
 h1 { font-size: 1.6em; } h2 { font-size: 1.25em; margin-top: 2em; border-bottom: 1px solid #ccc; }
 nav li { margin: 0.15em 0; }
 table.report { border-collapse: collapse; font-size: 0.85em; margin: 0.8em 0; }
@@ -36,18 +37,26 @@ td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: now
 td.agree { background: #e3f4e1; } td.differ { background: #fbe3e1; }
 .missing { color: #a33; } .meta { color: #555; font-size: 0.9em; }
 img.figure { max-width: 100%; height: auto; display: block; margin: 0.8em 0; }
+p.caption { margin: 0.4em 0; } ul.notes, ol.notes { margin: 0.2em 0; }
 details { margin: 0.5em 0; } .scroll { overflow-x: auto; }
 """
 
 
-def figure_data_uri(report: Report) -> str:
-    """The report's figure as a ``data:image/png;base64,...`` URI."""
+def figure_img(report: Report) -> str:
+    """The report's figure as an ``<img>`` with its PNG inline (a ``data:`` URI) and its
+    natural size, which the page shows it at (figures are at most
+    :data:`sslbench.report.figures.MAX_WIDTH` inches wide)."""
     from sslbench.report.figures import save_figure
 
     assert report.figure is not None
+    figure = report.figure()
     buffer = io.BytesIO()
-    save_figure(report.figure(), buffer, "png")
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+    save_figure(figure, buffer, "png")
+    data = buffer.getvalue()
+    width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+    uri = "data:image/png;base64," + base64.b64encode(data).decode("ascii")
+    return (f'<img class="figure" alt="{html.escape(report.title)}" width="{width}" '
+            f'height="{height}" src="{uri}">')
 
 
 def report_section(report: Report, anchor: str) -> str:
@@ -58,8 +67,7 @@ def report_section(report: Report, anchor: str) -> str:
     parts = [f'<section id="{esc(anchor)}">', f"<h2>{esc(report.title or anchor)}</h2>",
              f"<p>{esc(report.caption)}</p>"]
     if report.figure is not None:
-        parts.append(f'<img class="figure" alt="{esc(report.title)}" '
-                     f'src="{figure_data_uri(report)}">')
+        parts.append(figure_img(report))
         parts.append(f'<details><summary>Plotted numbers ({len(report.frame)} rows)</summary>'
                      f'<div class="scroll">{table}</div></details>')
     else:
@@ -134,18 +142,21 @@ def write_atomic(path: Path, data: str | bytes) -> None:
 def write_html(store: Store, out_dir: Path, *, filters: ReportFilters | None = None,
                select: str = "final") -> Path:
     """Build every report and write ``out_dir/sslbench-report.html``; returns its path."""
+    from sslbench.report.query import shared_queries
     from sslbench.report.registry import DESCRIPTIONS, REPORTS, build_report
 
     filters = filters or ReportFilters()
     sections = []
-    for name in REPORTS:
-        try:
-            report = build_report(name, store, select=select, filters=filters)
-        except EmptyReportError as err:
-            sections.append((name, f"{name} (not available)", missing_section(name, str(err))))
-            continue
-        sections.append((name, f"{name}: {DESCRIPTIONS.get(name, report.title)}",
-                         report_section(report, name)))
+    with shared_queries():  # every report reads the same runs: one query each
+        for name in REPORTS:
+            try:
+                report = build_report(name, store, select=select, filters=filters)
+            except EmptyReportError as err:
+                sections.append((name, f"{name} (not available)",
+                                 missing_section(name, str(err))))
+                continue
+            sections.append((name, f"{name}: {DESCRIPTIONS.get(name, report.title)}",
+                             report_section(report, name)))
     now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     meta = (f"Store {store.display_url}; generated {now}; value per run: {select}"
             + (f"; filters: {filters.describe()}" if filters.describe() else ""))

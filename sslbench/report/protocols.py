@@ -24,6 +24,9 @@ COMMANDS = {
     "rankme_repr": "sslbench eval RUN_ID --protocol analysis",
     "rankme_emb": "sslbench eval RUN_ID --protocol analysis",
 }
+#: metric -> the protocol in a few words (legends of random-init lines).
+PROBE_NAMES = {"linear_top1": "offline linear probe", "fast_linear_top1": "fast-linear probe",
+               "knn_top1": "k-NN"}
 SELECTS = ("final", "best")
 
 

@@ -10,13 +10,16 @@
   the random-init evaluations holding them (Table S4, spectra).
 
 Everything reads the summaries table (final / best per run and metric); the metric history is
-only read for series (spectra), run by run.
+only read for series (spectra), run by run. Inside :func:`shared_queries` (``report all``, which
+builds every report from one store) each distinct query runs once.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import functools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
@@ -34,13 +37,49 @@ from sslbench.report.labels import (
 if TYPE_CHECKING:
     from sslbench.db import Store
 
-PRETRAIN_PARAMS = ("projector", "dim", "backbone", "epochs", "seed", "augment",
-                   *TUNED_RECIPE)
+# Every param a report reads, so that all of them share one query under shared_queries().
+PRETRAIN_PARAMS = ("projector", "dim", "backbone", "epochs", "seed", "augment", *TUNED_RECIPE,
+                   "loss.sim_coeff", "loss.std_coeff", "loss.cov_coeff", "warmup_epochs")
+#: Summaries every pretraining query fetches (the online probe's), for the same reason.
+PRETRAIN_METRICS = ("online_top1",)
 # How a linear probe was set up (EvalConfig fields); evaluations from before the augmentation and
 # the standardisation were recorded lack those two.
 PROBE_PARAMS = ("probe_augment", "probe_standardize", "linear_epochs", "batch_size", "lr")
 EVAL_PARAMS = ("protocol", "random_init", "source_run", "backbone", "projector", "dim", "seed",
                *PROBE_PARAMS)
+
+
+_SHARED: contextvars.ContextVar[dict[Any, pd.DataFrame] | None] = contextvars.ContextVar(
+    "sslbench_shared_queries", default=None)
+
+
+@contextlib.contextmanager
+def shared_queries() -> Iterator[None]:
+    """Within the block, a query asked again returns the frame of the first time (the
+    reports only read the frames they get)."""
+    token = _SHARED.set({})
+    try:
+        yield
+    finally:
+        _SHARED.reset(token)
+
+
+def _shared(key: tuple[Any, ...], query: Callable[[], pd.DataFrame]) -> pd.DataFrame:
+    memo = _SHARED.get()
+    if memo is None:
+        return query()
+    if key not in memo:
+        memo[key] = query()
+    return memo[key]
+
+
+def runs_frame(store: Store, *, params: Sequence[str] | None = None,
+               summaries: Sequence[str] | None = None, **filters: Any) -> pd.DataFrame:
+    """:meth:`Store.runs_frame`, shared inside :func:`shared_queries`."""
+    key = ("runs", id(store), None if params is None else frozenset(params),
+           None if summaries is None else frozenset(summaries), *sorted(filters.items()))
+    return _shared(key, lambda: store.runs_frame(params=params, summaries=summaries,
+                                                 **filters))
 
 
 @functools.lru_cache(maxsize=4096)
@@ -81,10 +120,15 @@ def pretrain_runs(store: Store, filters: ReportFilters, *, metrics: Sequence[str
                   params: Sequence[str] = ()) -> pd.DataFrame:
     """Completed pretraining runs passing ``filters``, normalized (:func:`normalize_runs`)."""
     keys = tuple(dict.fromkeys((*PRETRAIN_PARAMS, *params)))
-    frame = store.runs_frame(kind="pretrain", status="completed", dataset=filters.dataset,
-                             params=keys, summaries=tuple(metrics))
-    runs = normalize_runs(frame)
-    return runs[filters.keep(runs)].reset_index(drop=True)
+    wanted = tuple(dict.fromkeys((*PRETRAIN_METRICS, *metrics)))
+
+    def query() -> pd.DataFrame:
+        frame = runs_frame(store, kind="pretrain", status="completed", dataset=filters.dataset,
+                           params=keys, summaries=wanted)
+        runs = normalize_runs(frame)
+        return runs[filters.keep(runs)].reset_index(drop=True)
+
+    return _shared(("pretrain", id(store), filters, frozenset(keys), frozenset(wanted)), query)
 
 
 def is_baseline(evals: pd.DataFrame) -> pd.Series:
@@ -100,8 +144,8 @@ def completed_evals(store: Store, metrics: Sequence[str], *, dataset: str | None
                     params: Sequence[str] = ()) -> pd.DataFrame:
     """Completed evaluation runs with :data:`EVAL_PARAMS` (+ ``params``) and ``metrics``."""
     keys = tuple(dict.fromkeys((*EVAL_PARAMS, *params)))
-    return store.runs_frame(kind="eval", status="completed", dataset=dataset, params=keys,
-                            summaries=tuple(metrics))
+    return runs_frame(store, kind="eval", status="completed", dataset=dataset, params=keys,
+                      summaries=tuple(metrics))
 
 
 def latest_children(evals: pd.DataFrame, parents: pd.Series, metric: str,

@@ -52,7 +52,7 @@ DESCRIPTIONS = {
     "tune": "tuning studies (sslbench tune): best trials, optimisation history, importances",
 }
 #: The reports that draw a figure (``--format png`` / ``svg``).
-FIGURES = ("fig1", "fig-s6", "knn", "cka", "spectra", "tune")
+FIGURES = ("dims", "fig1", "fig-s6", "knn", "cka", "spectra", "tune")
 _COMMON = ("store", "select", "filters")
 
 
