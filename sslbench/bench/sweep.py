@@ -38,7 +38,7 @@ TINY = {"dataset": "shapes", "backbone": "small", "projector": "64-d", "dim": 16
 
 
 @contextlib.contextmanager
-def _home(path: Path) -> Iterator[None]:
+def use_home(path: Path) -> Iterator[None]:
     old = {k: os.environ.get(k) for k in ("SSLBENCH_HOME", "SSLBENCH_DB")}
     os.environ["SSLBENCH_HOME"] = str(path)
     os.environ.pop("SSLBENCH_DB", None)
@@ -71,7 +71,7 @@ def _scheduled(root: Path, runs: int, workers: int, cores: int) -> Any:
     from sslbench.runs.devices import build_pool
     from sslbench.runs.scheduler import LocalScheduler
 
-    with _home(root), Store.open(f"sqlite:///{root / 'store.sqlite'}") as store:
+    with use_home(root), Store.open(f"sqlite:///{root / 'store.sqlite'}") as store:
         queue = _queue(store, runs)
         pool = build_pool(None, workers=workers, cores=cores)
         report = LocalScheduler(store, pool).run(queue)
@@ -91,7 +91,7 @@ def _inprocess(root: Path, runs: int, cores: int) -> float:
     threads = torch.get_num_threads()
     torch.set_num_threads(cores)
     try:
-        with _home(root), Store.open(f"sqlite:///{root / 'store.sqlite'}") as store:
+        with use_home(root), Store.open(f"sqlite:///{root / 'store.sqlite'}") as store:
             queue = _queue(store, runs)
             t0 = time.perf_counter()
             for run_id in queue:

@@ -10,6 +10,7 @@ from typing import Any
 import typer
 
 from sslbench.cli.common import Device, Format, ProbeAugment, bench_app, echo_json
+from sslbench.errors import ConfigError
 
 
 def _output(rows: Any, fmt: str) -> None:
@@ -87,3 +88,22 @@ def bench_sweep(
     for name, value in (("runs", runs), ("workers", workers), ("repeats", repeats)):
         require_positive(name, value)
     _output(run(runs=runs, workers=workers, repeats=repeats), fmt)
+
+
+@bench_app.command("tune")
+def bench_tune(
+    fmt: Format = "table",
+    epochs: int = typer.Option(9, help="Epochs of each configuration (ASHA's rungs are at "
+                               "1, 3, 9, ...)."),
+    samples: int = typer.Option(0, help="Training images per run (0: all of shapes)."),
+    workers: int = typer.Option(2, help="CPU workers of the scheduler."),
+) -> None:
+    """A 12-point grid to the end vs the same points with ASHA pruning: best found, epochs."""
+    from sslbench.bench.tune import run
+    from sslbench.config import require_positive
+
+    for name, value in (("epochs", epochs), ("workers", workers)):
+        require_positive(name, value)
+    if samples < 0:
+        raise ConfigError(f"--samples must be >= 0, got {samples}")
+    _output(run(epochs=epochs, samples=samples, workers=workers), fmt)
