@@ -258,3 +258,23 @@ def test_two_tunes_share_one_study(home):
     with store_of(home) as store:
         for trial in trials:
             assert store.get_run(trial.user_attrs["run_id"]).status == "completed"
+
+
+@pytest.mark.slow
+def test_trials_run_as_submitit_job_arrays(home):
+    """The Slurm path, through submitit's local executor: each trial's runs are one task, the
+    driver polls the store for their ends, and the task's worker prunes on its own."""
+    pytest.importorskip("submitit")
+    body = GRID + '[objective]\nmetric = "online_top1"\n[pruner]\nname = "none"\n'
+    spec = write_spec(home, "arrays", body)
+    result = run_cli(["tune", str(spec), "--backend", "submitit-local", "--format", "json"],
+                     home, timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert json.loads(result.stdout)["counts"] == {"complete": 2}
+    trials = load_study(home, "arrays").get_trials()
+    with store_of(home) as store:
+        for trial in trials:
+            run = store.get_run(trial.user_attrs["run_id"])
+            assert run.status == "completed" and trial.value == store.summary(
+                run.run_id)["online_top1"]
+    assert list((home / "slurm" / "tune-arrays").glob("*_submitted.pkl"))
