@@ -107,13 +107,16 @@ def postgres_url():
 
 
 def _drop_store(engine) -> None:
-    """Leave the database empty for the next test: the store's tables and Alembic's."""
+    """Leave the database empty for the next test: the store's tables, Optuna's (a study of
+    ``sslbench tune``) and both Alembic version tables."""
+    from sqlalchemy import MetaData
+
     from sslbench.db.models import Base
 
     Base.metadata.drop_all(engine)
-    with engine.begin() as conn:
-        conn.exec_driver_sql("DROP TABLE IF EXISTS alembic_version")
-        conn.exec_driver_sql("DROP TABLE IF EXISTS sslbench_alembic_version")
+    everything = MetaData()
+    everything.reflect(engine)
+    everything.drop_all(engine)
 
 
 @pytest.fixture
@@ -282,6 +285,31 @@ def test_v2_database_is_upgraded_in_place_on_postgres(postgres_url, tmp_path):
             assert store.summary(first)["loss"] == 0.25
         finally:
             _drop_store(store._engine)
+
+
+def test_a_tuning_study_shares_the_database_with_the_store(pg_store, tmp_path):
+    """Optuna's tables (and its own alembic_version) beside the store's, on a real server: a
+    study is created, refused when its space changes, and the store still opens as current."""
+    from sslbench.errors import ConfigError
+    from sslbench.runs.tune import check_study, open_study
+    from sslbench.runs.tunespec import load_tune
+
+    path = tmp_path / "s.toml"
+    path.write_text('name = "pg"\n[base]\nmethod = "simclr"\n[space]\n'
+                    "lr = { low = 0.001, high = 0.01, log = true }\n")
+    spec = load_tune(path)
+    check_study(spec, pg_store.url)  # no study yet
+    study = open_study(spec, pg_store.url)
+    trial = study.ask()
+    trial.suggest_float("lr", 0.001, 0.01, log=True)
+    study.tell(trial, 12.5)
+    assert [t.value for t in open_study(spec, pg_store.url).get_trials()] == [12.5]
+    path.write_text(path.read_text().replace("high = 0.01", "high = 0.1"))
+    with pytest.raises(ConfigError, match="study 'pg' already exists in the store with a "
+                                          "different space"):
+        check_study(load_tune(path), pg_store.url)
+    with Store.open(pg_store.url, create=False) as again:
+        assert again.upgraded_from is None and again.find_runs() == []
 
 
 # ----------------------------------------------------------------- a server that is down
