@@ -105,6 +105,25 @@ def test_a_base_that_no_trial_can_run_is_refused_before_the_store(home):
     assert not (home / "db").exists() and not (home / "runs").exists()
 
 
+def test_timeout_bounds_the_study_and_a_changed_space_is_refused(home):
+    """--timeout: no trial starts after it (here: before the first). Then the same study name
+    with another space is one line, and the study is left as it was."""
+    spec = write_spec(home, "timed", GRID)
+    result = run_cli(["tune", str(spec), "--timeout", "1e-9", "--format", "json"], home)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["counts"] == {"waiting": 2}  # the grid, queued, not run
+    assert not (home / "runs").exists()
+    spec.write_text(spec.read_text().replace("lr = [0.001, 0.004]", "lr = [0.001, 0.008]"))
+    changed = run_cli(["tune", str(spec)], home)
+    assert changed.returncode == 1
+    (line,) = changed.stderr.strip().splitlines()
+    assert "study 'timed' already exists in the store with a different space" in line, line
+    study = load_study(home, "timed")
+    assert [t.state.name for t in study.get_trials()] == ["WAITING", "WAITING"]
+    assert json.loads(study.user_attrs["sslbench_spec"])["space"] == {
+        "lr": {"choices": [0.001, 0.004]}}
+
+
 def test_spec_values_are_checked(tmp_path):
     from sslbench.errors import ConfigError
     from sslbench.runs.tunespec import load_tune
