@@ -181,12 +181,6 @@ def as_sweep(spec: TuneSpec, params: dict[str, Any]) -> SweepSpec:
                      slurm=dict(spec.slurm), kind="tune")
 
 
-def trial_plan(spec: TuneSpec, params: dict[str, Any], store: Any) -> Plan:
-    """The runs of a trial with their stored statuses (a ConfigError for a point that does
-    not resolve, e.g. a batch larger than the data)."""
-    return with_statuses(build_plan(as_sweep(spec, params)), store)
-
-
 def check_space(spec: TuneSpec) -> None:
     """Resolve the corners of the space before anything is written, so a base that is wrong for
     every trial is refused now, not once per trial."""
@@ -245,7 +239,7 @@ def pruning_gate(store: Any, record: Any) -> Callable[[int, dict[str, float]], s
                                            states=(optuna.trial.TrialState.RUNNING,)):
                 if frozen.user_attrs.get(RUN_ATTR) != run_id:
                     continue
-                trial = optuna.trial.Trial(study, frozen._trial_id)
+                trial = _live_trial(study, frozen)
                 trial.report(value, epoch)
                 if not trial.should_prune():
                     return None
@@ -253,6 +247,15 @@ def pruning_gate(store: Any, record: Any) -> Callable[[int, dict[str, float]], s
                                 f"after epoch {epoch}")
         return ("pruned by " + "; ".join(verdicts)) if verdicts else None
     return gate
+
+
+def _live_trial(study: Any, frozen: Any) -> Any:
+    """A running trial of another process as a ``Trial`` this one can report to and tell.
+    Optuna's distributed pattern; it names the trial by its storage id, which FrozenTrial keeps
+    in a private field (there is no public accessor)."""
+    import optuna
+
+    return optuna.trial.Trial(study, frozen._trial_id)
 
 
 # ------------------------------------------------------------------------ the driver's side
@@ -342,7 +345,7 @@ class StudyFeed:
             owner = frozen.user_attrs.get(DRIVER_ATTR)
             if owner == self.driver or owner in live:
                 continue
-            trial = optuna.trial.Trial(self.study, frozen._trial_id)
+            trial = _live_trial(self.study, frozen)
             trial.set_user_attr(DRIVER_ATTR, self.driver)
             self.echo(f"adopt  trial {frozen.number} (its driver {owner} is gone)")
             self._start(trial, dict(frozen.params), pending, adopted=True)
