@@ -208,6 +208,8 @@ startup_trials = 1
         assert epochs == [1]  # stopped after its first epoch of three
         assert (home / "runs" / run.run_id / "checkpoint.pt").is_file()  # resumable
         assert store.get_run(good.user_attrs["run_id"]).status == "completed"
+    shown = run_cli(["runs", "show", bad.user_attrs["run_id"]], home).stdout
+    assert f"pruned:\n  pruned by study prune trial {bad.number}: epoch_loss" in shown
 
 
 RANDOM = """

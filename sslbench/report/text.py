@@ -53,8 +53,8 @@ def run_details(data: Mapping[str, Any]) -> str:
         lines.append("artifacts:")
         lines += [f"  {a.get('kind', '-'):<11} {a.get('path')} ({a.get('size') or '?'} bytes)"
                   for a in data["artifacts"]]
-    if data.get("error"):
-        lines.append("error:")
+    if data.get("error"):  # a pruned run's is why its study stopped it, not an error
+        lines.append("pruned:" if data.get("status") == "pruned" else "error:")
         lines.append("  " + str(data["error"]).strip().replace("\n", "\n  "))
     return "\n".join(lines)
 
