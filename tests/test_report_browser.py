@@ -97,7 +97,7 @@ def report_file(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("browser")
     with Store.open(f"sqlite:///{folder / 's.sqlite'}") as store:
         fill_paper_store(store)
-        fill_small_runs(store)
+        fill_small_runs(store, folder / "runs")
         return write_html(store, folder / "out")
 
 

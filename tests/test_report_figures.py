@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from test_report_tables import Builder, fill_paper_store
-from test_report_terminal import built
+from test_report_terminal import built, fill_small_runs
 
 from sslbench.db import Store
 from sslbench.errors import ConfigError
@@ -23,9 +23,10 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 @pytest.fixture(scope="module")
 def paper(tmp_path_factory):
-    path = tmp_path_factory.mktemp("figures") / "s.sqlite"
-    with Store.open(f"sqlite:///{path}") as store:
+    folder = tmp_path_factory.mktemp("figures")
+    with Store.open(f"sqlite:///{folder / 's.sqlite'}") as store:
         fill_paper_store(store)
+        fill_small_runs(store, folder)
         yield store
 
 
@@ -96,9 +97,9 @@ def test_html_report_lists_what_is_missing(tmp_path):
     with Store.open(f"sqlite:///{tmp_path / 's.sqlite'}") as store:
         Builder(store).pretrain("vicreg", "2048-d", 256, 0, 50.0)
         text = write_html(store, tmp_path / "out").read_text(encoding="utf-8")
-    built = ("table-s5", "fig1", "fig-s6", "hparams")
+    built = ("table-s5", "fig1", "fig-s6", "fig-s7", "hparams")
     assert text.count("Not available:") == len(REPORTS) - len(built)
-    assert "sslbench eval RUN_ID --protocol knn" in text and text.count("<img") == 2
+    assert "sslbench eval RUN_ID --protocol knn" in text and text.count("<img") == 3
 
 
 def test_single_report_html(paper, tmp_path):

@@ -10,7 +10,7 @@ import statistics
 import numpy as np
 import pytest
 from test_report_tables import Builder, fill_paper_store
-from test_report_terminal import built
+from test_report_terminal import built, fill_small_runs
 
 from sslbench.db import Store
 from sslbench.report import build_report
@@ -26,8 +26,10 @@ PAPER_VICREG = {"d-d-d": [61.36, 63.50, 65.35, 66.74, 68.13],
 
 @pytest.fixture(scope="module")
 def paper(tmp_path_factory):
-    with Store.open(f"sqlite:///{tmp_path_factory.mktemp('plots') / 's.sqlite'}") as store:
+    folder = tmp_path_factory.mktemp("plots")
+    with Store.open(f"sqlite:///{folder / 's.sqlite'}") as store:
         fill_paper_store(store)
+        fill_small_runs(store, folder)
         yield store
 
 
@@ -65,8 +67,11 @@ def test_fig1_draws_ours_and_the_papers_on_separate_axes(paper):
     assert (dims, PAPER_VICREG["2048-2048-d"]) not in printed and len(printed) == 3
     s6 = _curves(_axes(build_report("fig-s6", paper).figure())["paper: VICReg"])
     assert (dims, PAPER_VICREG["2048-2048-d"]) in s6
-    # The random-init evaluation (fast-linear, 10.0) in our panels only.
-    assert all(_baselines(ax) == [10.0] for t, ax in axes.items() if t.startswith("ours"))
+    # The random-init evaluations (fast-linear: 10.0 on imagenet, 12.0 on shapes) in our
+    # panels only, each where its dataset and backbone have runs.
+    assert sorted(_baselines(axes["ours: VICReg"])) == [10.0, 12.0]  # both settings' runs
+    assert _baselines(axes["ours: VICReg-exp"]) == [10.0]
+    assert all(_baselines(ax) for t, ax in axes.items() if t.startswith("ours"))
     assert not any(_baselines(ax) for t, ax in axes.items() if t.startswith("paper"))
     # Each block has one scale of its own, at least 10 points high.
     ours_ylim = {axes[t].get_ylim() for t in axes if t.startswith("ours")}

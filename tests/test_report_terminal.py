@@ -9,7 +9,9 @@ from __future__ import annotations
 import json
 import re
 from html.parser import HTMLParser
+from pathlib import Path
 
+import numpy as np
 import pytest
 from rich.cells import cell_len
 from test_report_tables import Builder, fill_paper_store
@@ -21,18 +23,21 @@ from sslbench.report.render import Layout, panel_grids, render
 WIDTHS = (80, 120)
 #: The reports this store is built to exercise (a report added later may need other data).
 KNOWN = ("dims", "table-s5", "fig1", "fig-s6", "table-s2-s3", "table-s4", "cka", "knn",
-         "spectra", "hparams")
+         "spectra", "fig2", "fig-s3", "fig-s4", "fig-s7", "fig-s8", "hparams")
 _BOX = re.compile(r"[\s\u2500-\u257f]+")  # white space and box-drawing characters
 
 
-def fill_small_runs(store: Store) -> None:
+def fill_small_runs(store: Store, folder: Path | None = None) -> None:
     """A CPU-sized setting beside the paper's: shapes / tiny / 5 epochs, two methods, two
-    seeds, a random-init network for every protocol, analyses on 256 samples."""
+    seeds, SimCLR's variants, a random-init network for every protocol, analyses on 256
+    samples (with negative-pair histograms and, given a ``folder``, matrix images)."""
     b = Builder(store, start=50_000)
     shapes = dict(dataset="shapes", backbone="tiny", epochs=5, batch_size=128)
     runs = [b.pretrain("vicreg", "2048-d", dim, seed, 30.0 + dim / 8 + seed, **shapes)
             for dim in (16, 64) for seed in (0, 1)]
     runs.append(b.pretrain("simclr", "2048-d", 16, 0, 25.0, temperature=0.5, **shapes))
+    for method, top1 in (("simclr-center", 24.0), ("simclr-dimstd", 26.0), ("simclr-abs", 27.0)):
+        b.pretrain(method, "2048-d", 16, 0, top1, **shapes)
     on_shapes = dict(dataset="shapes", backbone="tiny")
     for i, run in enumerate(runs):
         b.evaluate(run, "fast-linear", {"fast_linear_top1": 40.0 + i}, probe_augment="flip",
@@ -40,18 +45,36 @@ def fill_small_runs(store: Store) -> None:
         b.evaluate(run, "knn", {"knn_top1": 35.0 + i})
         b.evaluate(run, "linear", {"linear_top1": 38.0 + i}, linear_epochs=3, batch_size=256,
                    lr=0.25, probe_augment="flip", probe_standardize=True)
-    b.evaluate(runs[0], "analysis", {**_analysis(16), "n": 256}, series={
-        "sv_repr": [5.0, 2.5, 1.0], "sv_emb": [3.0, 1.5]})
+    hist = {"neg_cos_hist": [0.0] * 36 + [10.0, 40.0, 90.0, 120.0, 120.0, 90.0, 40.0, 10.0]
+            + [0.0] * 36}
+    analysed = [b.evaluate(runs[0], "analysis", {**_analysis(16), "n": 256}, series={
+        "sv_repr": [5.0, 2.5, 1.0], "sv_emb": [3.0, 1.5], **hist})]
     for protocol, metrics in (("fast-linear", {"fast_linear_top1": 12.0}),
                               ("knn", {"knn_top1": 11.0}),
                               ("analysis", {**_analysis(16), "n": 256})):
-        b.evaluate(None, protocol, metrics, projector="2048-d", dim=16, **on_shapes)
+        done = b.evaluate(None, protocol, metrics, projector="2048-d", dim=16, **on_shapes,
+                          series=hist if protocol == "analysis" else None)
+        analysed += [done] if protocol == "analysis" else []
     b.cka([runs[0], runs[4], "random"], [[1.0, 0.61, 0.12], [0.61, 1.0, 0.08],
                                          [0.12, 0.08, 1.0]], dataset="shapes")
+    for i, eval_id in enumerate(analysed if folder is not None else ()):
+        path = Path(folder) / eval_id / "matrices.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_matrices_png(path, seed=i)
+        store.log_artifact(eval_id, "figure", str(path))
+
+
+def write_matrices_png(path: Path, seed: int) -> None:
+    """A small image like the analysis protocol's (two matrices side by side)."""
+    from matplotlib.image import imsave
+
+    rng = np.random.default_rng(seed)
+    imsave(path, rng.uniform(size=(40, 80, 3)))
 
 
 def _analysis(m: int, n: int = 256) -> dict[str, float]:
-    return {"rankme_repr": 30.0, "rankme_emb": 9.0, "n": n, "m": m,
+    return {"rankme_repr": 30.0, "rankme_emb": 9.0, "n": n, "m": m, "neg_cos_mean": 0.002,
+            "neg_cos_var": 0.0125,
             "lemma34_rows_lower": n * n / m, "sum_row4_colsnormalized": 1.4 * n * n / m,
             "lemma34_rows_upper": float(n * n), "lemma34_cols_lower": m * m / n,
             "sum_col4_rowsnormalized": 2.1 * m * m / n, "lemma34_cols_upper": float(m * m)}
@@ -59,10 +82,10 @@ def _analysis(m: int, n: int = 256) -> dict[str, float]:
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
-    path = tmp_path_factory.mktemp("terminal") / "s.sqlite"
-    with Store.open(f"sqlite:///{path}") as opened:
+    folder = tmp_path_factory.mktemp("terminal")
+    with Store.open(f"sqlite:///{folder / 's.sqlite'}") as opened:
         fill_paper_store(opened)
-        fill_small_runs(opened)
+        fill_small_runs(opened, folder)
         yield opened
 
 

@@ -50,15 +50,18 @@ class Curve:
     err: np.ndarray | None
     color: str
     marker: str = ""
+    joined: bool = True
 
 
 @dataclass
 class Panel:
-    """One axis: ``title``, ``curves`` and the random-init ``baselines`` (value, legend)."""
+    """One axis: ``title``, ``curves``, the random-init ``baselines`` (value, legend) and its x
+    axis: embedding dimensions (log 2, each labelled) or another ``xlabel`` (log 10)."""
 
     title: str
     curves: list[Curve] = field(default_factory=list)
     baselines: list[tuple[float, str]] = field(default_factory=list)
+    xlabel: str = "Embedding dimension"
 
 
 def curves_figure(blocks: Sequence[tuple[str, list[Panel]]], *, title: str, ylabel: str,
@@ -114,17 +117,21 @@ def _draw_panel(ax: Any, panel: Panel, title: str, colors: dict[str, Any],
         err = np.zeros_like(curve.y) if curve.err is None else np.nan_to_num(curve.err)
         ax.errorbar(curve.x, curve.y, yerr=None if curve.err is None else err,
                     color=colors[curve.color], capsize=2, marker=shapes.get(curve.marker, "o"),
-                    markersize=4, linewidth=1.5)
+                    markersize=4, linewidth=1.5, linestyle="-" if curve.joined else "none")
         values += list(curve.y - err) + list(curve.y + err)
         dims |= set(curve.x.tolist())
     for value, _ in panel.baselines:
         ax.axhline(value, color="black", linestyle=":", linewidth=1.2)
         values.append(value)
-    shown = sorted(dims)
-    ax.set_xscale("log", base=2)
-    ax.set_xticks(shown, [str(int(d)) for d in shown], fontsize=8)
-    ax.minorticks_off()
-    ax.set_xlabel("Embedding dimension")
+    if panel.xlabel == Panel.xlabel:
+        shown = sorted(dims)
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(shown, [str(int(d)) for d in shown], fontsize=8)
+        ax.minorticks_off()
+    else:
+        ax.set_xscale("log")
+        ax.tick_params(labelsize=8)
+    ax.set_xlabel(panel.xlabel)
     ax.grid(alpha=0.3)
     ax.set_title("\n".join(textwrap.wrap(title, 30)), fontsize=9)
     return values
@@ -184,22 +191,54 @@ def grid_figure(frame: pd.DataFrame, *, title: str, ylabel: str, panels: Sequenc
                          color_order=family_key)
 
 
-def dims_blocks(frame: pd.DataFrame, baseline_method: str, protocol: str
-                ) -> list[tuple[str, list[Panel]]]:
-    """The dims figure: a panel per setting, a curve per (method, projector); the
-    ``baseline_method`` rows (random init, the same value at every dim) as dotted lines."""
+def setting_blocks(frame: pd.DataFrame,
+                   panel_of: Callable[[pd.DataFrame, list[Any], str], Panel | None]
+                   ) -> list[tuple[str, list[Panel]]]:
+    """Ours and the paper's blocks with a panel per setting: ``panel_of(rows' source frame,
+    the setting's row keys, its heading)``, None for a panel with nothing to draw."""
     blocks = []
     for source in (OURS, PAPER):
         part = only(frame, source)
         panels = []
         for setting in dict.fromkeys(k[:3] for k in part.index):
-            rows = [k for k in part.index if k[:3] == setting]
-            lines = [(float(part.loc[k].xs("mean", level="stat").dropna().iloc[0]),
-                      f"random init ({protocol})") for k in rows if k[3] == baseline_method]
-            curves = curves_of(part, [k for k in rows if k[3] != baseline_method],
-                               color=lambda k: f"{k[3]} {k[4]}", marker=lambda k: "")
-            if curves:
-                heading = panel_heading(dict(zip(("dataset", "backbone", "epochs"), setting)))
-                panels.append(Panel(heading, curves, lines))
+            heading = panel_heading(dict(zip(("dataset", "backbone", "epochs"), setting)))
+            panel = panel_of(part, [k for k in part.index if k[:3] == setting], heading)
+            panels += [panel] if panel is not None else []
         blocks.append((source, panels))
     return blocks
+
+
+def dims_blocks(frame: pd.DataFrame, baseline_method: str, protocol: str
+                ) -> list[tuple[str, list[Panel]]]:
+    """The dims figure: a panel per setting, a curve per (method, projector); the
+    ``baseline_method`` rows (random init, the same value at every dim) as dotted lines."""
+    def panel(part: pd.DataFrame, rows: list[Any], heading: str) -> Panel | None:
+        lines = [(float(part.loc[k].xs("mean", level="stat").dropna().iloc[0]),
+                  f"random init ({protocol})") for k in rows if k[3] == baseline_method]
+        curves = curves_of(part, [k for k in rows if k[3] != baseline_method],
+                           color=lambda k: f"{k[3]} {k[4]}", marker=lambda k: "")
+        return Panel(heading, curves, lines) if curves else None
+
+    return setting_blocks(frame, panel)
+
+
+def capacity_figure(frame: pd.DataFrame, *, title: str) -> Figure:
+    """Figure S7: top-1 against projector parameters (log axis), a colour per method; a panel
+    per setting of ours, and the paper's below."""
+    def panel(part: pd.DataFrame, rows: list[Any], heading: str) -> Panel | None:
+        curves = []
+        for method in sorted(dict.fromkeys(k[3] for k in rows), key=method_key):
+            keys = sorted((k for k in rows if k[3] == method), key=lambda k: k[5])
+            sub = part.loc[keys]
+            counts = sub.xs("n", axis=1, level="stat").iloc[:, 0].to_numpy()
+            std = sub.xs("std", axis=1, level="stat").iloc[:, 0].to_numpy(float)
+            ok = counts > 0
+            if ok.any():
+                curves.append(Curve(
+                    np.array([k[5] for k in keys], dtype=float)[ok],
+                    sub.xs("mean", axis=1, level="stat").iloc[:, 0].to_numpy(float)[ok],
+                    None if np.isnan(std[ok]).all() else std[ok], method, joined=False))
+        return Panel(heading, curves, xlabel="Projector parameters") if curves else None
+
+    return curves_figure(setting_blocks(frame, panel), title=title,
+                         ylabel="Online top-1 accuracy (%)", color_order=method_key)

@@ -183,3 +183,68 @@ def run_matrices_figure(cov: np.ndarray, gram: np.ndarray, k: int = 64) -> Figur
         ax.set_yticks([])
         figure.colorbar(image, ax=ax, shrink=0.8)
     return figure
+
+
+def histogram_figure(counts: dict[tuple[Any, ...], np.ndarray], *, order: Sequence[str],
+                     title: str) -> Figure:
+    """Figure S4: one panel per network group ``(dataset, backbone, epochs, method, projector,
+    dim)`` (methods of ``order`` first), its histogram of negative-pair cosines as bars over
+    [-1, 1] and, dashed, the counts of a uniform spread on the sphere of its dim."""
+    from sslbench.report.labels import method_key
+    from sslbench.report.negatives import bin_centres, uniform_counts
+
+    def rank(key: tuple[Any, ...]) -> tuple[Any, ...]:
+        method = key[3]
+        first = order.index(method) if method in order else len(order)
+        return (first, method_key(method), *key[:3], key[4], key[5])
+
+    keys = sorted(counts, key=rank)
+    settings = {k[:3] for k in keys}
+    columns = min(4, max(1, len(keys)))
+    rows = -(-max(1, len(keys)) // columns)
+    width = max(PANEL_SIZE * columns, 6.0)
+    fig = new_figure(width, 2.8 * rows + 1.0)
+    grid = fig.add_gridspec(rows, columns)
+    for i, key in enumerate(keys):
+        ax = fig.add_subplot(grid[i // columns, i % columns])
+        values = np.asarray(counts[key], float)
+        centres = bin_centres(len(values))
+        step = 2.0 / len(values)
+        ax.bar(centres, values, width=step, color="tab:blue", alpha=0.8, linewidth=0)
+        expected = uniform_counts(values.sum(), len(values), int(key[5]))
+        if expected is not None:
+            ax.plot(centres, expected, color="black", linestyle="--", linewidth=1)
+        seen = centres[values > 0]
+        if len(seen):
+            reach = min(1.0, max(abs(seen[0]), abs(seen[-1])) + 2 * step)
+            ax.set_xlim(-reach, reach)
+        name = f"{key[3]}, {key[4]}, d={key[5]}"
+        if len(settings) > 1:
+            name += f" ({key[0]}, {key[1]}, {key[2]} ep)"
+        ax.set_title("\n".join(textwrap.wrap(name, 36)), fontsize=9)
+        ax.set_xlabel("Cosine similarity", fontsize=9)
+        ax.tick_params(labelsize=8)
+        ax.grid(alpha=0.3)
+        if i % columns == 0:
+            ax.set_ylabel("Negative pairs")
+    handles = [Line2D([], [], color="tab:blue", linewidth=6, alpha=0.8, label="ours"),
+               Line2D([], [], color="black", linestyle="--",
+                      label="uniform on the sphere of d dimensions")]
+    fig.legend(handles=handles, loc="outside lower center", ncol=2, fontsize=8, frameon=False)
+    titled(fig, title, width)
+    return fig
+
+
+def image_grid_figure(images: Sequence[tuple[str, str]], *, title: str) -> Figure:
+    """Stored images (``(label, PNG path)``), one row each, their labels as titles."""
+    from matplotlib.image import imread
+
+    width = 8.0
+    fig = new_figure(width, 3.6 * max(1, len(images)) + 0.6)
+    for i, (label, path) in enumerate(images):
+        ax = fig.add_subplot(len(images), 1, i + 1)
+        ax.imshow(imread(path))
+        ax.set_axis_off()
+        ax.set_title(label, fontsize=9)
+    titled(fig, title, width)
+    return fig

@@ -41,6 +41,8 @@ from sslbench.report.published import (
     PAPER_METHODS,
     PAPER_SETTING_TEXT,
     comparable,
+    quoted_baselines,
+    quoted_text,
     table_s5,
 )
 from sslbench.report.query import (
@@ -167,10 +169,12 @@ def table_s5_report(store: Store, *, select: str = "final", filters: ReportFilte
     summary = agreement(frame, TOLERANCE)
     notes = {"metric": "online_top1", "protocol": PROTOCOLS["online_top1"], "select": select,
              "ours": settings_text(runs), "paper": PAPER_SETTING_TEXT, "agreement": summary,
-             "tolerance": TOLERANCE, "filters": filters.describe()}
+             "tolerance": TOLERANCE, "quoted": list(quoted_baselines()),
+             "filters": filters.describe()}
     return Report(frame=frame, name="table-s5", notes=notes,
                   title="Table S5: online top-1 (%) by method, projector and embedding dim",
-                  caption=_caption("online_top1", select, runs, "Table S5", summary))
+                  caption=_caption("online_top1", select, runs, "Table S5", summary)
+                  + " " + quoted_text())
 
 
 def fig1_report(store: Store, *, select: str = "final", filters: ReportFilters | None = None,

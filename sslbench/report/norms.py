@@ -37,7 +37,7 @@ from sslbench.report.grid import why_no_delta
 from sslbench.report.labels import projector_widths
 from sslbench.report.protocols import check_select
 from sslbench.report.published import PAPER_SETTING_TEXT, TABLE_S4_N, comparable, table_s4
-from sslbench.report.query import evaluated_runs, settings_text
+from sslbench.report.query import evaluated_runs, random_beside_trained, settings_text
 
 if TYPE_CHECKING:
     from sslbench.db import Store
@@ -94,25 +94,12 @@ def norm_cells(store: Store, filters: ReportFilters) -> pd.DataFrame:
     nets = nets.assign(projector=[widths_text(s, d) for s, d in zip(nets["projector"],
                                                                       nets["dim"])],
                        n_samples=nets["final.n"])
-    nets = _random_beside_trained(nets)
+    nets = random_beside_trained(nets)
     values = {q: nets[f"final.{m}"].astype(float) for q, m in S4_METRICS.items()}
     values.update({r: values[a] / values[b] for r, (a, b) in RATIOS.items()})
     parts = [nets[[*S4_ROWS, "n_samples"]].assign(quantity=q, value=v)
              for q, v in values.items()]
     return pd.concat(parts, ignore_index=True).dropna(subset=["value"])
-
-
-def _random_beside_trained(nets: pd.DataFrame) -> pd.DataFrame:
-    """Random-init networks repeated with the epochs of each trained setting of their dataset
-    and backbone (epochs 0 where there is none)."""
-    random = nets["method"] == "Random"
-    trained = nets.loc[~random, ["dataset", "backbone", "epochs"]].drop_duplicates()
-    if not random.any() or trained.empty:
-        return nets
-    placed = nets[random].drop(columns="epochs").merge(trained, on=["dataset", "backbone"],
-                                                       how="left")
-    placed["epochs"] = placed["epochs"].fillna(0).astype("int64")
-    return pd.concat([nets[~random], placed], ignore_index=True)
 
 
 def _where(filters: ReportFilters) -> str:

@@ -1,4 +1,5 @@
-"""The paper's published numbers (Tables S2-S6, Figure S2), shipped as CSVs in ``published/``.
+"""The paper's published numbers, shipped as CSVs in ``published/``: Tables 1, S1-S6, Figure S2,
+the baselines it quotes, and the values its text states for Figures 2, S3 and S7.
 
 The CSV files hold the tables exactly as printed (Table S4 keeps its ``1M`` / ``65k``
 abbreviations); this module parses them into lookups keyed the way the reports key their cells:
@@ -8,7 +9,10 @@ abbreviations); this module parses them into lookups keyed the way the reports k
   ``offline`` (Tables S2 and S3);
 * :func:`table_s4`: one dict per row of Table S4, numbers parsed;
 * :func:`table_s6`: one dict per row of Table S6 (strings as printed, ``""`` for an empty cell);
-* :func:`fig_s2_cka`: ``(labels, matrix)`` of Figure S2.
+* :func:`fig_s2_cka`: ``(labels, matrix)`` of Figure S2;
+* :func:`table_1` (normalisation per method), :func:`table_s1` (augmentations, per view),
+  :func:`quoted_baselines`, :func:`fig2_stated`, :func:`fig_s3_stated`, :func:`fig_s7_stated`:
+  rows as printed, numbers parsed (NaN where the paper gives none).
 
 Paper method labels are the paper's: VICReg, VICReg-exp, VICReg-ctr, SimCLR-Orig, SimCLR-Tuned.
 """
@@ -147,3 +151,58 @@ def cka_lookup() -> dict[tuple[str, str], float]:
     """``{(row label, column label): CKA}`` of Figure S2, both orders."""
     labels, matrix = fig_s2_cka()
     return {(a, b): matrix[i][j] for i, a in enumerate(labels) for j, b in enumerate(labels)}
+
+
+def _parsed(name: str, numbers: tuple[str, ...]) -> tuple[dict[str, Any], ...]:
+    """Rows of ``published/<name>`` with the ``numbers`` columns parsed (``""`` -> NaN)."""
+    return tuple({k: parse_number(v) if k in numbers else v for k, v in row.items()}
+                 for row in read_csv(name))
+
+
+@functools.cache
+def table_1() -> tuple[dict[str, str], ...]:
+    """Table 1: what each method normalises (rows: dimension centering, embedding norm,
+    dimension norm; columns: VICReg ... SimCLR B), as printed (✓, ✗, –, √N, ...)."""
+    return tuple(read_csv("table_1_normalization.csv"))
+
+
+@functools.cache
+def table_s1() -> tuple[dict[str, Any], ...]:
+    """Table S1: BYOL's augmentation parameters, one row per parameter, ``view_1`` and
+    ``view_2`` as numbers."""
+    return _parsed("table_s1_augmentations.csv", ("view_1", "view_2"))
+
+
+@functools.cache
+def quoted_baselines() -> tuple[dict[str, Any], ...]:
+    """The top-1 values the paper quotes from other papers (method, epochs, dim, top1,
+    source, note)."""
+    return _parsed("quoted_baselines.csv", ("epochs", "dim", "top1"))
+
+
+@functools.cache
+def fig2_stated() -> tuple[dict[str, Any], ...]:
+    """Figure 2's text: the 1000-epoch runs (SimCLR w/ dim std 72.6, VICReg 73.3)."""
+    return _parsed("fig2_stated.csv", ("epochs", "top1"))
+
+
+@functools.cache
+def fig_s3_stated() -> tuple[dict[str, Any], ...]:
+    """Figure S3's text: SimCLR-abs 68.71 against SimCLR-Tuned's 68.61 (method, projector,
+    dim, top1, note)."""
+    return _parsed("fig_s3_stated.csv", ("dim", "top1"))
+
+
+@functools.cache
+def fig_s7_stated() -> tuple[dict[str, Any], ...]:
+    """Figure S7's text: parameter counts (millions) and top-1 it states (method, projector,
+    params_m, top1, note)."""
+    return _parsed("fig_s7_stated.csv", ("params_m", "top1"))
+
+
+def quoted_text() -> str:
+    """The quoted baselines in one sentence, for captions."""
+    parts = [f"{r['method']} {r['top1']:g}" + (f" at d = {r['dim']:g}" if r["dim"] == r["dim"]
+                                               else "") + f" ({r['source']}, {r['note']})"
+             for r in quoted_baselines()]
+    return "Quoted by the paper (100 epochs): " + "; ".join(parts) + "."

@@ -291,6 +291,20 @@ def evaluated_runs(store: Store, filters: ReportFilters, metrics: Sequence[str],
     return pd.concat([trained, random], ignore_index=True)
 
 
+def random_beside_trained(nets: pd.DataFrame) -> pd.DataFrame:
+    """Random-init networks (method ``Random``, epochs 0, from :func:`evaluated_runs`)
+    repeated with the epochs of each trained setting of their dataset and backbone, as the
+    paper lists its Random row with its trained networks (epochs 0 where there is none)."""
+    random = nets["method"] == "Random"
+    trained = nets.loc[~random, ["dataset", "backbone", "epochs"]].drop_duplicates()
+    if not random.any() or trained.empty:
+        return nets
+    placed = nets[random].drop(columns="epochs").merge(trained, on=["dataset", "backbone"],
+                                                       how="left")
+    placed["epochs"] = placed["epochs"].fillna(0).astype("int64")
+    return pd.concat([nets[~random], placed], ignore_index=True)
+
+
 def augment_text(runs: pd.DataFrame) -> str:
     """``"; pretraining augmentations small (paper: BYOL's, Table S1)"`` when some run did not
     use the paper's recipe, else ``""``."""

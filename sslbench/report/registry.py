@@ -8,16 +8,20 @@ from typing import TYPE_CHECKING, Any
 
 from sslbench.errors import ConfigError
 from sslbench.report.base import Report
+from sslbench.report.capacity import fig_s7_report
 from sslbench.report.cka import cka_report
 from sslbench.report.dims import dims_report
 from sslbench.report.filters import ReportFilters
 from sslbench.report.grid import fig1_report, fig_s6_report, knn_report, table_s5_report
 from sslbench.report.hparams import hparams_report
+from sslbench.report.matrices import fig_s8_report
+from sslbench.report.negatives import fig_s4_report
 from sslbench.report.norms import table_s4_report
 from sslbench.report.probes import table_s2_s3_report
 from sslbench.report.protocols import check_select
 from sslbench.report.spectra import spectra_report
 from sslbench.report.tune import tune_report
+from sslbench.report.variants import fig2_report, fig_s3_report
 
 if TYPE_CHECKING:
     from sslbench.db import Store
@@ -33,6 +37,11 @@ REPORTS: dict[str, Callable[..., Report]] = {
     "cka": cka_report,
     "knn": knn_report,
     "spectra": spectra_report,
+    "fig2": fig2_report,
+    "fig-s3": fig_s3_report,
+    "fig-s4": fig_s4_report,
+    "fig-s7": fig_s7_report,
+    "fig-s8": fig_s8_report,
     "hparams": hparams_report,
     "tune": tune_report,
 }
@@ -48,11 +57,17 @@ DESCRIPTIONS = {
     "cka": "Figure S2: linear CKA heat map between networks",
     "knn": "Figure S1: k-NN top-1, method x projector family x embedding dim",
     "spectra": "Figure S5: singular-value spectra of representations and embeddings",
+    "fig2": "Figure 2: SimCLR vs SimCLR with centering and with dimension standardisation",
+    "fig-s3": "Figure S3: SimCLR-sq and SimCLR-abs vs SimCLR",
+    "fig-s4": "Figure S4: cosine similarities of negative pairs (histograms)",
+    "fig-s7": "Figure S7: online top-1 vs projector parameters",
+    "fig-s8": "Figure S8: covariance and Gram matrices of the embeddings",
     "hparams": "Table S6: the hyperparameters the runs used",
     "tune": "tuning studies (sslbench tune): best trials, optimisation history, importances",
 }
 #: The reports that draw a figure (``--format png`` / ``svg``).
-FIGURES = ("dims", "fig1", "fig-s6", "knn", "cka", "spectra", "tune")
+FIGURES = ("dims", "fig1", "fig-s6", "knn", "cka", "spectra", "fig2", "fig-s3", "fig-s4",
+           "fig-s7", "fig-s8", "tune")
 _COMMON = ("store", "select", "filters")
 
 

@@ -28,6 +28,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from sslbench.errors import ConfigError
@@ -185,7 +186,7 @@ def grid(frame: pd.DataFrame, digits: int, pm: str = "±",
     body, deltas = [], []
     for i, key in enumerate(frame.index):
         keys = key if isinstance(key, tuple) else (key,)
-        cells = [str(k) for k in keys] + [
+        cells = [_label(k) for k in keys] + [
             format_cell(m, s, n, digits, pm, signed=delta)
             for m, s, n in zip(means[i], stds[i], counts[i])]
         body.append(cells)
@@ -195,6 +196,14 @@ def grid(frame: pd.DataFrame, digits: int, pm: str = "±",
         deltas.append(row_deltas)
     aligns = ["l"] * len(names) + ["r"] * len(columns)
     return Grid(header, body, aligns, len(names), deltas if delta else None)
+
+
+def _label(value: Any) -> str:
+    """A row label: large whole numbers (parameter counts) with thousands separators."""
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool) and abs(
+            value) >= LARGE:
+        return f"{int(value):,}"
+    return str(value)
 
 
 def has_index(frame: pd.DataFrame) -> bool:
