@@ -299,3 +299,37 @@ def test_trials_run_as_submitit_job_arrays(home):
             assert run.status == "completed" and trial.value == store.summary(
                 run.run_id)["online_top1"]
     assert list((home / "slurm" / "tune-arrays").glob("*_submitted.pkl"))
+
+
+def test_a_pruned_trial_leaves_no_evaluation_queued(tmp_path):
+    """The evaluation planned for a trial's objective never runs once the trial is pruned: its
+    queued row goes -- unless someone else asked for it too (another tag) or it started."""
+    import optuna
+
+    from sslbench.runs.tune import StudyFeed, _Live, open_study
+    from sslbench.runs.tunespec import load_tune
+
+    path = tmp_path / "s.toml"
+    path.write_text('name = "p"\n' + base() + GRID
+                    + '[objective]\nmetric = "fast_linear_top1"\nprotocol = "fast-linear"\n')
+    spec = load_tune(path)
+    with Store.open(str(tmp_path / "store.sqlite")) as store:
+        study = open_study(spec, store.url)
+        feed = StudyFeed(spec, study, store, trials=2, deadline=None, slots=1, driver="d",
+                         max_attempts=1, command=[])
+        outcomes = []
+        for n, other_tags in enumerate(([], ["sweep:mine"])):
+            pre, ev = f"{n:012x}", f"e{n:011x}"
+            store.upsert_run(run_id=pre, kind="pretrain", config={}, command=[], env={},
+                             tags=["tune:p"])
+            store.upsert_run(run_id=ev, kind="eval", config={}, command=[], env={},
+                             parent_id=pre, tags=["tune:p", *other_tags])
+            store.set_status(pre, "running")
+            store.set_status(pre, "pruned", error="pruned by study p")
+            trial = study.ask()
+            trial.suggest_categorical("lr", [0.001, 0.004])
+            feed.live[trial.number] = _Live(trial, pre, ev)
+            feed.ended(pre, "pruned")
+            outcomes.append([r.run_id for r in store.find_runs(kind="eval")])
+        assert outcomes == [[], ["e00000000001"]]
+        assert [t.state for t in study.get_trials()] == [optuna.trial.TrialState.PRUNED] * 2

@@ -395,6 +395,7 @@ class StudyFeed:
         pretrain = self.store.get_run(live.run_id)
         if pretrain.status == RunStatus.PRUNED:
             self._tell(live.trial, "pruned", pretrain.error or "pruned")
+            self._drop_unrun_evaluation(live)
         elif record.status == RunStatus.COMPLETED:
             value = objective_value(self.store, self.spec, live.objective_run)
             if value is None:
@@ -410,6 +411,20 @@ class StudyFeed:
         else:  # still queued or running (stopped before it ran): left for the next tune
             self.echo(f"trial {live.trial.number}: run {live.objective_run} is "
                       f"{record.status}; re-run the same tune to see it through")
+
+    def _drop_unrun_evaluation(self, live: _Live) -> None:
+        """The objective's evaluation of a pruned run will never run: its queued row goes, when
+        only this study asked for it and it never started (else it would sit 'queued')."""
+        if live.objective_run == live.run_id:
+            return
+        record = self.store.get_run(live.objective_run)
+        if (record.status == RunStatus.QUEUED and record.attempts == 0
+                and record.tags == [self.spec_tag]):
+            self.store.delete_run(live.objective_run)
+
+    @property
+    def spec_tag(self) -> str:
+        return f"{TAG_PREFIX}{self.spec.name}"
 
     def _tell(self, trial: Any, outcome: str, why: str, value: float | None = None) -> None:
         import optuna
