@@ -17,13 +17,15 @@ from sslbench.report import build_report
 @pytest.fixture(scope="module")
 def result(tmp_path_factory):
     folder = tmp_path_factory.mktemp("bench")
-    return bench.run(n_runs=200, n_points=4_000, repeats=2, folder=folder), folder
+    return bench.run(n_runs=200, n_points=4_000, repeats=2, folder=folder,
+                     report_all=False), folder
 
 
 def test_result_keys_and_caching(result):
     out, folder = result
     assert set(out) == {"report", "runs", "metric_points", "seconds", "target_s", "repeats",
-                        "store_build_s", "cached"}
+                        "all_seconds", "all_target_s", "store_build_s", "cached"}
+    assert out["all_seconds"] is None and out["all_target_s"] == 10.0
     assert (out["report"], out["runs"], out["metric_points"], out["target_s"]) == (
         "table-s5", 200, 4_000, 2.0)
     assert out["seconds"] == min(out["repeats"]) and len(out["repeats"]) == 2
@@ -67,3 +69,13 @@ def test_store_reads_back_like_a_store_api_store(result):
     assert len(frame.loc["paper"]) == 20
     assert set(frame.loc["Δ ours − paper"].index.get_level_values("method")) == {
         "VICReg", "VICReg-exp", "VICReg-ctr"}
+
+
+def test_report_all_is_timed_on_the_bench_store(result, tmp_path):
+    _, folder = result
+    path = next(folder.glob("*.sqlite"))
+    seconds = bench.time_report_all(path, tmp_path)
+    assert seconds > 0
+    page = (tmp_path / "sslbench-report.html").read_text(encoding="utf-8")
+    assert page.count("<img") == 3  # fig1, fig-s6, fig-s7: the bench store holds no evaluation
+    assert "Table S5: online top-1" in page

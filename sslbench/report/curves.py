@@ -27,14 +27,20 @@ from sslbench.report.figures import (
     new_figure,
     spread_ylim,
     titled,
+    wrapped,
 )
 from sslbench.report.frames import only
 from sslbench.report.labels import family_key, method_key
 from sslbench.report.render import OURS, PAPER, column_labels, panel_heading
 
 MAX_COLUMNS = 5  # the paper's five methods side by side, as in its Figure 1
-#: A panel's width and height (inches): five of them fit in MAX_WIDTH.
-PANEL_WIDTH, PANEL_HEIGHT = 2.55, 2.8
+# The layout, in inches, set here rather than by constrained layout (which would double the
+# time to draw): a panel's axes (five fit in MAX_WIDTH), the gaps between panels (the first
+# column alone labels the shared y axis), the margins, a line of 9-11 pt text.
+AXES_W, AXES_H = 2.1, 1.9
+GAP_W, GAP_H = 0.3, 0.7
+MARGIN_L, MARGIN_R = 0.8, 0.25
+LINE = 0.17
 #: Smallest y range of an accuracy panel (points).
 MIN_SPAN = 10.0
 _MARKERS = ("o", "s", "^", "D", "v", "P", "X")
@@ -72,29 +78,12 @@ def curves_figure(blocks: Sequence[tuple[str, list[Panel]]], *, title: str, ylab
         "(no data)")])]
     columns = min(MAX_COLUMNS, max(len(panels) for _, panels in blocks))
     rows = [math.ceil(len(panels) / columns) for _, panels in blocks]
-    width = max(PANEL_WIDTH * columns, 6.0)
-    fig = new_figure(width, (PANEL_HEIGHT + 0.4) * sum(rows) + 1.4)
-    grid = fig.add_gridspec(sum(rows), columns)
     keys = sorted({c.color for _, panels in blocks for p in panels for c in p.curves},
                   key=color_order)
     colors = dict(zip(keys, colors_for(len(keys))))
     markers = list(dict.fromkeys(c.marker for _, panels in blocks for p in panels
                                  for c in p.curves if c.marker))
     shapes = {m: _MARKERS[i % len(_MARKERS)] for i, m in enumerate(markers)}
-    first = 0
-    for (name, panels), count in zip(blocks, rows):
-        block = [fig.add_subplot(grid[first + i // columns, i % columns])
-                 for i in range(len(panels))]  # only the panels drawn: layout is costly
-        values: list[float] = []
-        for ax, panel in zip(block, panels):
-            values += _draw_panel(ax, panel, f"{name}: {panel.title}", colors, shapes)
-        for i, ax in enumerate(block):
-            spread_ylim(ax, values, MIN_SPAN)
-            if i % columns == 0:
-                ax.set_ylabel(ylabel if name == OURS else f"{ylabel}, {name}")
-            else:  # the block's scale is the first column's
-                ax.tick_params(labelleft=False)
-        first += count
     handles = [Line2D([], [], color=colors[k], label=k) for k in keys]
     if len(markers) > 1:
         handles += [Line2D([], [], color="gray", marker=shapes[m], linestyle="", label=m)
@@ -102,10 +91,52 @@ def curves_figure(blocks: Sequence[tuple[str, list[Panel]]], *, title: str, ylab
     handles += [Line2D([], [], color="black", linestyle=":", label=label) for label in
                 dict.fromkeys(label for _, panels in blocks for p in panels
                               for _, label in p.baselines)]
-    fig.legend(handles=handles, loc="outside lower center", ncol=legend_columns(handles, width),
-               fontsize=8, frameon=False)
-    titled(fig, title, width)
+    titles = [[_panel_title(name, p.title) for p in panels] for name, panels in blocks]
+    fig, grid = _placed(title, columns, sum(rows), handles,
+                        max(t.count("\n") + 1 for row in titles for t in row))
+    first = 0
+    for (_, panels), count, names in zip(blocks, rows, titles):
+        block = [fig.add_subplot(grid[first + i // columns, i % columns])
+                 for i in range(len(panels))]
+        values: list[float] = []
+        for ax, panel, text in zip(block, panels, names):
+            values += _draw_panel(ax, panel, text, colors, shapes)
+        for i, ax in enumerate(block):
+            spread_ylim(ax, values, MIN_SPAN)
+            if i % columns == 0:
+                ax.set_ylabel(ylabel, fontsize=9)
+            else:  # the block's scale is the first column's
+                ax.tick_params(labelleft=False)
+        first += count
     return fig
+
+
+def _panel_title(block: str, title: str) -> str:
+    return "\n".join(textwrap.wrap(f"{block}: {title}", 30))
+
+
+def _placed(title: str, columns: int, rows: int, handles: list[Line2D], title_lines: int
+            ) -> tuple[Figure, Any]:
+    """A figure sized for ``rows`` x ``columns`` panels whose titles take ``title_lines``
+    lines, its wrapped ``title`` on top and the legend of ``handles`` below, and the grid of
+    the panels' places."""
+    needed = MARGIN_L + columns * AXES_W + (columns - 1) * GAP_W + MARGIN_R
+    width = max(needed, 6.0)
+    legend = legend_columns(handles, width)
+    panel_title = title_lines * LINE + 0.1
+    top = 0.15 + len(wrapped(title, width)) * 0.22 + panel_title
+    bottom = 0.65 + math.ceil(len(handles) / legend) * 0.2 + 0.1
+    height = top + bottom + rows * AXES_H + (rows - 1) * (GAP_H + panel_title)
+    fig = new_figure(width, height, constrained=False)
+    left = MARGIN_L + (width - needed) / 2
+    grid = fig.add_gridspec(rows, columns, left=left / width,
+                            right=(left + needed - MARGIN_L - MARGIN_R) / width,
+                            bottom=bottom / height, top=1 - top / height,
+                            wspace=GAP_W / AXES_W, hspace=(GAP_H + panel_title) / AXES_H)
+    fig.legend(handles=handles, loc="lower center", bbox_to_anchor=(0.5, 0.1 / height),
+               ncol=legend, fontsize=8, frameon=False)
+    titled(fig, title, width, y=1 - 0.1 / height)
+    return fig, grid
 
 
 def _draw_panel(ax: Any, panel: Panel, title: str, colors: dict[str, Any],
@@ -133,7 +164,7 @@ def _draw_panel(ax: Any, panel: Panel, title: str, colors: dict[str, Any],
         ax.tick_params(labelsize=8)
     ax.set_xlabel(panel.xlabel)
     ax.grid(alpha=0.3)
-    ax.set_title("\n".join(textwrap.wrap(title, 30)), fontsize=9)
+    ax.set_title(title, fontsize=9)
     return values
 
 

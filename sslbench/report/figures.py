@@ -26,10 +26,12 @@ DPI = 110
 MAX_WIDTH = 13.0
 
 
-def new_figure(width: float, height: float) -> Figure:
+def new_figure(width: float, height: float, *, constrained: bool = True) -> Figure:
     """An empty figure on an Agg canvas (so it can be saved without pyplot), laid out by
-    matplotlib's constrained layout (nothing overlaps, nothing is cut off)."""
-    figure = Figure(figsize=(width, height), dpi=DPI, layout="constrained")
+    matplotlib's constrained layout (nothing overlaps, nothing is cut off) unless the caller
+    places its axes itself (``constrained=False``)."""
+    figure = Figure(figsize=(width, height), dpi=DPI,
+                    layout="constrained" if constrained else None)
     FigureCanvasAgg(figure)
     return figure
 
@@ -56,11 +58,18 @@ def colors_for(n: int) -> list[Any]:
     return [cmap(i % 10) for i in range(n)]
 
 
-def titled(fig: Figure, title: str, width: float, fontsize: float = 11) -> None:
-    """``title`` as the figure's title, wrapped to the figure's ``width`` (inches) so that it
-    is never clipped."""
+def wrapped(title: str, width: float, fontsize: float = 11) -> list[str]:
+    """``title`` in lines that fit ``width`` inches at ``fontsize`` points."""
     chars = max(20, int(width * 72 / (0.6 * fontsize)))  # an average glyph is ~0.6 em wide
-    fig.suptitle("\n".join(textwrap.wrap(title, chars)), fontsize=fontsize)
+    return textwrap.wrap(title, chars)
+
+
+def titled(fig: Figure, title: str, width: float, fontsize: float = 11,
+           y: float | None = None) -> None:
+    """``title`` as the figure's title, wrapped to the figure's ``width`` (inches) so that it
+    is never clipped (``y``: where its top is, a figure fraction)."""
+    place = {} if y is None else {"y": y, "va": "top"}
+    fig.suptitle("\n".join(wrapped(title, width, fontsize)), fontsize=fontsize, **place)
 
 
 def legend_columns(handles: Sequence[Any], width: float, fontsize: float = 8) -> int:

@@ -26,6 +26,7 @@ from sslbench.report.grid import (
     grid_frame,
     random_baseline,
     simclr_note,
+    where,
     why_no_delta,
 )
 from sslbench.report.labels import method_key
@@ -52,11 +53,12 @@ def variant_cells(store: Store, filters: ReportFilters, select: str,
     """(cells, runs) of the online top-1 grid for the runs of registry methods ``names``."""
     cells, runs = grid_cells(store, filters, "online_top1", select)
     cells, runs = (f[f["method_name"].isin(list(names))] for f in (cells, runs))
-    if cells.empty:
-        first = [n for n in names if n != "simclr"][0]
-        raise EmptyReportError(f"no completed pretraining run of {', '.join(names)} in the "
-                               f"store {store.display_url}: run `sslbench train --method "
-                               f"{first}` (and --method simclr to compare)")
+    variants = [n for n in names if n != "simclr"]
+    if not cells["method_name"].isin(variants).any():  # SimCLR alone is not the figure
+        raise EmptyReportError(f"no completed pretraining run of {', '.join(variants)}"
+                               f"{where(filters)} in the store {store.display_url}: run "
+                               f"`sslbench train --method {variants[0]}` (and --method simclr "
+                               "to compare)")
     return cells, runs
 
 
