@@ -106,10 +106,12 @@ def test_parameter_counts_the_paper_states():
 
 def test_representation_dims_are_the_backbones():
     from sslbench.models.backbones import build_backbone
+    from sslbench.models.names import BACKBONE_NAMES
 
-    for name in ("small", "tiny", "resnet18"):
+    assert set(REPRESENTATION_DIMS) == set(BACKBONE_NAMES)
+    for name in ("small", "tiny"):  # the ResNets' are torchvision's (512, 2048): slow to build
         assert build_backbone(name)[1] == REPRESENTATION_DIMS[name], name
-    assert REPRESENTATION_DIMS["resnet50"] == 2048  # torchvision's fc.in_features
+    assert (REPRESENTATION_DIMS["resnet18"], REPRESENTATION_DIMS["resnet50"]) == (512, 2048)
 
 
 def test_fig_s7_points_against_hand_counted_parameters(store):
