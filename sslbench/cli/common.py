@@ -154,6 +154,9 @@ BACKBONES = Choices("--backbone", _backbones)
 # "auto": the dataset's own choice (DatasetSpec.probe_augment), resolved when the config is built.
 PROBE_AUGMENTS = Choices("--probe-augment", lambda: config.PROBE_AUGMENTS, extra=("auto",))
 OUTPUTS = Choices("--format", lambda: FORMATS)
+# local: sslbench.runs.scheduler.LocalScheduler on this machine; the others are the executors
+# of sslbench.runs.slurm.make_executor (a Slurm job array, or the Slurm path run locally).
+BACKENDS = Choices("--backend", lambda: ("local", "slurm", "submitit-local"))
 
 
 # ------------------------------------------------------------------------------ option aliases
@@ -177,6 +180,40 @@ ProbeAugment = Annotated[str, typer.Option(
     "--probe-augment", help="Training images of the linear protocols (crop-flip: the paper's; "
     "auto: the dataset's own choice, crop-flip unless its objects are too small to crop).",
     callback=PROBE_AUGMENTS.check)]
+
+
+# ------------------------------------------------------------------------------ scheduling
+
+def retry_policy(spec: Any, max_attempts: int | None, transient: list[str]) -> Any:
+    """The retry policy of a sweep or study: the flags over its ``[scheduler]`` table."""
+    import re
+
+    from sslbench.runs.policy import RetryPolicy
+
+    attempts = max_attempts if max_attempts is not None else \
+        spec.scheduler.get("max_attempts", 3)
+    if attempts < 1:
+        raise ConfigError(f"--max-attempts must be >= 1, got {attempts}")
+    for pattern in transient:
+        try:
+            re.compile(pattern)
+        except re.error as err:
+            raise ConfigError(f"--transient {pattern!r} is not a valid regex ({err})") from None
+    return RetryPolicy(attempts, tuple(spec.scheduler.get("transient", [])) + tuple(transient))
+
+
+def device_pool(spec: Any, backend: str, devices: str | None, per_device: int | None,
+                workers: int | None, *, needed: bool) -> Any:
+    """The local device pool (checked now, so missing devices queue nothing), or None."""
+    if backend != "local" or not needed:
+        return None
+    from sslbench.runs.devices import build_pool
+
+    per = per_device or spec.scheduler.get("per_device", 1)
+    if workers is None and devices is None:
+        workers = spec.scheduler.get("workers")
+    return build_pool(devices, per, workers)
+
 
 
 # ------------------------------------------------------------------------------ store & output

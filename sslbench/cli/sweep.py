@@ -13,18 +13,16 @@ from typing import Any
 import typer
 
 from sslbench.cli.common import (
-    Choices,
+    BACKENDS,
     Format,
     app,
     command_line,
+    device_pool,
     echo_json,
     open_store,
+    retry_policy,
     store_url,
 )
-
-# local: sslbench.runs.scheduler.LocalScheduler on this machine; the others are the executors
-# of sslbench.runs.slurm.make_executor (a Slurm job array, or the Slurm path run locally).
-BACKENDS = Choices("--backend", lambda: ("local", "slurm", "submitit-local"))
 
 
 @app.command()
@@ -81,37 +79,6 @@ def sweep(
         _run_local(store, pool, policy, queue, fmt)
     else:
         _submit(plan, store, spec, backend, policy, per_device or 1, fmt)
-
-
-def retry_policy(spec: Any, max_attempts: int | None, transient: list[str]) -> Any:
-    import re
-
-    from sslbench.errors import ConfigError
-    from sslbench.runs.policy import RetryPolicy
-
-    attempts = max_attempts if max_attempts is not None else \
-        spec.scheduler.get("max_attempts", 3)
-    if attempts < 1:
-        raise ConfigError(f"--max-attempts must be >= 1, got {attempts}")
-    for pattern in transient:
-        try:
-            re.compile(pattern)
-        except re.error as err:
-            raise ConfigError(f"--transient {pattern!r} is not a valid regex ({err})") from None
-    return RetryPolicy(attempts, tuple(spec.scheduler.get("transient", [])) + tuple(transient))
-
-
-def device_pool(spec: Any, backend: str, devices: str | None, per_device: int | None,
-          workers: int | None, *, needed: bool) -> Any:
-    """The local device pool (checked now, so missing devices queue nothing), or None."""
-    if backend != "local" or not needed:
-        return None
-    from sslbench.runs.devices import build_pool
-
-    per = per_device or spec.scheduler.get("per_device", 1)
-    if workers is None and devices is None:
-        workers = spec.scheduler.get("workers")
-    return build_pool(devices, per, workers)
 
 
 def _store_for_dry_run() -> Any:

@@ -11,8 +11,16 @@ from typing import Any
 
 import typer
 
-from sslbench.cli.common import Format, app, command_line, echo_json, open_store
-from sslbench.cli.sweep import BACKENDS, device_pool, retry_policy
+from sslbench.cli.common import (
+    BACKENDS,
+    Format,
+    app,
+    command_line,
+    device_pool,
+    echo_json,
+    open_store,
+    retry_policy,
+)
 from sslbench.errors import ConfigError
 
 

@@ -160,10 +160,11 @@ def importances(study: Any) -> dict[str, float] | None:
 def tune_figure(studies: list[Any], notes: dict[str, dict[str, Any]]) -> Figure:
     """Per study: the optimisation history and the parameter importances, side by side."""
     import optuna
-    from matplotlib.figure import Figure
     from matplotlib.ticker import MaxNLocator
 
-    fig = Figure(figsize=(11, 3.6 * len(studies)), layout="constrained")
+    from sslbench.report.figures import new_figure, wrapped
+
+    fig = new_figure(11, 3.6 * len(studies))
     axes = fig.subplots(len(studies), 2, squeeze=False)
     for (history, bars), study in zip(axes, studies):
         meta = notes[study.study_name]
@@ -186,7 +187,8 @@ def tune_figure(studies: list[Any], notes: dict[str, dict[str, Any]]) -> Figure:
         history.xaxis.set_major_locator(MaxNLocator(integer=True))
         history.set_xlabel("trial")
         history.set_ylabel(meta["metric"] or "objective")
-        history.set_title(f"{study.study_name}: optimisation history", fontsize=10)
+        history.set_title("\n".join(wrapped(f"{study.study_name}: optimisation history", 5.3,
+                                            10)), fontsize=10)
         history.legend(fontsize=8)
         values = importances(study)
         if values:
@@ -198,5 +200,6 @@ def tune_figure(studies: list[Any], notes: dict[str, dict[str, Any]]) -> Figure:
             bars.text(0.5, 0.5, "not enough completed trials that differ\nto rank the parameters",
                       ha="center", va="center", transform=bars.transAxes)
             bars.set_axis_off()
-        bars.set_title(f"{study.study_name}: parameter importances", fontsize=10)
+        bars.set_title("\n".join(wrapped(f"{study.study_name}: parameter importances", 5.3, 10)),
+                       fontsize=10)
     return fig
