@@ -333,3 +333,28 @@ def test_a_pruned_trial_leaves_no_evaluation_queued(tmp_path):
             outcomes.append([r.run_id for r in store.find_runs(kind="eval")])
         assert outcomes == [[], ["e00000000001"]]
         assert [t.state for t in study.get_trials()] == [optuna.trial.TrialState.PRUNED] * 2
+
+
+@pytest.mark.parametrize("name", ["median", "asha"])
+def test_no_pruner_stops_a_trial_before_min_epochs(tmp_path, name):
+    """Steps are epochs done: with min_epochs = 3, a far worse trial goes on through epochs 1
+    and 2 and may stop from epoch 3 on."""
+    import optuna
+
+    from sslbench.runs.tune import pruner_of
+
+    signature = {"pruner": {"name": name, "min_epochs": 3, "startup_trials": 1,
+                            "reduction_factor": 3}}
+    study = optuna.create_study(direction="maximize", pruner=pruner_of(signature))
+    for value in (50.0, 52.0):
+        good = study.ask()
+        for epoch in range(1, 10):  # as the worker's gate: report, then ask
+            good.report(value + epoch, epoch)
+            assert not good.should_prune()
+        study.tell(good, value + 9)
+    bad = study.ask()
+    verdicts = []
+    for epoch in range(1, 5):
+        bad.report(1.0, epoch)
+        verdicts.append(bad.should_prune())
+    assert verdicts[:2] == [False, False] and verdicts[2]

@@ -111,9 +111,9 @@ def pruner_of(signature: dict[str, Any]) -> Any:
 
     p = signature["pruner"]
     if p["name"] == "median":
-        # n_warmup_steps counts reported steps before the first that may prune: steps are epochs.
+        # Steps are epochs done (1, 2, ...), and Optuna may prune from step n_warmup_steps on.
         return optuna.pruners.MedianPruner(n_startup_trials=p["startup_trials"],
-                                           n_warmup_steps=p["min_epochs"] - 1)
+                                           n_warmup_steps=p["min_epochs"])
     if p["name"] == "asha":
         return optuna.pruners.SuccessiveHalvingPruner(min_resource=p["min_epochs"],
                                                       reduction_factor=p["reduction_factor"])
