@@ -33,10 +33,10 @@ class _Builder:
         return f"{prefix}{self.count:04d}".ljust(12, "0")
 
     def pretrain(self, method, projector, dim, seed, online, *, dataset="shapes",
-                 status="completed"):
+                 status="completed", lr=0.3):
         rid = self._id("p")
         cfg = {"method": method, "dataset": dataset, "backbone": "small", "projector": projector,
-               "dim": dim, "epochs": 3, "batch_size": 64, "lr": 0.3, "seed": seed}
+               "dim": dim, "epochs": 3, "batch_size": 64, "lr": lr, "seed": seed}
         self.store.upsert_run(run_id=rid, kind="pretrain", config=cfg, command=["t"], env={})
         self.store.set_status(rid, "running")
         for epoch, value in enumerate((online - 10, online + 5, online)):  # final != best
@@ -165,6 +165,22 @@ def test_no_evaluations_says_what_to_run(store):
     with pytest.raises(EmptyReportError, match="dataset cifar10"):
         dims_frame(store, dataset="cifar10")
     assert dims_frame(store, metric="online_top1").shape == (1, 3)  # "SimCLR": no paper row
+
+
+def test_a_cell_averages_seeds_of_one_recipe_never_two_recipes(store):
+    """Runs of one method and dim that differ in another hyperparameter (a tuning study's
+    trials) are rows of their own, named by what differs; seeds of one recipe are averaged."""
+    b = _Builder(store)
+    for seed, online in ((0, 40.0), (1, 44.0)):
+        b.pretrain("vicreg", "2048-d", 64, seed, online, lr=0.3)
+    b.pretrain("vicreg", "2048-d", 64, 0, 30.0, lr=0.01)
+    b.pretrain("vicreg", "2048-d", 256, 0, 50.0, lr=0.01)  # alone in its cell: no split
+    frame = dims_frame(store, metric="online_top1").xs("ours", level="source")
+    cells = {(key[frame.index.names.index("method")], dim): (row[(dim, "mean")],
+                                                            row[(dim, "n")])
+             for key, row in frame.iterrows() for dim in (64, 256) if row[(dim, "n")]}
+    assert cells == {("VICReg lr=0.3", 64): (42.0, 2), ("VICReg lr=0.01", 64): (30.0, 1),
+                     ("VICReg", 256): (50.0, 1)}
 
 
 def test_embedding_dim():

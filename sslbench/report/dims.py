@@ -109,7 +109,7 @@ def dims_frame(store: Store, *, metric: str = DEFAULT_METRIC, dataset: str | Non
                 "--metric online_top1")
         raise EmptyReportError(f"no completed pretraining run{where} has a value for {metric!r}: "
                                f"{hint}")
-    cells = cells.astype({"dim": "int64"})
+    cells = _recipes_apart(cells.astype({"dim": "int64"}))
     frame = wide(seed_stats(cells, (*ROW_LEVELS, "dim")), ROW_LEVELS, "dim")
     frame = _ordered(frame, _label_order(cells, list(methods or ())))
     if evals is not None:
@@ -161,6 +161,33 @@ def dims_report(store: Store, *, metric: str = DEFAULT_METRIC, dataset: str | No
     return Report(frame=frame, title=title, caption=caption, notes=notes, name="dims",
                   figure=draw)
 
+
+
+#: Params that a row already shows (its levels, its column) or that are what a cell averages.
+_SHOWN = {"param.dataset", "param.backbone", "param.epochs", "param.projector", "param.dim",
+          "param.seed"}
+
+
+def _recipes_apart(cells: pd.DataFrame) -> pd.DataFrame:
+    """A cell averages seeds of one recipe, never different recipes: where the runs of one cell
+    differ in another hyperparameter (a tuning study's trials, say), each recipe gets its own
+    row, labelled with what differs (``VICReg lr=0.002 std_coeff=25``). A weight that changes
+    with the dimension only (the paper's per-dim weights) is the same row."""
+    params = [c for c in cells.columns if c.startswith("param.") and c not in _SHOWN]
+    out = []
+    for _, group in cells.groupby([*ROW_LEVELS, "dim"], dropna=False, sort=False):
+        varying = [c for c in params if group[c].astype("string").nunique(dropna=False) > 1]
+        if varying:
+            group = group.assign(method=[
+                f"{label} " + " ".join(f"{c.rsplit('.', 1)[-1]}={_short(row[c])}"
+                                       for c in varying)
+                for label, (_, row) in zip(group["method"], group.iterrows())])
+        out.append(group)
+    return pd.concat(out)
+
+
+def _short(value: object) -> str:
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
 
 
 def _why_no_delta(frame: pd.DataFrame, differences: list[str]) -> str:
