@@ -229,6 +229,7 @@ def offline_probe_differences(cells: pd.DataFrame) -> list[str]:
                             ("representations", "probe_standardize",
                              lambda v: _STANDARDISED[bool(v)])):
         column = cells.get(f"eval.{key}", pd.Series(index=cells.index, dtype=object))
+        column = column.astype(object)  # an all-missing column reads as float64
         if key == "probe_augment":  # recorded later; before, the offline probe used crop-flip
             column = column.fillna("crop-flip")
         elif key == "probe_standardize":
