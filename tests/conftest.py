@@ -1,11 +1,17 @@
-"""Shared fixtures: an isolated SSLBENCH_HOME per test, and ways to run the real CLI."""
+"""Shared fixtures: an isolated SSLBENCH_HOME per test, trained homes built once per session
+(:func:`shared_home`), and ways to run the CLI, as a user types it or in-process."""
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import json
 import multiprocessing as mp
 import os
+import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -14,11 +20,33 @@ import pytest
 # Keep each test process to one intra-op thread: pytest-xdist already uses both cores.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
+
+def session_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder of this test session that every pytest-xdist worker sees (the parent of the
+    workers' own base folders), or this process's base folder without xdist."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
+@contextlib.contextmanager
+def _session_lock(path: Path):
+    """An exclusive lock shared by the xdist workers (held until the block ends)."""
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _own_cache(tmp_path_factory):
-    """Generated data cached for this session only (subprocesses inherit it)."""
+    """Generated data cached for this session only (subprocesses inherit it), shared by the
+    xdist workers: the cache writes each file atomically, so concurrent writers are harmless."""
     previous = os.environ.get("SSLBENCH_CACHE")
-    os.environ["SSLBENCH_CACHE"] = str(tmp_path_factory.mktemp("cache"))
+    cache = session_root(tmp_path_factory) / "cache"
+    cache.mkdir(exist_ok=True)
+    os.environ["SSLBENCH_CACHE"] = str(cache)
     yield
     if previous is None:
         os.environ.pop("SSLBENCH_CACHE", None)
@@ -54,13 +82,116 @@ def cli(home: Path):
     return invoke
 
 
+def invoke_in(home: Path, *args: str):
+    """Runs `sslbench ARGS` in-process through Typer with ``home`` as SSLBENCH_HOME (and the
+    working folder), for session fixtures, which cannot use the ``home`` fixture."""
+    from unittest import mock
+
+    from typer.testing import CliRunner
+
+    from sslbench.cli import app
+
+    cwd = Path.cwd()
+    env = {"SSLBENCH_HOME": str(home)}
+    with mock.patch.dict(os.environ, env):
+        os.environ.pop("SSLBENCH_DB", None)
+        os.chdir(home)
+        try:
+            return CliRunner().invoke(app, [str(a) for a in args], catch_exceptions=False)
+        finally:
+            os.chdir(cwd)
+
+
+def shared_home(tmp_path_factory: pytest.TempPathFactory, name: str,
+                build: Callable[[Path], Any]) -> tuple[Path, Any]:
+    """An SSLBENCH_HOME that ``build(home)`` fills once per test session, whichever xdist
+    worker asks first (the others wait on a file lock, then find it built): the trained runs that
+    several tests start from. Returns (home, what build returned, which must be JSON).
+
+    Tests must not change it: they copy it (:func:`copy_home`) and work on the copy."""
+    root = session_root(tmp_path_factory) / "shared-homes"
+    root.mkdir(exist_ok=True)
+    home, done = root / name, root / f"{name}.json"
+    with _session_lock(root / f"{name}.lock"):
+        if not done.exists():
+            shutil.rmtree(home, ignore_errors=True)  # a build that failed in another worker
+            home.mkdir()
+            done.write_text(json.dumps({"built": build(home)}))
+    return home, json.loads(done.read_text())["built"]
+
+
+def copy_home(source: Path, to: Path) -> Path:
+    """A copy of a shared home (its runs/ and its store) at ``to``, which may exist."""
+    shutil.copytree(source, to, dirs_exist_ok=True)
+    return to
+
+
 def run_cli(args: list[str], home: Path, *, timeout: float = 300,
             **kwargs) -> subprocess.CompletedProcess:
     """Runs `python -m sslbench ARGS` in a subprocess, as a user types it."""
+    return subprocess.run([sys.executable, "-m", "sslbench", *map(str, args)], cwd=home,
+                          env=cli_env(home), capture_output=True, text=True, timeout=timeout,
+                          **kwargs)
+
+
+def cli_env(home: Path) -> dict[str, str]:
+    """The environment of a `python -m sslbench` subprocess with SSLBENCH_HOME ``home``."""
     env = {**os.environ, "SSLBENCH_HOME": str(home), "PYTHONUNBUFFERED": "1"}
     env.pop("SSLBENCH_DB", None)
-    return subprocess.run([sys.executable, "-m", "sslbench", *map(str, args)], cwd=home, env=env,
-                          capture_output=True, text=True, timeout=timeout, **kwargs)
+    return env
+
+
+def completed(result: Any, args: Any = ()) -> subprocess.CompletedProcess:
+    """An in-process (CliRunner) result read as run_cli's, for checks written for both."""
+    return subprocess.CompletedProcess(args, result.exit_code, result.stdout, result.stderr)
+
+
+#: The run every test that needs a completed pretraining starts from (one per session).
+TINY_SIMCLR = ["train", "--method", "simclr", *TINY_TRAIN]
+
+
+def _train_tiny_simclr(home: Path) -> None:
+    # As from a user's shell, where torch would use every core (the tests' default is 1).
+    from unittest import mock
+
+    with mock.patch.dict(os.environ, {"OMP_NUM_THREADS": str(os.cpu_count() or 2)}):
+        result = run_cli(TINY_SIMCLR, home)
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.fixture(scope="session")
+def tiny_simclr(tmp_path_factory) -> Path:
+    """A home holding the completed TINY_SIMCLR run (2 epochs: checkpoint.pt and
+    checkpoint.prev.pt), trained once per session by `python -m sslbench`. Read-only: tests
+    copy it (copy_home) before they run anything in it."""
+    return shared_home(tmp_path_factory, "simclr-tiny", _train_tiny_simclr)[0]
+
+
+def freeze_at_first_checkpoint(home: Path, proc: subprocess.Popen, timeout: float = 240) -> str:
+    """SIGSTOPs the training ``proc`` (writing runs under ``home``) as soon as its first
+    checkpoint appears, checks that the run is unfinished (its process alive, no
+    ``backbone.pt``, store status ``running``) and returns its run id. A signal sent next, not
+    the end of training, is then what stops the process."""
+    import signal
+    import time
+
+    deadline, runs = time.time() + timeout, home / "runs"
+    while not (found := list(runs.glob("*/checkpoint.pt")) if runs.exists() else []):
+        if proc.poll() is not None:
+            pytest.fail(f"training ended before its first checkpoint: {proc.communicate()[1]}")
+        if time.time() > deadline:
+            pytest.fail("no checkpoint appeared")
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGSTOP)
+    checkpoint = found[0]
+    run_id = checkpoint.parent.name
+    assert proc.poll() is None, "the run exited before it could be interrupted"
+    assert not (checkpoint.parent / "backbone.pt").exists(), "the run completed before the signal"
+    from sslbench.db import Store
+
+    with Store.open(f"sqlite:///{home / 'db' / 'sslbench.sqlite'}", create=False) as store:
+        assert store.get_run(run_id).status == "running"
+    return run_id
 
 
 def fork_context() -> mp.context.BaseContext:

@@ -9,7 +9,7 @@ import sqlite3
 import numpy as np
 import pytest
 
-from tests.conftest import TINY_TRAIN
+from tests.conftest import TINY_TRAIN, copy_home, invoke_in, shared_home
 
 # Every test here trains or drives the real CLI end to end: seconds to a minute each.
 pytestmark = pytest.mark.slow
@@ -20,9 +20,23 @@ def _json(result):
     return json.loads(result.stdout)
 
 
+def _train_vicreg(home):
+    return _json(invoke_in(home, "train", "--method", "vicreg", *TINY_TRAIN, "--format", "json"))
+
+
+@pytest.fixture(scope="session")
+def _trained_once(tmp_path_factory):
+    """A home holding the completed tiny VICReg run, trained once per session; the train
+    command's JSON output."""
+    return shared_home(tmp_path_factory, "vicreg-tiny", _train_vicreg)
+
+
 @pytest.fixture
-def trained(cli, home):
-    run = _json(cli("train", "--method", "vicreg", *TINY_TRAIN, "--format", "json"))
+def trained(_trained_once, home):
+    """The tiny VICReg run (the train command's JSON output), in a copy of its home as this
+    test's SSLBENCH_HOME."""
+    source, run = _trained_once
+    copy_home(source, home)
     return run
 
 
