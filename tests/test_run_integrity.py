@@ -11,19 +11,17 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
-from unittest import mock
 
 import pytest
 import torch
 
-from tests.conftest import TINY_TRAIN, run_cli
+from tests.conftest import TINY_SIMCLR, cli_env, completed, copy_home, invoke_in, run_cli
 
-TRAIN = ["train", "--method", "simclr", *TINY_TRAIN]
+TRAIN = TINY_SIMCLR
 # The same run as TRAIN, written as a sweep (the test checks that the ids agree).
 SWEEP = """
 name = "same"
@@ -81,32 +79,20 @@ def _one_error_line(result: subprocess.CompletedProcess, *needles: str) -> str:
     return lines[0]
 
 
-def _env(home: Path) -> dict[str, str]:
-    env = {**os.environ, "SSLBENCH_HOME": str(home), "PYTHONUNBUFFERED": "1"}
-    env.pop("SSLBENCH_DB", None)
-    return env
-
-
 def _start(args: list[str], home: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "sslbench", *args], cwd=home, env=_env(home),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen([sys.executable, "-m", "sslbench", *args], cwd=home,
+                            env=cli_env(home), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory) -> Path:
-    """A home holding the completed TRAIN run (2 epochs: checkpoint.pt and checkpoint.prev.pt)."""
-    home = tmp_path_factory.mktemp("trained")
-    # As from a user's shell, where torch would use every core (the tests' default is 1).
-    with mock.patch.dict(os.environ, {"OMP_NUM_THREADS": str(os.cpu_count() or 2)}):
-        result = run_cli(TRAIN, home)
-    assert result.returncode == 0, result.stderr
-    return home
+@pytest.fixture
+def trained(tiny_simclr) -> Path:
+    """The session's home holding the completed TRAIN run (2 epochs: checkpoint.pt and
+    checkpoint.prev.pt), trained by `python -m sslbench`. Read it only; copy it to change it.
 
-
-def _copy_home(source: Path, tmp_path: Path) -> Path:
-    home = tmp_path / "home"
-    shutil.copytree(source, home)
-    return home
+    Each user-facing case below runs the real CLI at least once; its variants run in-process
+    (the ``cli`` fixture: the same code, without ~3-5 s of interpreter start and imports)."""
+    return tiny_simclr
 
 
 # ----------------------------------------------------------------------- nothing executes
@@ -139,11 +125,12 @@ def test_a_crafted_checkpoint_is_refused_by_train_and_its_payload_never_runs(tmp
     assert not marker.exists()
 
 
-def test_a_crafted_backbone_is_refused_by_eval_and_its_payload_never_runs(trained, tmp_path):
-    home = _copy_home(trained, tmp_path)
-    marker = tmp_path / "PWNED"
+def test_a_crafted_backbone_is_refused_by_eval_and_its_payload_never_runs(trained, home, cli):
+    copy_home(trained, home)
+    marker = home / "PWNED"
     _craft(home / "runs" / _run_id() / "backbone.pt", marker)
-    result = run_cli(["eval", _run_id(), "--protocol", "knn"], home)
+    # In-process: a crafted file through the real CLI is the case above.
+    result = completed(cli("eval", _run_id(), "--protocol", "knn"))
     _one_error_line(result, "refusing to load", "backbone.pt")
     assert not marker.exists()
     with _store(home) as store:
@@ -162,7 +149,7 @@ def test_checkpoints_hold_tensors_and_plain_values_only(trained):
 # ------------------------------------------------------------------- foreign checkpoints
 
 def test_a_checkpoint_copied_from_another_run_is_refused(trained, tmp_path):
-    home = _copy_home(trained, tmp_path)
+    home = copy_home(trained, tmp_path / "home")
     other = home / "runs" / _run_id(seed=1)
     other.mkdir(parents=True)
     shutil.copy(home / "runs" / _run_id() / "checkpoint.pt", other / "checkpoint.pt")
@@ -174,8 +161,8 @@ def test_a_checkpoint_copied_from_another_run_is_refused(trained, tmp_path):
         assert store.get_run(_run_id(seed=1)).status != "completed"
 
 
-def test_a_backbone_copied_from_another_run_is_refused_by_eval(trained, tmp_path):
-    home = _copy_home(trained, tmp_path)
+def test_a_backbone_copied_from_another_run_is_refused_by_eval(trained, home, cli):
+    copy_home(trained, home)
     with _store(home) as store:  # pretend run seed=1 completed, with run seed=0's backbone
         from sslbench.train.setup import resolve_train_config
 
@@ -188,7 +175,8 @@ def test_a_backbone_copied_from_another_run_is_refused_by_eval(trained, tmp_path
         store.set_status(cfg.run_id, "completed")
     (home / "runs" / cfg.run_id).mkdir()
     shutil.copy(home / "runs" / _run_id() / "backbone.pt", home / "runs" / cfg.run_id)
-    result = run_cli(["eval", cfg.run_id, "--protocol", "knn"], home)
+    # In-process: a copied file through the real CLI is the case above.
+    result = completed(cli("eval", cfg.run_id, "--protocol", "knn"))
     _one_error_line(result, "backbone.pt", f"belongs to run {_run_id()}")
 
 
@@ -220,11 +208,13 @@ def _reopen(home: Path, run_id: str) -> None:
 
 
 @pytest.mark.parametrize("how", ["truncated", "empty", "random-bytes", "wrong-shapes"])
-def test_a_damaged_checkpoint_falls_back_to_the_previous_one(trained, tmp_path, how):
-    home, run_id = _copy_home(trained, tmp_path), _run_id()
+def test_a_damaged_checkpoint_falls_back_to_the_previous_one(trained, home, cli, how):
+    run_id = _run_id()
+    copy_home(trained, home)
     _reopen(home, run_id)
     _damage(home / "runs" / run_id / "checkpoint.pt", how)
-    result = run_cli(TRAIN, home)
+    # The first case through the real CLI, the others in-process.
+    result = run_cli(TRAIN, home) if how == "truncated" else completed(cli(*TRAIN))
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stderr
     warnings = [line for line in result.stderr.splitlines() if line.startswith("warning: ")]
@@ -238,17 +228,18 @@ def test_a_damaged_checkpoint_falls_back_to_the_previous_one(trained, tmp_path, 
         assert not store.metrics_frame(run_id).duplicated(["key", "step"]).any()
 
 
-def test_no_usable_checkpoint_starts_from_scratch_and_says_so(trained, tmp_path):
-    home, run_id = _copy_home(trained, tmp_path), _run_id()
+def test_no_usable_checkpoint_starts_from_scratch_and_says_so(trained, home, cli):
+    run_id = _run_id()
+    copy_home(trained, home)
     _reopen(home, run_id)
     _damage(home / "runs" / run_id / "checkpoint.pt", "truncated")
     _damage(home / "runs" / run_id / "checkpoint.prev.pt", "empty")
-    result = run_cli(TRAIN, home)
+    result = completed(cli(*TRAIN))  # (damaged checkpoints through the real CLI: above)
     assert result.returncode == 0, result.stderr
     assert "from scratch" in result.stderr.splitlines()[-1]
     _assert_same_weights(_weights(home, run_id), _weights(trained, run_id))
     # ... and never a crash loop: the next command simply reuses the completed run.
-    again = run_cli(TRAIN, home)
+    again = completed(cli(*TRAIN))
     assert again.returncode == 0 and "reused completed run" in again.stdout
 
 
@@ -290,50 +281,20 @@ def test_one_run_id_gives_one_result_across_train_and_sweeps(trained, tmp_path):
     assert _sweep(homes["workers1"], [0], 1).returncode == 0
     # Two runs on two workers, so that two processes really share the machine.
     assert _sweep(homes["workers2"], [0, 1], 2).returncode == 0
+    trained = copy_home(trained, tmp_path / "train")
     reference = _weights(trained, run_id)  # `sslbench train`
     for home in homes.values():
         with _store(home) as store:
             assert store.get_run(run_id).status == "completed"
             assert store.get_run(run_id).numerics["cpu_threads"] == 1
         _assert_same_weights(_weights(home, run_id), reference)
-    shown = run_cli(["runs", "show", run_id], trained)
+    shown = completed(invoke_in(trained, "runs", "show", run_id))
     assert "numerics (recorded at the first start" in shown.stdout
     assert 'cpu_threads     1' in shown.stdout
     with _store(trained) as store:
         online = store.metrics_frame(run_id, "online_top1")["value"].tolist()
     with _store(homes["workers2"]) as store:
         assert store.metrics_frame(run_id, "online_top1")["value"].tolist() == online
-
-
-@pytest.mark.slow
-def test_kill_9_under_train_then_resumed_by_a_sweep_gives_the_same_result(tmp_path):
-    killed, clean = tmp_path / "killed", tmp_path / "clean"
-    killed.mkdir()
-    clean.mkdir()
-    args = [*TRAIN, "--epochs", "3", "--train-samples", "512"]
-    run_id = _run_id(epochs=3, samples=512)
-    proc = _start(args, killed)
-    try:
-        checkpoint = killed / "runs" / run_id / "checkpoint.pt"
-        deadline = time.time() + 240
-        while not checkpoint.exists():
-            assert proc.poll() is None and time.time() < deadline, "no first checkpoint"
-            time.sleep(0.05)
-        proc.send_signal(signal.SIGKILL)
-    finally:
-        proc.wait()
-    assert proc.returncode == -signal.SIGKILL  # really killed mid-run, not finished
-    with _store(killed) as store:
-        assert store.get_run(run_id).status == "running"  # the dead owner, as found
-    resumed = _sweep(killed, [0], 2, epochs=3, samples=512)  # reaped, then resumed by a worker
-    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
-    reference = run_cli(args, clean)
-    assert reference.returncode == 0, reference.stderr
-    _assert_same_weights(_weights(killed, run_id), _weights(clean, run_id))
-    with _store(killed) as store:
-        attempts = store.attempt_details(run_id)
-        assert attempts[0]["status"] == "killed" and attempts[-1]["status"] == "completed"
-        assert all(a["ended_at"] is not None for a in attempts)
 
 
 # -------------------------------------------------------------------------- full disk
@@ -372,14 +333,16 @@ def test_a_full_disk_fails_the_run_in_one_line_and_keeps_the_last_checkpoint(tra
         subprocess.run(["umount", str(home)], capture_output=True)
 
 
-def test_threads_are_recorded_at_the_first_start_and_kept_by_every_resume(trained, tmp_path):
-    home, run_id = tmp_path, _run_id()
-    first = run_cli([*TRAIN, "--threads", "2"], home)
+def test_threads_are_recorded_at_the_first_start_and_kept_by_every_resume(trained, home, cli):
+    """(In-process: the numerics are applied around the run and restored after it.)"""
+    run_id, threads = _run_id(), torch.get_num_threads()
+    first = completed(cli(*TRAIN, "--threads", "2"))
     assert first.returncode == 0, first.stderr
+    assert torch.get_num_threads() == threads
     with _store(home) as store:
         assert store.get_run(run_id).numerics == {"cpu_threads": 2}
     _reopen(home, run_id)
-    again = run_cli([*TRAIN, "--threads", "1"], home)
+    again = completed(cli(*TRAIN, "--threads", "1"))
     assert again.returncode == 0, again.stderr
     assert f"run {run_id} keeps the 2 CPU thread(s) it was started with" in again.stderr
     with _store(home) as store:
@@ -389,25 +352,28 @@ def test_threads_are_recorded_at_the_first_start_and_kept_by_every_resume(traine
     assert any(not torch.equal(ours[name], reference[name]) for name in reference)
 
 
-def test_eval_refuses_a_run_that_a_live_process_owns(trained, tmp_path):
-    home = _copy_home(trained, tmp_path)
+def test_eval_refuses_a_run_that_a_live_process_owns(trained, home, cli):
+    """(Two trains racing for one run, through the real CLI: above. Every protocol shares the
+    one evaluation lifecycle; analysis on 128 images is the cheapest to run to completion.)"""
+    copy_home(trained, home)
     from sslbench.evaluate.run import eval_config_for
 
+    args = ["eval", _run_id(), "--protocol", "analysis", "--samples", "128"]
     with _store(home) as store:
-        cfg = eval_config_for(store, _run_id(), protocol="knn")
+        cfg = eval_config_for(store, _run_id(), protocol="analysis", samples=128)
         store.upsert_run(run_id=cfg.run_id, kind="eval", config=cfg.to_dict(), command=["t"],
                          env={}, parent_id=_run_id())
         owner = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
         try:
             store.set_status(cfg.run_id, "running", pid=owner.pid)
-            result = run_cli(["eval", _run_id(), "--protocol", "knn"], home)
+            result = completed(cli(*args))
             _one_error_line(result, f"run {cfg.run_id} is already running",
                             f"owned by pid {owner.pid}")
             assert store.get_run(cfg.run_id).attempts == 1
         finally:
             owner.kill()
             owner.wait()
-        result = run_cli(["eval", _run_id(), "--protocol", "knn"], home)  # dead owner: taken over
+        result = completed(cli(*args))  # dead owner: taken over
         assert result.returncode == 0, result.stderr
         first, second = store.attempt_details(cfg.run_id)
         assert first["status"] == "killed" and "taken over" in first["error"]
