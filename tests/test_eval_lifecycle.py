@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -17,7 +17,7 @@ import pytest
 from sslbench.config import EVAL_PROTOCOLS, EvalConfig, replace
 from sslbench.evaluate.compare import CKAConfig
 from sslbench.evaluate.protocols import PROTOCOLS, ProtocolResult
-from tests.conftest import TINY_TRAIN, run_cli
+from tests.conftest import TINY_TRAIN, completed, copy_home, invoke_in, run_cli, shared_home
 
 if TYPE_CHECKING:
     from sslbench.db import Store
@@ -66,16 +66,24 @@ def test_the_cka_id_is_the_one_comparisons_always_had() -> None:
 
 # --------------------------------------------------------------------------- through the CLI
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory) -> Trained:
-    """A home holding two completed tiny runs (A: 2 epochs, B: 1 epoch); tests copy it."""
-    home = tmp_path_factory.mktemp("trained")
-    for extra in ([], ["--epochs", "1"]):
-        result = run_cli(["train", *TINY_TRAIN, *extra], home)
-        assert result.returncode == 0, result.stderr
-    with _store(home) as store:
-        by_epochs = {r.config["epochs"]: r.run_id for r in store.find_runs(kind="pretrain")}
-    return home, by_epochs[2], by_epochs[1]
+def _add_a_one_epoch_run(source: Path) -> Callable[[Path], list[str]]:
+    def build(home: Path) -> list[str]:
+        copy_home(source, home)
+        result = invoke_in(home, "train", *TINY_TRAIN, "--epochs", "1")
+        assert result.exit_code == 0, result.output
+        with _store(home) as store:
+            by_epochs = {r.config["epochs"]: r.run_id for r in store.find_runs(kind="pretrain")}
+        return [by_epochs[2], by_epochs[1]]
+    return build
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory: pytest.TempPathFactory, tiny_simclr: Path) -> Trained:
+    """A home holding two completed tiny runs (A: the session's 2-epoch `tiny_simclr` run,
+    B: 1 epoch), built once per session; tests copy it."""
+    home, (a, b) = shared_home(tmp_path_factory, "simclr-tiny-and-1-epoch",
+                               _add_a_one_epoch_run(tiny_simclr))
+    return home, a, b
 
 
 def _store(home: Path) -> Store:
@@ -86,11 +94,14 @@ def _store(home: Path) -> Store:
 
 def _copy(trained: Trained, to: Path) -> Trained:
     source, a, b = trained
-    shutil.copytree(source, to, dirs_exist_ok=True)
-    return to, a, b
+    return copy_home(source, to), a, b
 
 
-def _ok(result: subprocess.CompletedProcess[str]) -> str:
+def _ok(result: Any) -> str:
+    """The stdout of a successful command, run in-process (the ``cli`` fixture's result) or
+    through the real CLI (run_cli's)."""
+    if not isinstance(result, subprocess.CompletedProcess):
+        result = completed(result)
     assert result.returncode == 0, result.stdout + result.stderr
     return str(result.stdout)
 
@@ -103,11 +114,10 @@ def _only_eval(home: Path) -> Any:
 
 
 @pytest.mark.slow
-def test_a_repeated_duality_reuses_its_eval_run(trained: Trained, tmp_path: Path) -> None:
-    home, a, _ = _copy(trained, tmp_path / "home")
-    first = json.loads(_ok(run_cli(["duality", a, "--samples", "128", "--format", "json"],
-                                   home)))
-    again = _ok(run_cli(["duality", a, "--samples", "128"], home))
+def test_a_repeated_duality_reuses_its_eval_run(trained: Trained, home: Path, cli: Any) -> None:
+    _, a, _ = _copy(trained, home)
+    first = json.loads(_ok(cli("duality", a, "--samples", "128", "--format", "json")))
+    again = _ok(cli("duality", a, "--samples", "128"))
     run, attempts = _only_eval(home)
     assert first["reused"] is False and first["run_id"] == a
     assert first["eval_run_id"] == run.run_id
@@ -119,12 +129,12 @@ def test_a_repeated_duality_reuses_its_eval_run(trained: Trained, tmp_path: Path
 
 
 @pytest.mark.slow
-def test_a_repeated_compare_reuses_its_eval_run(trained: Trained, tmp_path: Path) -> None:
-    home, a, b = _copy(trained, tmp_path / "home")
+def test_a_repeated_compare_reuses_its_eval_run(trained: Trained, home: Path, cli: Any) -> None:
+    _, a, b = _copy(trained, home)
     args = ["compare", a, b, "--samples", "64"]
-    first = json.loads(_ok(run_cli([*args, "--format", "json"], home)))
-    again = json.loads(_ok(run_cli([*args, "--format", "json"], home)))
-    table = _ok(run_cli(args, home))
+    first = json.loads(_ok(cli(*args, "--format", "json")))
+    again = json.loads(_ok(cli(*args, "--format", "json")))
+    table = _ok(cli(*args))
     run, attempts = _only_eval(home)
     assert (first["reused"], again["reused"]) == (False, True)
     assert first["eval_run_id"] == again["eval_run_id"] == run.run_id
@@ -142,8 +152,8 @@ def test_no_cka_is_gone(cli: Any) -> None:
 
 @pytest.mark.slow
 def test_a_protocol_failing_on_its_input_fails_the_run_once_in_one_line(
-        trained: Trained, tmp_path: Path) -> None:
-    home, a, _ = _copy(trained, tmp_path / "home")
+        trained: Trained, home: Path, cli: Any) -> None:
+    _, a, _ = _copy(trained, home)
     checkpoint = home / "runs" / a / "checkpoint.pt"
     checkpoint.rename(checkpoint.with_suffix(".moved"))  # the backbone file stays: inputs pass
     result = run_cli(["duality", a, "--samples", "128"], home)
@@ -155,7 +165,7 @@ def test_a_protocol_failing_on_its_input_fails_the_run_once_in_one_line(
     assert [(x["status"], x["failure_class"]) for x in attempts] == [("failed", "input")]
     # Fixed, the same command computes it: a failed run is retried, never reused.
     checkpoint.with_suffix(".moved").rename(checkpoint)
-    assert "[reused]" not in _ok(run_cli(["duality", a, "--samples", "128"], home))
+    assert "[reused]" not in _ok(cli("duality", a, "--samples", "128"))
     run, attempts = _only_eval(home)
     assert [x["status"] for x in attempts] == ["failed", "completed"]
 
