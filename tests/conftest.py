@@ -21,6 +21,16 @@ import pytest
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Modules with `slow` (end-to-end) tests first, the others after; each module's tests
+    stay together and in order (module fixtures are set up once). pytest-xdist hands the tests
+    out in this order, one or two at a time (``--maxschedchunk 1`` in pyproject.toml): the long
+    tests are shared out first and the short ones even out the end, instead of one worker
+    finishing a long module alone while the other waits."""
+    slow = {item.nodeid.split("::")[0] for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.nodeid.split("::")[0] not in slow)  # stable
+
+
 def session_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A folder of this test session that every pytest-xdist worker sees (the parent of the
     workers' own base folders), or this process's base folder without xdist."""
