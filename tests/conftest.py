@@ -160,6 +160,28 @@ def completed(result: Any, args: Any = ()) -> subprocess.CompletedProcess:
 TINY_SIMCLR = ["train", "--method", "simclr", *TINY_TRAIN]
 
 
+def tiny_simclr_sweep(*, epochs: int = 2, samples: int = 256, seeds: str = "[0]") -> str:
+    """TINY_SIMCLR written as a sweep file (with the defaults, the same run: the tests that use
+    it check that the ids agree)."""
+    return f"""
+name = "same"
+[fixed]
+method = "simclr"
+dataset = "shapes"
+backbone = "small"
+projector = "64-d"
+dim = 16
+epochs = {epochs}
+batch_size = 64
+train_samples = {samples}
+lr = 0.3
+[grid]
+seed = {seeds}
+[eval]
+protocols = []
+"""
+
+
 def _train_tiny_simclr(home: Path) -> None:
     # As from a user's shell, where torch would use every core (the tests' default is 1).
     from unittest import mock

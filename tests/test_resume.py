@@ -25,6 +25,7 @@ from tests.conftest import (
     freeze_at_first_checkpoint,
     invoke_in,
     run_cli,
+    tiny_simclr_sweep,
 )
 
 # The run of the session's `tiny_simclr` home, which is the uninterrupted reference.
@@ -75,25 +76,6 @@ def _assert_same_run(home: Path, reference: Path, run_id: str) -> None:
     assert all(a["ended_at"] is not None for a in attempts)
 
 
-SWEEP = """
-name = "same"
-[fixed]
-method = "simclr"
-dataset = "shapes"
-backbone = "small"
-projector = "64-d"
-dim = 16
-epochs = 2
-batch_size = 64
-train_samples = 256
-lr = 0.3
-[grid]
-seed = [0]
-[eval]
-protocols = []
-"""
-
-
 @pytest.mark.slow
 def test_kill_9_then_resume_by_train_or_by_a_sweep_equals_uninterrupted(tiny_simclr, tmp_path):
     """One run killed under `train`, then resumed in one copy of its home by the same command
@@ -118,7 +100,7 @@ def test_kill_9_then_resume_by_train_or_by_a_sweep_equals_uninterrupted(tiny_sim
     run = json.loads(resumed.stdout)
     assert run["status"] == "completed" and run["run_id"] == run_id
 
-    (swept / "same.toml").write_text(SWEEP)
+    (swept / "same.toml").write_text(tiny_simclr_sweep())
     by_sweep = invoke_in(swept, "sweep", "same.toml", "--workers", "2")  # its workers are real
     assert by_sweep.exit_code == 0, by_sweep.output
 

@@ -19,28 +19,17 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import TINY_SIMCLR, cli_env, completed, copy_home, invoke_in, run_cli
+from tests.conftest import (
+    TINY_SIMCLR,
+    cli_env,
+    completed,
+    copy_home,
+    invoke_in,
+    run_cli,
+    tiny_simclr_sweep,
+)
 
 TRAIN = TINY_SIMCLR
-# The same run as TRAIN, written as a sweep (the test checks that the ids agree).
-SWEEP = """
-name = "same"
-[fixed]
-method = "simclr"
-dataset = "shapes"
-backbone = "small"
-projector = "64-d"
-dim = 16
-epochs = {epochs}
-batch_size = 64
-train_samples = {samples}
-lr = 0.3
-[grid]
-seed = {seeds}
-[eval]
-protocols = []
-"""
-
 # Every test here trains or drives the real CLI end to end: seconds to a minute each.
 pytestmark = pytest.mark.slow
 
@@ -268,7 +257,7 @@ def test_two_identical_trains_started_together_one_trains_one_refuses(tmp_path):
 def _sweep(home: Path, seeds: list[int], workers: int, *, epochs: int = 2,
            samples: int = 256) -> subprocess.CompletedProcess:
     path = home / "same.toml"
-    path.write_text(SWEEP.format(epochs=epochs, samples=samples, seeds=seeds))
+    path.write_text(tiny_simclr_sweep(epochs=epochs, samples=samples, seeds=str(seeds)))
     return run_cli(["sweep", str(path), "--workers", str(workers)], home)
 
 

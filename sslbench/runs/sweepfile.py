@@ -258,18 +258,26 @@ def read_toml(path: Path, what: str) -> dict[str, Any]:
         raise ConfigError(f"cannot read the {what} file {path}: {err.strerror}") from None
 
 
+def checked_name(data: Mapping[str, Any], path: Path, top_keys: Sequence[str],
+                 what: str) -> str:
+    """The document's name (default: the file's stem), after refusing top-level keys that
+    ``what`` (e.g. "a sweep file") does not have."""
+    unknown = sorted(set(data) - set(top_keys))
+    if unknown:
+        raise ConfigError(f"{path}: unknown key {unknown[0]!r}; {what} has "
+                          f"{', '.join(top_keys)}")
+    name = data.get("name", path.stem)
+    if not isinstance(name, str) or not NAME_RE.match(name):
+        raise ConfigError(f"{path}: name = {name!r} must be letters, digits, '.', '_' or '-' "
+                          "(at most 64)")
+    return name
+
+
 def build_spec(data: Mapping[str, Any], path: Path, sets: Mapping[str, Any],
                env: Mapping[str, str]) -> SweepSpec:
     """The checked :class:`SweepSpec` of a parsed TOML document."""
     where = str(path)
-    unknown = sorted(set(data) - set(TOP_KEYS))
-    if unknown:
-        raise ConfigError(f"{where}: unknown key {unknown[0]!r}; a sweep file has "
-                          f"{', '.join(TOP_KEYS)}")
-    name = data.get("name", path.stem)
-    if not isinstance(name, str) or not NAME_RE.match(name):
-        raise ConfigError(f"{where}: name = {name!r} must be letters, digits, '.', '_' or '-' "
-                          "(at most 64)")
+    name = checked_name(data, path, TOP_KEYS, "a sweep file")
     types = {**train_key_types(), **loss_key_types()}
     fixed = check_settings(f"{where} [fixed]", toml_table(data, "fixed", where), types)
     grid = check_settings(f"{where} [grid]", toml_table(data, "grid", where), types, lists=True)

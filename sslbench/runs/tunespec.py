@@ -58,10 +58,10 @@ from typing import Any
 from sslbench.config import EPOCH_METRICS, EVAL_PROTOCOLS, PROTOCOL_METRICS
 from sslbench.errors import ConfigError
 from sslbench.runs.sweepfile import (
-    NAME_RE,
     SLURM_KEYS,
     check_settings,
     check_value,
+    checked_name,
     eval_section,
     find_toml_file,
     loss_key_types,
@@ -164,14 +164,7 @@ def load_tune(source: str | Path, sets: list[str] | tuple[str, ...] = (),
 def build_tune(data: Mapping[str, Any], path: Path, sets: Mapping[str, Any],
                env: Mapping[str, str]) -> TuneSpec:
     where = str(path)
-    unknown = sorted(set(data) - set(TOP_KEYS))
-    if unknown:
-        raise ConfigError(f"{where}: unknown key {unknown[0]!r}; a tuning spec has "
-                          f"{', '.join(TOP_KEYS)}")
-    name = data.get("name", path.stem)
-    if not isinstance(name, str) or not NAME_RE.match(name):
-        raise ConfigError(f"{where}: name = {name!r} must be letters, digits, '.', '_' or '-' "
-                          "(at most 64)")
+    name = checked_name(data, path, TOP_KEYS, "a tuning spec")
     trials = data.get("trials")
     if trials is not None and (check_value(where, "trials", trials, int) < 1):
         raise ConfigError(f"{where}: trials must be >= 1, got {trials}")
