@@ -11,7 +11,6 @@ given: flip only on ``shapes``; ``crop-flip`` measures the paper's crop there).
 
 from __future__ import annotations
 
-import os
 import tempfile
 import time
 from collections.abc import Iterator
@@ -21,16 +20,11 @@ from typing import Any
 
 @contextmanager
 def _temporary_home() -> Iterator[str]:
-    previous = os.environ.get("SSLBENCH_HOME")
-    with tempfile.TemporaryDirectory(prefix="sslbench-bench-") as home:
-        os.environ["SSLBENCH_HOME"] = home
-        try:
-            yield home
-        finally:
-            if previous is None:
-                os.environ.pop("SSLBENCH_HOME", None)
-            else:
-                os.environ["SSLBENCH_HOME"] = previous
+    from sslbench.paths import environ
+
+    with tempfile.TemporaryDirectory(prefix="sslbench-bench-") as home, \
+            environ({"SSLBENCH_HOME": home}):
+        yield home
 
 
 def run(*, pretrain_epochs: int = 10, linear_epochs: int = 100, probe_augment: str = "auto",

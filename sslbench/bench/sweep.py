@@ -29,7 +29,6 @@ import contextlib
 import os
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -37,19 +36,11 @@ TINY = {"dataset": "shapes", "backbone": "small", "projector": "64-d", "dim": 16
         "batch_size": 64, "train_samples": 128, "method": "simclr", "device": "cpu"}
 
 
-@contextlib.contextmanager
-def use_home(path: Path) -> Iterator[None]:
-    old = {k: os.environ.get(k) for k in ("SSLBENCH_HOME", "SSLBENCH_DB")}
-    os.environ["SSLBENCH_HOME"] = str(path)
-    os.environ.pop("SSLBENCH_DB", None)
-    try:
-        yield
-    finally:
-        for key, value in old.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+def use_home(path: Path) -> contextlib.AbstractContextManager[None]:
+    """``path`` as SSLBENCH_HOME, with its default store, for the block."""
+    from sslbench.paths import environ
+
+    return environ({"SSLBENCH_HOME": str(path), "SSLBENCH_DB": None})
 
 
 def _queue(store: Any, runs: int) -> list[str]:
