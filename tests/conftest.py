@@ -137,11 +137,12 @@ def copy_home(source: Path, to: Path) -> Path:
 
 
 def run_cli(args: list[str], home: Path, *, timeout: float = 300,
-            **kwargs) -> subprocess.CompletedProcess:
-    """Runs `python -m sslbench ARGS` in a subprocess, as a user types it."""
+            env: dict[str, str] | None = None, **kwargs) -> subprocess.CompletedProcess:
+    """Runs `python -m sslbench ARGS` in a subprocess, as a user types it (``env``: variables
+    added to its environment)."""
     return subprocess.run([sys.executable, "-m", "sslbench", *map(str, args)], cwd=home,
-                          env=cli_env(home), capture_output=True, text=True, timeout=timeout,
-                          **kwargs)
+                          env={**cli_env(home), **(env or {})}, capture_output=True, text=True,
+                          timeout=timeout, **kwargs)
 
 
 def cli_env(home: Path) -> dict[str, str]:
@@ -246,3 +247,18 @@ def race(target, processes: int, *args) -> list[tuple]:
     for proc in procs:
         proc.join(timeout=60)
     return outcomes
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster():
+    """A real one-node Slurm cluster (2 CPUs, no GPU) for this test session, started from
+    Debian's slurm-wlm and munge by :mod:`sslbench.bench.slurm_cluster` (its SLURM_CONF is this
+    process's, and so the subprocesses', while it runs); stopped by pid at the end. Skipped,
+    saying why, only where it cannot start: not root, or the packages are missing."""
+    from sslbench.bench import slurm_cluster as cluster_module
+
+    why = cluster_module.unavailable()
+    if why is not None:
+        pytest.skip(f"real-Slurm tests: {why}")
+    with cluster_module.running(cpus=2) as cluster:
+        yield cluster

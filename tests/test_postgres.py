@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import glob
 import os
+import secrets
 import shutil
 import socket
 import subprocess
@@ -53,6 +54,23 @@ def _as_postgres(args: list[str]) -> list[str]:
     return [runuser, "-u", "postgres", "--", *args]
 
 
+#: The role of :func:`postgres_password` (the server asks it for a password over TCP).
+SECRET_ROLE = "sslbench_secret"
+
+
+@pytest.fixture(scope="session")
+def postgres_password(postgres_url):
+    """``(URL without the password, password)`` of a database on the throw-away server whose
+    role must give its password (scram-sha-256): the server refuses it without one."""
+    if _SECRET.get("url") is None:
+        pytest.skip("PostgreSQL password tests need the throw-away server (not "
+                    "SSLBENCH_TEST_POSTGRES_URL)")
+    return _SECRET["url"], _SECRET["password"]
+
+
+_SECRET: dict[str, str] = {}
+
+
 @pytest.fixture(scope="session")
 def postgres_url():
     """The URL of a live, empty PostgreSQL database (see the module docstring)."""
@@ -85,6 +103,8 @@ def postgres_url():
     if init.returncode != 0:
         shutil.rmtree(root, ignore_errors=True)
         pytest.fail(f"initdb failed: {init.stderr.strip()[-500:]}")
+    hba = data / "pg_hba.conf"  # the secret role authenticates, every other one is trusted
+    hba.write_text(f"host all {SECRET_ROLE} 127.0.0.1/32 scram-sha-256\n{hba.read_text()}")
     options = f"-p {port} -c listen_addresses=127.0.0.1 -k {root} -c fsync=off"
     start = subprocess.run(_as_postgres([pg_ctl, "-D", str(data), "-o", options, "-l",
                                          str(root / "server.log"), "-w", "start"]),
@@ -99,6 +119,11 @@ def postgres_url():
         with psycopg.connect(f"host=127.0.0.1 port={port} user=postgres dbname=postgres",
                              autocommit=True) as con:
             con.execute("CREATE DATABASE sslbench_test")
+            password = secrets.token_urlsafe(18)
+            con.execute(f"CREATE ROLE {SECRET_ROLE} LOGIN PASSWORD '{password}'")
+            con.execute(f"CREATE DATABASE {SECRET_ROLE} OWNER {SECRET_ROLE}")
+        _SECRET.update(url=f"postgresql+psycopg://{SECRET_ROLE}@127.0.0.1:{port}/{SECRET_ROLE}",
+                       password=password)
         yield f"postgresql+psycopg://postgres@127.0.0.1:{port}/sslbench_test"
     finally:
         subprocess.run(_as_postgres([pg_ctl, "-D", str(data), "-m", "immediate", "stop"]),
@@ -335,3 +360,28 @@ def test_sweep_against_a_server_that_is_down_exits_1_and_queues_nothing(tmp_path
     assert len(lines) == 1 and lines[0].startswith("error: cannot reach the database"), lines
     assert "Traceback" not in out.stderr
     assert not (tmp_path / "runs").exists()
+
+
+def test_a_password_comes_from_the_environment_or_an_owner_only_file(postgres_password, tmp_path,
+                                                                     monkeypatch):
+    """A URL without its password connects with SSLBENCH_DB_PASSWORD or the file
+    SSLBENCH_DB_PASSWORD_FILE names; a file others can read is refused in one line."""
+    url, password = postgres_password
+    for name in ("SSLBENCH_DB_PASSWORD", "SSLBENCH_DB_PASSWORD_FILE", "PGPASSWORD"):
+        monkeypatch.delenv(name, raising=False)
+    with pytest.raises(StoreError):  # the server asks this role for a password
+        Store.open(url).close()
+    monkeypatch.setenv("SSLBENCH_DB_PASSWORD", password)
+    with Store.open(url) as store:
+        assert store.url == url and store.find_runs() == []  # connected; the URL keeps no secret
+    monkeypatch.delenv("SSLBENCH_DB_PASSWORD")
+    secret = tmp_path / "db-password"
+    secret.write_text(password + "\n")
+    secret.chmod(0o600)
+    monkeypatch.setenv("SSLBENCH_DB_PASSWORD_FILE", str(secret))
+    with Store.open(url) as store:
+        assert store.find_runs() == []
+    secret.chmod(0o640)
+    with pytest.raises(StoreError, match=r"readable by others \(mode 0640\): chmod 600 ") as err:
+        Store.open(url)
+    assert "\n" not in str(err.value)

@@ -125,8 +125,10 @@ def test_devices_get_their_own_runs_and_cuda_visible_devices(fake, tmp_path):
     lines = _env_lines(env_file)
     assert sorted(line["cuda"] for line in lines) == ["4", "5", "6", "7"]  # not all on GPU 0
     assert {line["omp"] for line in lines} == {"2"}  # 8 cores / 4 slots
+    # The ledger (and each attempt) names a GPU by its index on the machine, so that schedulers
+    # seeing the GPUs through different CUDA_VISIBLE_DEVICES never book one twice.
     devices = sorted(store.attempt_details(r)[0]["device"] for r in ids)
-    assert devices == ["0", "1", "2", "3"]
+    assert devices == ["4", "5", "6", "7"]
     assert store.reserved_slots() == {}  # every slot freed
 
 

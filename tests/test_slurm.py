@@ -3,6 +3,7 @@ requeued after a timeout warning (SIGUSR2) and resume; grouping of runs into tas
 
 from __future__ import annotations
 
+import re
 import sys
 
 import pytest
@@ -60,7 +61,7 @@ def test_task_is_requeued_after_a_preemption_warning_and_completes(tmp_path, mon
                          config={"steps": 30, "sleep": 0.1, "resume": True})
         store.upsert_run(run_id="slurmeval001", kind="eval", command=[], env={}, config={},
                          parent_id="slurmpre0001")
-    executor = make_executor("submitit-local", tmp_path / "slurm", {"timeout_min": 5},
+    executor = make_executor("submitit-local", tmp_path / "slurm", {"time": 5},
                              max_num_timeout=3)
     task = SweepTask(["slurmpre0001", "slurmeval001"], url, str(tmp_path),
                      worker=[sys.executable, str(script)])
@@ -90,3 +91,138 @@ def test_task_is_requeued_after_a_preemption_warning_and_completes(tmp_path, mon
         tasks = store.schedulers(running_only=False)
         assert len(tasks) == 2 and {s.backend for s in tasks} == {"slurm"}  # two starts
         assert store.schedulers() == [] and store.reserved_slots() == {}
+
+
+# ------------------------------------------------------------------------------ allocations
+
+def test_a_cpu_task_owns_its_cpus_under_its_allocations_name():
+    from sslbench.runs.devices import allocation_pool
+
+    assert allocation_pool({}) is None  # not under Slurm: the machine's own pool
+    pool = allocation_pool({"SLURM_JOB_ID": "17", "SLURM_CPUS_PER_TASK": "3",
+                            "SLURM_CLUSTER_NAME": "c"})
+    assert pool.is_cpu and pool.total_slots == 1
+    assert pool.ledger_key("cpu") == "slurm:c:17/cpu"
+    assert pool.worker_env("cpu") == {"OMP_NUM_THREADS": "3", "MKL_NUM_THREADS": "3",
+                                      "CUDA_VISIBLE_DEVICES": ""}
+
+
+def test_a_gpu_task_uses_exactly_the_gpus_slurm_gave_it():
+    from sslbench.runs.devices import allocation_pool
+
+    # Slurm confines the devices and renumbers them from 0 (cgroup ConstrainDevices)...
+    confined = allocation_pool({"SLURM_JOB_ID": "5", "SLURM_STEP_GPUS": "2,3",
+                                "CUDA_VISIBLE_DEVICES": "0,1", "SLURM_CPUS_PER_TASK": "8"})
+    assert confined.devices == ("0", "1")
+    assert [confined.worker_env(d)["CUDA_VISIBLE_DEVICES"] for d in confined.devices] == \
+        ["0", "1"]
+    assert [confined.ledger_key(d) for d in confined.devices] == ["2", "3"]  # node's indices
+    assert confined.worker_env("0")["OMP_NUM_THREADS"] == "4"  # 8 CPUs, 2 slots
+    # ... or only names them: the worker is pointed at GPU 6, never at a GPU 0 it was not given
+    plain = allocation_pool({"SLURM_JOB_ID": "6", "SLURM_JOB_GPUS": "6",
+                             "CUDA_VISIBLE_DEVICES": "6"})
+    assert plain.worker_env("0")["CUDA_VISIBLE_DEVICES"] == "6" and plain.ledger_key("0") == "6"
+
+
+def test_the_ledger_lets_tasks_of_one_node_run_together_and_never_shares_a_gpu():
+    from sslbench.runs.devices import allocation_pool, build_pool, pick_slots
+
+    first = allocation_pool({"SLURM_JOB_ID": "1", "SLURM_CLUSTER_NAME": "c"})
+    second = allocation_pool({"SLURM_JOB_ID": "2", "SLURM_CLUSTER_NAME": "c"})
+    local = build_pool(None, workers=1, cores=2)
+    booked = {first.ledger_key("cpu"): {0: "run-a"}}
+    assert pick_slots(second, booked, exclusive=False) == ("cpu", [0])  # not queued behind
+    assert pick_slots(local, booked, exclusive=False) == ("cpu", [0])
+    assert pick_slots(first, booked, exclusive=False) is None  # its own slot is taken
+    assert pick_slots(second, {"cpu": {0: "local-run"}}, exclusive=False) == ("cpu", [0])
+    # A GPU is one GPU for everyone on the host: a local scheduler that sees GPU 2 as its
+    # device 0 and a Slurm task given GPU 2 book the same ledger entry.
+    gpu_task = allocation_pool({"SLURM_JOB_ID": "3", "SLURM_STEP_GPUS": "2",
+                                "CUDA_VISIBLE_DEVICES": "0"})
+    workstation = build_pool("0", cuda_count=1, environ={"CUDA_VISIBLE_DEVICES": "2"})
+    taken = {workstation.ledger_key("0"): {0: "local-run"}}
+    assert pick_slots(gpu_task, taken, exclusive=False) is None
+
+
+# ------------------------------------------------------------------------------ sbatch options
+
+def test_slurm_options_are_checked_and_become_sbatch_options(tmp_path):
+    from sslbench.errors import ConfigError
+    from sslbench.runs.sbatch import check_table, parse_time, refusal, sbatch_lines, with_flags
+
+    assert [parse_time("t", v) for v in (90, "90", "1:30", "2:00:00", "1-0", "1-02:03",
+                                         "1-02:03:04")] == [90, 90, 2, 120, 1440, 1563, 1564]
+    for bad in ("abc", "1:2:3:4", "", "0", "1h"):
+        with pytest.raises(ConfigError, match="Slurm time limit|zero"):
+            parse_time("t", bad)
+    table = check_table("f.toml [slurm]", {"partition": "p", "timeout_min": 30, "mem_gb": 4,
+                                           "sbatch_args": ["--reservation=r"]})
+    assert table == {"partition": "p", "time": 30, "mem": "4G",
+                     "sbatch_args": ["--reservation=r"]}
+    options = with_flags(table, ["time=1:00:00", "sbatch_args=--nice=5", "cpus_per_task=2"])
+    assert options["time"] == 60 and options["cpus_per_task"] == 2
+    assert options["sbatch_args"] == ["--reservation=r", "--nice=5"]
+    lines = sbatch_lines(options, tmp_path, 3)
+    for line in ("--array=0-2%3", "--partition=p", "--time=60", "--mem=4G", "--cpus-per-task=2",
+                 "--reservation=r", "--nice=5", "--hold", "--signal=USR2@90"):
+        assert f"#SBATCH {line}" in lines
+    for bad, message in (({"partiton": "p"}, "unknown Slurm option 'partiton'"),
+                         ({"time": True}, "time must be str or int"),
+                         ({"mem": "4 GB"}, "not a Slurm memory size"),
+                         ({"cpus_per_task": 0}, "must be >= 1"),
+                         ({"sbatch_args": ["reservation=r"]}, "not an sbatch option"),
+                         ({"sbatch_args": ["--partition=p"]}, "set it as partition"),
+                         ({"sbatch_args": ["--array=1-3"]}, "sslbench sets --array itself"),
+                         ({"time": 5, "timeout_min": 5}, "time is given twice")):
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            check_table("f.toml [slurm]", bad)
+    with pytest.raises(ConfigError, match="use --slurm KEY=VALUE"):
+        with_flags({}, ["partition"])
+    text = refusal("sbatch: error: Batch job submission failed: Invalid account or "
+                   "account/partition combination specified")
+    assert text.count("\n") == 0 and "Invalid account" in text and "change account" in text
+
+
+def test_slurm_flags_and_bad_options_through_the_command_line(cli, home):
+    """Refused in one line before anything is written (no store, no sweep folder); a dry run
+    shows the exact sbatch options."""
+    from tests.conftest import tiny_simclr_sweep
+
+    sweep = home / "s.toml"
+    sweep.write_text(tiny_simclr_sweep(seeds="[0, 1]") + '[slurm]\npartition = "cpu"\n')
+    cases = [(["--slurm", "partition=x"], "--slurm applies to --backend slurm"),
+             (["--backend", "slurm", "--slurm", "time=soon"], "is not a Slurm time limit"),
+             (["--backend", "slurm", "--slurm", "partiton=x"], "unknown Slurm option")]
+    for args, message in cases:
+        result = cli("sweep", sweep, *args)
+        assert result.exit_code == 1 and message in result.stderr, result.stderr
+        assert result.stderr.count("\n") == 1
+    bad = home / "bad.toml"
+    bad.write_text(tiny_simclr_sweep() + '[slurm]\nqos = "q"\ntime = "1:2:3:4"\n')
+    result = cli("sweep", bad, "--backend", "slurm")
+    assert result.exit_code == 1 and "bad.toml [slurm] time" in result.stderr
+    dry = cli("sweep", sweep, "--backend", "slurm", "--dry-run", "--slurm", "time=2:00:00",
+              "--slurm", "sbatch_args=--exclusive")
+    assert dry.exit_code == 0, dry.stderr
+    for line in ("--array=0-1%2", "--partition=cpu", "--time=120", "--exclusive", "--hold"):
+        assert f"#SBATCH {line}" in dry.stdout, dry.stdout
+    assert not (home / "db").exists() and not (home / "slurm").exists()
+
+
+def test_the_recorded_command_line_masks_a_store_password(monkeypatch):
+    from sslbench.cli.common import command_line
+
+    monkeypatch.setattr(sys, "argv", ["sslbench", "--db", "postgresql+psycopg://u:s3cret@h/db",
+                                      "--db=postgresql://v:other@h/db", "sweep", "x.toml"])
+    recorded = " ".join(command_line())
+    assert "s3cret" not in recorded and "other" not in recorded
+    assert "postgresql+psycopg://u:***@h/db" in recorded and "--db=postgresql://v:***@h/db" in \
+        recorded
+
+
+def test_a_store_url_is_split_from_its_password():
+    from sslbench.db.engine import split_password
+
+    assert split_password("postgresql+psycopg://u:s%40cret@h:5/db?sslmode=require") == (
+        "postgresql+psycopg://u@h:5/db?sslmode=require", "s@cret")
+    assert split_password("sqlite:////x/s.sqlite") == ("sqlite:////x/s.sqlite", None)

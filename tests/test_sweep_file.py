@@ -124,7 +124,7 @@ BAD = [
      "probe_standardize"),
     ("bad attempts", BASIC + "[scheduler]\nmax_attempts = 0\n", "must be >= 1"),
     ("bad regex", BASIC + '[scheduler]\ntransient = ["("]\n', "not a valid regex"),
-    ("bad slurm key", BASIC + '[slurm]\npartitions = "gpu"\n', "unknown key 'partitions'"),
+    ("bad slurm key", BASIC + '[slurm]\npartitions = "gpu"\n', "unknown Slurm option 'partitions'"),
     ("not toml", "name = \n", "not valid TOML"),
 ]
 

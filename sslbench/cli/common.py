@@ -30,6 +30,7 @@ from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
 from sslbench import config
 from sslbench.config import TrainConfig, require_choice
 from sslbench.errors import ConfigError, SSLBenchError
+from sslbench.runs import sbatch
 
 if TYPE_CHECKING:
     from sslbench.db import Store
@@ -202,6 +203,20 @@ def retry_policy(spec: Any, max_attempts: int | None, transient: list[str]) -> A
     return RetryPolicy(attempts, tuple(spec.scheduler.get("transient", [])) + tuple(transient))
 
 
+SlurmFlags = Annotated[list[str] | None, typer.Option(
+    "--slurm", metavar="KEY=VALUE", help="An sbatch option over the file's [slurm] table "
+    "(repeatable; --backend slurm), e.g. --slurm partition=gpu --slurm time=2:00:00. Keys: "
+    + ", ".join(o.key for o in sbatch.OPTIONS) + ".", show_default=False)]
+
+
+def slurm_options(spec: Any, backend: str, flags: list[str] | None) -> dict[str, Any]:
+    """The submission options: the spec's ``[slurm]`` table with ``--slurm`` over it."""
+    if flags and backend == "local":
+        raise ConfigError("--slurm applies to --backend slurm (or submitit-local): add "
+                          "--backend slurm or drop --slurm")
+    return sbatch.with_flags(spec.slurm, flags or [])
+
+
 def device_pool(spec: Any, backend: str, devices: str | None, per_device: int | None,
                 workers: int | None, *, needed: bool) -> Any:
     """The local device pool (checked now, so missing devices queue nothing), or None."""
@@ -247,8 +262,18 @@ def open_store(create: bool = True) -> Store:
 
 
 def command_line() -> list[str]:
-    """The command as the user typed it, recorded with every run it starts."""
-    return ["sslbench", *sys.argv[1:]]
+    """The command as the user typed it, recorded with every run it starts (a store URL's
+    password masked: the record is on disk)."""
+    from sslbench.db.engine import safe_url
+
+    return ["sslbench", *(_masked(arg, safe_url) for arg in sys.argv[1:])]
+
+
+def _masked(arg: str, mask: Callable[[str], str]) -> str:
+    if "://" not in arg:
+        return arg
+    flag, sep, value = arg.partition("=") if arg.startswith("-") else ("", "", arg)
+    return f"{flag}{sep}{mask(value)}"
 
 
 def echo_json(obj: Any) -> None:

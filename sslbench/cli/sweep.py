@@ -15,12 +15,14 @@ import typer
 from sslbench.cli.common import (
     BACKENDS,
     Format,
+    SlurmFlags,
     app,
     command_line,
     device_pool,
     echo_json,
     open_store,
     retry_policy,
+    slurm_options,
     store_url,
 )
 
@@ -49,6 +51,7 @@ def sweep(
                                 callback=BACKENDS.check),
     queue_only: bool = typer.Option(False, "--queue-only", help="Queue the runs and exit "
                                     "(then `sslbench sweep FILE` on each host works on them)."),
+    slurm: SlurmFlags = None,
     fmt: Format = "table",
 ) -> None:
     """Run a grid of pretraining runs and their evaluations; re-running skips what is done."""
@@ -57,28 +60,57 @@ def sweep(
 
     spec = load_sweep(file, set_ or [])
     policy = retry_policy(spec, max_attempts, transient or [])
+    options = slurm_options(spec, backend, slurm)
     pool = device_pool(spec, backend, devices, per_device, workers,
                        needed=not (dry_run or queue_only))
     resolved = build_plan(spec)  # every cell is checked before the store is touched
     if dry_run:
         plan = with_statuses(resolved, _store_for_dry_run(), retry_failed=retry_failed)
-        _show_plan(plan, plan_rows(plan), fmt)
+        _show_plan(plan, plan_rows(plan), fmt, _sbatch_lines(plan, backend, options))
         return
+    executor = None
+    if backend != "local" and not queue_only:  # what only the cluster can tell, checked first
+        from sslbench.runs.slurm import make_executor
+
+        executor = make_executor(backend, _folder(spec), options, hold=backend == "slurm")
     store = open_store()
     from sslbench.runs.control import reap
 
     reap(store)
     plan = with_statuses(resolved, store, retry_failed=retry_failed)
-    queue = apply_plan(plan, store, max_attempts=policy.max_attempts, command=command_line())
-    _show_plan(plan, None, fmt)
-    if queue_only or not queue:
-        if fmt == "json":
-            echo_json({"sweep": spec.name, "queued": queue, "counts": plan.counts()})
+
+    def queue() -> list[str]:
+        return apply_plan(plan, store, max_attempts=policy.max_attempts,
+                          command=command_line())
+
+    if executor is not None and plan.queue:
+        _submit(plan, store, spec, executor, backend, queue, policy, per_device or 1, fmt)
         return
-    if backend == "local":
-        _run_local(store, pool, policy, queue, fmt)
-    else:
-        _submit(plan, store, spec, backend, policy, per_device or 1, fmt)
+    queued = queue()
+    _show_plan(plan, None, fmt)
+    if queue_only or not queued:
+        if fmt == "json":
+            echo_json({"sweep": spec.name, "queued": queued, "counts": plan.counts()})
+        return
+    _run_local(store, pool, policy, queued, fmt)
+
+
+def _folder(spec: Any) -> Path:
+    """The sweep's Slurm folder (task files and logs)."""
+    from sslbench import paths
+
+    return paths.home() / "slurm" / spec.name
+
+
+def _sbatch_lines(plan: Any, backend: str, options: dict[str, Any]) -> list[str] | None:
+    """What the Slurm submission of ``plan`` would pass to sbatch (None on other backends)."""
+    if backend != "slurm":
+        return None
+    from sslbench.runs.sbatch import sbatch_lines
+    from sslbench.runs.slurm import require_submitit, task_groups
+
+    require_submitit()
+    return sbatch_lines(options, _folder(plan.spec), len(task_groups(plan)))
 
 
 def _store_for_dry_run() -> Any:
@@ -96,16 +128,22 @@ def _store_for_dry_run() -> Any:
     return open_store(create=False)
 
 
-def _show_plan(plan: Any, rows: list | None, fmt: str) -> None:
+def _show_plan(plan: Any, rows: list | None, fmt: str,
+               sbatch: list[str] | None = None) -> None:
     counts = plan.counts()
     if fmt == "json":
         if rows is not None:
-            echo_json({"sweep": plan.spec.name, "counts": counts, "runs": rows})
+            echo_json({"sweep": plan.spec.name, "counts": counts, "runs": rows,
+                       **({"sbatch": sbatch} if sbatch is not None else {})})
         return
     if rows is not None:
         from sslbench.report.text import records_table
 
         typer.echo(records_table(rows))
+    if sbatch is not None:
+        typer.echo("sbatch options (submitted held, released once the runs are queued):")
+        for line in sbatch:
+            typer.echo(f"  {line}")
     text = ", ".join(f"{n} {a}" for a, n in sorted(counts.items()))
     typer.echo(f"sweep {plan.spec.name}: {len(plan.runs)} runs ({text})"
                + (" [dry run: nothing queued]" if rows is not None else ""))
@@ -136,21 +174,20 @@ def _run_local(store: Any, pool: Any, policy: Any, queue: list[str], fmt: str) -
         raise typer.Exit(1)
 
 
-def _submit(plan: Any, store: Any, spec: Any, backend: str, policy: Any, per_device: int,
-            fmt: str) -> None:
-    from sslbench import paths
-    from sslbench.runs.slurm import make_executor, submit
+def _submit(plan: Any, store: Any, spec: Any, executor: Any, backend: str, queue: Any,
+            policy: Any, per_device: int, fmt: str) -> None:
+    from sslbench.runs.slurm import submit_sweep
 
-    folder = paths.home() / "slurm" / spec.name
-    executor = make_executor(backend, folder, dict(spec.slurm))
+    jobs = submit_sweep(plan, store, executor, held=backend == "slurm", queue=queue,
+                        max_attempts=policy.max_attempts, transient=policy.transient,
+                        per_device=per_device)
     if backend == "slurm" and store.url.startswith("sqlite"):
         typer.echo(f"warning: the store {store.display_url} is a SQLite file: keep it off "
                    "network filesystems, or use PostgreSQL (--db postgresql+psycopg://...) "
                    "for tasks on many nodes", err=True)
-    jobs = submit(plan, store.url, str(paths.home()), executor,
-                  max_attempts=policy.max_attempts, transient=policy.transient,
-                  per_device=per_device)
+    _show_plan(plan, None, fmt)
     ids = [job.job_id for job in jobs]
+    folder = _folder(spec)
     if fmt == "json":
         echo_json({"sweep": spec.name, "jobs": ids, "folder": str(folder)})
     else:

@@ -14,12 +14,14 @@ import typer
 from sslbench.cli.common import (
     BACKENDS,
     Format,
+    SlurmFlags,
     app,
     command_line,
     device_pool,
     echo_json,
     open_store,
     retry_policy,
+    slurm_options,
 )
 from sslbench.errors import ConfigError
 
@@ -46,6 +48,7 @@ def tune(
     backend: str = typer.Option("local", help="Where trials run (slurm: submitit job arrays; "
                                 "submitit-local: the Slurm path on this machine).",
                                 callback=BACKENDS.check),
+    slurm: SlurmFlags = None,
     fmt: Format = "table",
 ) -> None:
     """Tune train options with Optuna; every trial is a run, a killed study resumes."""
@@ -57,8 +60,15 @@ def tune(
     if timeout is not None and not timeout > 0:
         raise ConfigError(f"--timeout must be a positive number of seconds, got {timeout}")
     policy = retry_policy(spec, max_attempts, [])
+    options = slurm_options(spec, backend, slurm)
     pool = device_pool(spec, backend, devices, per_device, workers, needed=True)
     check_space(spec)  # the base at the corners of the space: before the store is touched
+    executor = None
+    if backend != "local":
+        from sslbench import paths
+        from sslbench.runs.slurm import make_executor
+
+        executor = make_executor(backend, paths.home() / "slurm" / f"tune-{spec.name}", options)
     store = open_store()
     check_study(spec, store.url)
     from sslbench.runs.control import reap
@@ -68,8 +78,8 @@ def tune(
     if backend == "local":
         feed, stopped = _run_local(spec, store, pool, policy, size, timeout, echo, retry_failed)
     else:
-        feed, stopped = _run_submitit(spec, store, backend, policy, size, timeout, echo,
-                                      retry_failed, per_device or 1)
+        feed, stopped = _run_submitit(spec, store, executor, backend, policy, size, timeout,
+                                      echo, retry_failed, per_device or 1)
     _summarise(spec, feed, fmt, stopped)
 
 
@@ -105,16 +115,12 @@ def _run_local(spec: Any, store: Any, pool: Any, policy: Any, size: int, timeout
     return feed, report.stopped
 
 
-def _run_submitit(spec: Any, store: Any, backend: str, policy: Any, size: int,
+def _run_submitit(spec: Any, store: Any, executor: Any, backend: str, policy: Any, size: int,
                   timeout: float | None, echo: Any, retry_failed: bool,
                   per_device: int) -> tuple[Any, bool]:
-    from sslbench import paths
     from sslbench.runs.scheduler import new_scheduler_id
-    from sslbench.runs.slurm import make_executor
     from sslbench.runs.tune import StudyFeed, drive_submitit, open_study
 
-    executor = make_executor(backend, paths.home() / "slurm" / f"tune-{spec.name}",
-                             dict(spec.slurm))
     driver = new_scheduler_id(backend)
     slots = int(spec.slurm.get("array_parallelism", 0)) or 4
     feed = StudyFeed(spec, open_study(spec, store.url), store, trials=size,

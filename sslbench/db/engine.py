@@ -13,6 +13,12 @@ created once, inside one transaction, under a file lock next to the database (SQ
 transaction-scoped advisory lock (PostgreSQL), so processes that start together are safe. The
 lock file (``<store>.sqlite.lock``, empty) stays beside the store; deleting it is harmless.
 
+A PostgreSQL URL without a password takes it from ``SSLBENCH_DB_PASSWORD``, or from the file
+that ``SSLBENCH_DB_PASSWORD_FILE`` names (readable by its owner only: a file others can read is
+refused), when the engine is built (:func:`with_password`); libpq's own ``PGPASSWORD`` and
+``~/.pgpass`` work too. So the URL that sslbench writes anywhere (Slurm task files, workers'
+environment) need not hold the secret (:func:`split_password`).
+
 A store of an older schema version is upgraded in place under that same lock, in one transaction
 (:mod:`sslbench.db.migrations`), so of many processes opening it at once exactly one upgrades
 and the others find it current. A SQLite file is first copied beside itself
@@ -73,6 +79,58 @@ def resolve_url(url: str | None = None) -> str:
     return chosen
 
 
+#: Where a store URL without a password finds it: the password itself, or a file holding it.
+PASSWORD_ENV, PASSWORD_FILE_ENV = "SSLBENCH_DB_PASSWORD", "SSLBENCH_DB_PASSWORD_FILE"
+
+
+def read_password_file(path: str) -> str:
+    """The first line of the password file ``path``; a one-line StoreError when it is missing,
+    empty, or readable by anyone but its owner."""
+    where = f"{PASSWORD_FILE_ENV}={path}"
+    try:
+        mode = os.stat(path).st_mode
+        if mode & 0o077:
+            raise StoreError(f"{where}: the password file is readable by others (mode "
+                             f"{mode & 0o777:04o}): chmod 600 {path}")
+        with open(path, encoding="utf-8") as handle:
+            secret = handle.readline().rstrip("\r\n")
+    except OSError as err:
+        raise StoreError(f"{where}: cannot read the password file ({err.strerror})") from None
+    if not secret:
+        raise StoreError(f"{where}: the password file is empty: put the password on its first "
+                         "line")
+    return secret
+
+
+def with_password(url: URL) -> URL:
+    """``url`` with the password of the environment (see the module docstring) when it has
+    none; SQLite URLs as they are."""
+    if url.password is not None or url.get_backend_name() == "sqlite":
+        return url
+    secret = os.environ.get(PASSWORD_ENV) or None
+    path = os.environ.get(PASSWORD_FILE_ENV)
+    if secret is None and path:
+        secret = read_password_file(path)
+    return url if secret is None else url.set(password=secret)
+
+
+def connect_url(url: str) -> str:
+    """``url`` as text with the environment's password in it, for libraries that build their
+    own engine (Optuna): kept in memory, never written."""
+    return with_password(parse_url(url)).render_as_string(hide_password=False)
+
+
+def split_password(url: str) -> tuple[str, str | None]:
+    """``(url without its password, the password or None)``."""
+    parsed = make_url(url)
+    if parsed.password is None:
+        return url, None
+    secret = str(parsed.password)
+    bare = URL.create(parsed.drivername, username=parsed.username, host=parsed.host,
+                      port=parsed.port, database=parsed.database, query=parsed.query)
+    return bare.render_as_string(hide_password=False), secret
+
+
 def parse_url(url: str) -> URL:
     """A SQLAlchemy URL of a supported backend, or a one-line StoreError (password masked)."""
     try:
@@ -123,7 +181,8 @@ def sqlite_path(url: URL) -> Path | None:
 def build_engine(url: URL) -> Engine:
     """An engine with sslbench's connection settings; driver import errors become StoreError."""
     try:
-        engine = create_engine(url, pool_pre_ping=url.get_backend_name() != "sqlite")
+        engine = create_engine(with_password(url),
+                               pool_pre_ping=url.get_backend_name() != "sqlite")
     except NoSuchModuleError:
         raise StoreError(f"unknown database driver in {safe_url(url)}: use sqlite:///PATH or "
                          "postgresql+psycopg://USER@HOST/DBNAME") from None

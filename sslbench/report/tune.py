@@ -35,9 +35,11 @@ def _studies(store: Store, name: str | None) -> list[Any]:
     import optuna
     from sqlalchemy.exc import DBAPIError
 
+    from sslbench.db.engine import connect_url
+
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:  # reading only: no Optuna table is created in a store that has none
-        storage = optuna.storages.RDBStorage(store.url, skip_table_creation=True,
+        storage = optuna.storages.RDBStorage(connect_url(store.url), skip_table_creation=True,
                                              skip_compatibility_check=True)
         names = [s.study_name for s in optuna.study.get_all_study_summaries(storage)]
     except (DBAPIError, optuna.exceptions.StorageInternalError):  # no study was ever run here

@@ -8,7 +8,14 @@ device with ``CUDA_VISIBLE_DEVICES`` -- so inside the worker the device is alway
 runs spread over the devices instead of all landing on GPU 0.
 
 CPU threads are shared out: each worker gets ``OMP_NUM_THREADS = cores // slots`` (at least 1),
-so N concurrent workers do not each spawn one thread per core and thrash. A run's intra-op
+so N concurrent workers do not each spawn one thread per core and thrash.
+
+The ledger names a device by what it is on the host, not by how one process sees it: a GPU by
+its index on the machine (the parent's ``CUDA_VISIBLE_DEVICES`` entry, or Slurm's
+``SLURM_STEP_GPUS``), so schedulers that see the GPUs through different
+``CUDA_VISIBLE_DEVICES`` never share one by accident; the CPU workers of a Slurm task by the task's
+allocation (:func:`allocation_pool`), since Slurm, not the ledger, shares a node's cores out
+between tasks -- two tasks on one node run at once, each on its own CPUs. A run's intra-op
 thread count inside the worker is the one recorded with the run (``sslbench.numerics``), so the
 number of workers never changes a result.
 """
@@ -34,6 +41,7 @@ class DevicePool:
     per_device: int
     cores: int
     physical: tuple[str, ...] = ()  # what CUDA_VISIBLE_DEVICES must say for each device
+    ledger: tuple[str, ...] = ()  # each device's name in the reservation ledger (see above)
 
     @property
     def is_cpu(self) -> bool:
@@ -50,6 +58,11 @@ class DevicePool:
         """``["cpu:0", "cpu:1"]`` or ``["cuda0:0", "cuda0:1", "cuda1:0", ...]``."""
         prefix = "" if self.is_cpu else "cuda"
         return [f"{prefix}{d}:{s}" for d in self.devices for s in range(self.per_device)]
+
+    def ledger_key(self, device: str) -> str:
+        """``device``'s name in the reservation ledger of this host."""
+        index = self.devices.index(device)
+        return (self.ledger or self.physical or self.devices)[index]
 
     def worker_env(self, device: str) -> dict[str, str]:
         """Environment of a worker on ``device``: its GPU only (none on CPU), its threads."""
@@ -123,7 +136,8 @@ def pick_slots(pool: DevicePool, reserved: Mapping[str, Mapping[int, str]], *,
     """
     best: tuple[int, int, str, int] | None = None
     for order, device in enumerate(pool.devices):
-        busy = set(reserved.get(device, {}))  # other schedulers' slots on this host count too
+        # other schedulers' slots on this host count too
+        busy = set(reserved.get(pool.ledger_key(device), {}))
         if exclusive:
             if not busy:
                 return device, list(range(pool.per_device))
@@ -132,3 +146,34 @@ def pick_slots(pool: DevicePool, reserved: Mapping[str, Mapping[int, str]], *,
         if free and (best is None or (len(busy), order) < best[:2]):
             best = (len(busy), order, device, free[0])
     return None if best is None else (best[2], [best[3]])
+
+
+def _ids(text: str | None) -> tuple[str, ...]:
+    """``"0,2"`` -> ``("0", "2")``; anything that is not a list of indices (unset, empty,
+    Slurm's ``NoDevFiles``) -> ``()``."""
+    parts = tuple(p.strip() for p in (text or "").split(",") if p.strip())
+    return parts if parts and all(p.isdigit() for p in parts) else ()
+
+
+def allocation_pool(environ: Mapping[str, str], per_device: int = 1) -> DevicePool | None:
+    """The pool of the Slurm allocation this process runs in, None outside Slurm.
+
+    GPU tasks get exactly the GPUs Slurm gave them: ``SLURM_STEP_GPUS`` (or ``SLURM_JOB_GPUS``)
+    names them on the node -- their ledger names -- and the task's ``CUDA_VISIBLE_DEVICES`` says
+    how a worker must address them (Slurm renumbers them from 0 when it confines devices). CPU
+    tasks get one worker with the task's ``SLURM_CPUS_PER_TASK`` threads, booked in the ledger
+    under the allocation's name, so tasks sharing a node never wait for each other's slots."""
+    job = environ.get("SLURM_JOB_ID")
+    if not job:
+        return None
+    cpus = next((int(v) for v in (environ.get("SLURM_CPUS_PER_TASK"),
+                                  environ.get("SLURM_CPUS_ON_NODE")) if v and v.isdigit()),
+                os.cpu_count() or 1)
+    on_node = _ids(environ.get("SLURM_STEP_GPUS") or environ.get("SLURM_JOB_GPUS"))
+    if not on_node:
+        where = f"slurm:{environ.get('SLURM_CLUSTER_NAME', '')}:{job}"
+        return DevicePool((CPU,), 1, cpus, ledger=(f"{where}/{CPU}",))
+    visible = _ids(environ.get("CUDA_VISIBLE_DEVICES"))
+    return DevicePool(tuple(str(i) for i in range(len(on_node))), per_device, cpus,
+                      physical=visible if len(visible) == len(on_node) else on_node,
+                      ledger=on_node)

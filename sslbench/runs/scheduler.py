@@ -284,8 +284,9 @@ class LocalScheduler:
         if choice is None:
             return None
         device, slots = choice
-        attempt = self.store.claim_run(run_id, scheduler_id=self.scheduler_id, device=device,
-                                       slots=slots, log_path=None)
+        attempt = self.store.claim_run(run_id, scheduler_id=self.scheduler_id,
+                                       device=self.pool.ledger_key(device), slots=slots,
+                                       log_path=None)
         if attempt is None:  # someone else claimed it, or took the slot first
             return None
         log_path = worker.attempt_log(run_id, attempt)

@@ -6,6 +6,19 @@ GPUs (or one CPU worker), so claims, the device ledger, retries by failure class
 work exactly as on a workstation, and two tasks -- or a task and a workstation sharing a
 PostgreSQL store -- never run one run twice.
 
+Each task owns its allocation (:func:`sslbench.runs.devices.allocation_pool`): its CPUs as the
+worker's threads, exactly its GPUs, booked in the ledger under names that no other task on the
+node uses, so tasks that Slurm starts together on one node train together. A task whose run did
+not complete exits non-zero (Slurm records it FAILED); each run carries the id of the task that
+runs it (a ``slurm:JOBID`` tag), which ``sslbench runs watch`` shows with the job's state.
+
+Submission (:func:`submit_sweep`) writes nothing before sbatch accepted the job: the array is
+submitted held, then the runs are queued, then it is released; a refusal is one line with
+sbatch's message and the option to change, and the store is as it was. No secret is written: the
+store URL goes into the task files without its password, which reaches the tasks through the
+environment Slurm propagates (``SSLBENCH_DB_PASSWORD``, or the file ``SSLBENCH_DB_PASSWORD_FILE``
+names), and the sweep folder's files are created readable by their owner only.
+
 Requeue: a task is checkpointable (submitit's ``Checkpointable`` protocol). When Slurm warns it
 before a timeout or a preemption (SIGUSR2, submitit's ``--signal``), the task stops its
 scheduler -- the workers get SIGTERM, finish their step, checkpoint and end as 'interrupted' --
@@ -18,52 +31,60 @@ tests exercise it.
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import shutil
 import signal
-from collections.abc import Iterator, Sequence
+import subprocess
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from sslbench.db.models import RunStatus
 from sslbench.errors import ConfigError
+from sslbench.paths import environ
 
-#: ``[slurm]`` keys of a sweep file -> SlurmExecutor parameters.
-_SLURM_PARAMS = {"partition": "partition", "timeout_min": "time", "gpus_per_node":
-                 "gpus_per_node", "cpus_per_task": "cpus_per_task", "array_parallelism":
-                 "array_parallelism", "account": "account", "qos": "qos",
-                 "constraint": "constraint", "setup": "setup"}
 #: What a requeued task puts back in the queue: its runs that were stopped, not finished.
 _RESUMABLE = (RunStatus.INTERRUPTED, RunStatus.KILLED, RunStatus.QUEUED)
+#: Outcomes of a task that did its work (anything else: the task exits non-zero).
+_DONE = (RunStatus.COMPLETED, RunStatus.PRUNED)
+#: The tag that records a run's Slurm job (``slurm:1234_0``).
+JOB_TAG = "slurm:"
 
 
-def _require_submitit() -> None:
+def require_submitit() -> None:
     import importlib.util
 
     if importlib.util.find_spec("submitit") is None:
         raise ConfigError("the Slurm backend needs submitit: pip install 'sslbench[slurm]'")
 
 
+class TaskFailed(RuntimeError):
+    """Raised at the end of a task whose runs did not all complete: Slurm sees a failed task."""
+
+
 class SweepTask:
     """One array task: see ``run_ids`` (a pretraining run, then its evaluations) through.
 
     It follows submitit's ``Checkpointable`` protocol (a ``checkpoint`` method returning the
-    resubmission), without importing submitit where the task is only built.
+    resubmission), without importing submitit where the task is only built. ``store_url``
+    holds no password (it is pickled into the sweep folder); ``umask`` is the submitting
+    user's, which the task's workers get back (the task files themselves are private).
     """
 
     def __init__(self, run_ids: Sequence[str], store_url: str, home: str, *,
                  max_attempts: int = 3, transient: Sequence[str] = (), per_device: int = 1,
-                 worker: Sequence[str] | None = None) -> None:
+                 worker: Sequence[str] | None = None, umask: int | None = None) -> None:
         self.run_ids = list(run_ids)
         self.store_url, self.home = store_url, home
         self.max_attempts, self.transient = max_attempts, tuple(transient)
         self.per_device = per_device
         self.worker = list(worker) if worker else None  # argv before the run id (tests)
+        self.umask = umask
 
     def __call__(self) -> dict[str, str]:
         from sslbench.db import Store
         from sslbench.runs.control import reap
-        from sslbench.runs.devices import build_pool, visible_cuda_devices
         from sslbench.runs.policy import RetryPolicy
         from sslbench.runs.scheduler import LocalScheduler
 
@@ -71,13 +92,9 @@ class SweepTask:
         with Store.open(self.store_url) as store:
             reap(store)
             self._resume(store)
-            count = visible_cuda_devices()
-            pool = build_pool(",".join(str(i) for i in range(count)) if count else None,
-                              per_device=self.per_device, workers=None if count else 1,
-                              cuda_count=count)
-            scheduler = LocalScheduler(store, pool, backend="slurm", install_signals=False,
-                                       policy=RetryPolicy(self.max_attempts, self.transient),
-                                       command=self._command)
+            scheduler = LocalScheduler(store, self._pool(), backend="slurm",
+                                       install_signals=False, command=self._command,
+                                       policy=RetryPolicy(self.max_attempts, self.transient))
             warned: list[int] = []
 
             def _usr2(*_: Any) -> None:
@@ -86,13 +103,32 @@ class SweepTask:
 
             previous = _on_usr2(_usr2)
             try:
-                report = scheduler.run(self.run_ids)
+                with _umask(getattr(self, "umask", None)):  # None: pickled by an older sslbench
+                    report = scheduler.run(self.run_ids)
             finally:
                 if previous is not None:
                     signal.signal(signal.SIGUSR2, previous)
-        if warned and callable(previous):
-            previous(signal.SIGUSR2, None)  # submitit: checkpoint() and requeue this task
+            if warned and callable(previous):
+                previous(signal.SIGUSR2, None)  # submitit: checkpoint() and requeue this task
+            failed = {r: s for r, s in report.outcomes.items() if s not in _DONE}
+            if failed:
+                raise TaskFailed("; ".join(
+                    f"run {r} {s}" + (f": {_last_line(store.get_run(r).error)}"
+                                      if s == RunStatus.FAILED else "")
+                    for r, s in failed.items()))
         return dict(report.outcomes)
+
+    def _pool(self) -> Any:
+        """This Slurm allocation's devices; outside Slurm (submitit-local) this machine's."""
+        from sslbench.runs.devices import allocation_pool, build_pool, visible_cuda_devices
+
+        pool = allocation_pool(os.environ, self.per_device)
+        if pool is not None:
+            return pool
+        count = visible_cuda_devices()
+        return build_pool(",".join(str(i) for i in range(count)) if count else None,
+                          per_device=self.per_device, workers=None if count else 1,
+                          cuda_count=count)
 
     def _command(self, run_id: str) -> list[str]:
         from sslbench.runs.worker import worker_command
@@ -113,11 +149,26 @@ class SweepTask:
                               attempt_limit=record.attempts + self.max_attempts)
 
 
+def _last_line(text: str | None) -> str:
+    lines = [line.strip() for line in (text or "").splitlines() if line.strip()]
+    return lines[-1] if lines else "no error recorded"
+
+
 def _on_usr2(handler: Any) -> Any:
     """Install ``handler`` for SIGUSR2; returns the previous handler (submitit's)."""
     if not hasattr(signal, "SIGUSR2"):  # pragma: no cover - Windows
         return None
     return signal.signal(signal.SIGUSR2, handler)
+
+
+@contextlib.contextmanager
+def _umask(mask: int | None) -> Iterator[None]:
+    previous = os.umask(mask) if mask is not None else None
+    try:
+        yield
+    finally:
+        if previous is not None:
+            os.umask(previous)
 
 
 def task_groups(plan: Any) -> list[list[str]]:
@@ -137,49 +188,152 @@ def task_groups(plan: Any) -> list[list[str]]:
 def _importable() -> Iterator[None]:
     """Make this sslbench importable by the task processes (submitit copies the environment)."""
     root = str(Path(__file__).resolve().parents[2])
-    old = os.environ.get("PYTHONPATH")
-    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (root, old) if p)
-    try:
+    with environ({"PYTHONPATH": os.pathsep.join(
+            p for p in (root, os.environ.get("PYTHONPATH")) if p)}):
         yield
-    finally:
-        if old is None:
-            os.environ.pop("PYTHONPATH", None)
-        else:
-            os.environ["PYTHONPATH"] = old
 
 
-def make_executor(backend: str, folder: Path, params: dict[str, Any], *,
-                  max_num_timeout: int = 3) -> Any:
-    """A submitit executor: ``slurm`` (sbatch) or ``submitit-local`` (this machine)."""
-    _require_submitit()
+# ------------------------------------------------------------------------------ submission
+
+def make_executor(backend: str, folder: Path, options: Mapping[str, Any], *,
+                  max_num_timeout: int = 3, hold: bool = False) -> Any:
+    """A submitit executor: ``slurm`` (sbatch, with the checked ``[slurm]`` ``options``) or
+    ``submitit-local`` (this machine). Checks what only the cluster can tell first."""
+    require_submitit()
     import submitit
 
     if backend == "slurm":
         if shutil.which("sbatch") is None:
             raise ConfigError("--backend slurm: sbatch is not on PATH (no Slurm here): use "
                               "--backend local, or submitit-local to try the Slurm path here")
+        from sslbench.runs.sbatch import check_cluster, executor_parameters
+
+        check_cluster(options)
         executor = submitit.SlurmExecutor(folder=folder, max_num_timeout=max_num_timeout)
-        converted = {_SLURM_PARAMS[k]: v for k, v in params.items() if k in _SLURM_PARAMS}
-        if "mem_gb" in params:
-            converted["mem"] = f"{params['mem_gb']}GB"
-        executor.update_parameters(**converted)
+        executor.update_parameters(**executor_parameters(options, hold=hold))
         return executor
     if backend == "submitit-local":
         local_executor = submitit.LocalExecutor(folder=folder, max_num_timeout=max_num_timeout)
-        local = {k: params[k] for k in ("timeout_min", "gpus_per_node", "signal_delay_s")
-                 if k in params}
+        local = {k: options[k] for k in ("gpus_per_node", "signal_delay_s") if k in options}
+        if "time" in options:
+            local["timeout_min"] = options["time"]
         local_executor.update_parameters(**local)
         return local_executor
     raise ConfigError(f"unknown --backend {backend!r}: use local, slurm or submitit-local")
 
 
+@contextlib.contextmanager
+def _private_submission(folder: Path, secret: str | None) -> Iterator[None]:
+    """Around sbatch: files created owner-only (the task files, and through Slurm's
+    SLURM_UMASK the tasks' logs), the password in sbatch's environment (Slurm hands it to the
+    tasks) rather than in any file, and a refusal left to the caller to report (submitit
+    would also print sbatch's stderr). A refused submission's files are removed."""
+    from sslbench.db.engine import PASSWORD_ENV
+
+    top = folder
+    while not top.parent.exists():
+        top = top.parent
+    existed = top.exists()
+    before = set(top.rglob("*")) if existed else set()
+    previous = os.umask(0o077)
+    try:
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        with environ({PASSWORD_ENV: secret} if secret else {}), \
+                contextlib.redirect_stderr(io.StringIO()):
+            yield
+    except BaseException:
+        new = (set(top.rglob("*")) - before) | (set() if existed else {top})
+        for path in sorted(new, key=lambda p: len(p.parts), reverse=True):
+            with contextlib.suppress(OSError):
+                path.rmdir() if path.is_dir() and not path.is_symlink() else path.unlink()
+        raise
+    finally:
+        os.umask(previous)
+
+
 def submit(plan: Any, store_url: str, home: str, executor: Any, *, max_attempts: int,
            transient: Sequence[str] = (), per_device: int = 1) -> list[Any]:
-    """Submit the plan's queue as one job array; returns the submitit jobs."""
+    """Submit the plan's queue as one job array; returns the submitit jobs. sbatch's refusal
+    is a one-line ConfigError, and leaves no file behind."""
     groups = task_groups(plan)
     if not groups:
         return []
-    tasks = [SweepTask(ids, store_url, home, max_attempts=max_attempts, transient=transient,
-                       per_device=per_device) for ids in groups]
-    with _importable():
-        return list(executor.submit_array(tasks))
+    from sslbench.db.engine import split_password
+
+    url, secret = split_password(store_url)
+    umask = os.umask(0o077)
+    os.umask(umask)
+    tasks = [SweepTask(ids, url, home, max_attempts=max_attempts, transient=transient,
+                       per_device=per_device, umask=umask) for ids in groups]
+    from submitit.core.utils import FailedJobError
+
+    try:
+        with _private_submission(Path(executor.folder), secret), _importable():
+            return list(executor.submit_array(tasks))
+    except FailedJobError as err:
+        from sslbench.runs.sbatch import refusal
+
+        raise ConfigError(refusal(str(err))) from None
+
+
+def _scontrol(verb: str, jobs: Sequence[Any]) -> None:
+    ids = sorted({str(job.job_id).split("_")[0] for job in jobs})
+    command = ["scancel", *ids] if verb == "cancel" else ["scontrol", verb, ",".join(ids)]
+    subprocess.run(command, check=True, capture_output=True, timeout=60)
+
+
+def submit_sweep(plan: Any, store: Any, executor: Any, *, held: bool,
+                 queue: Callable[[], list[str]], max_attempts: int,
+                 transient: Sequence[str] = (), per_device: int = 1) -> list[Any]:
+    """Submit ``plan`` and ``queue()`` its runs in the store: with a ``held`` executor (sbatch)
+    the array first, so a refusal leaves the store untouched, then the runs, then the release;
+    otherwise (submitit-local, which cannot hold) the runs first. Each run is tagged with its
+    task's job id. Returns the jobs."""
+    from sslbench import paths
+
+    if not held:
+        queue()
+    jobs = submit(plan, store.url, str(paths.home()), executor, max_attempts=max_attempts,
+                  transient=transient, per_device=per_device)
+    try:
+        if held:
+            queue()
+        tag_jobs(store, plan, jobs)
+    except BaseException:
+        if held:
+            _scontrol("cancel", jobs)
+        raise
+    if held and jobs:
+        _scontrol("release", jobs)
+    return jobs
+
+
+def tag_jobs(store: Any, plan: Any, jobs: Sequence[Any]) -> None:
+    """Record each run's job: a ``slurm:JOBID`` tag (the latest one is its current job)."""
+    for job, group in zip(jobs, task_groups(plan)):
+        for run_id in group:
+            store.add_tags(run_id, [f"{JOB_TAG}{job.job_id}"])
+
+
+def job_states(job_ids: Sequence[str]) -> dict[str, str]:
+    """Slurm's state of each job (``1234_0`` -> ``RUNNING``), for those the controller still
+    knows (squeue; finished jobs for MinJobAge); empty without Slurm."""
+    wanted = sorted({j.split("_")[0] for j in job_ids})
+    if not wanted or shutil.which("squeue") is None:
+        return {}
+    found = _squeue(wanted)
+    if found is None and len(wanted) > 1:  # one id the controller forgot fails them all
+        return {k: v for ids in wanted for k, v in (_squeue([ids]) or {}).items()}
+    return found or {}
+
+
+def _squeue(ids: Sequence[str]) -> dict[str, str] | None:
+    try:
+        found = subprocess.run(["squeue", "-h", "-r", "-t", "all", "-o", "%i|%T", "-j",
+                                ",".join(ids)], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if found.returncode != 0:
+        return None
+    pairs = (line.split("|", 1) for line in found.stdout.splitlines() if "|" in line)
+    return {job: state for job, state in pairs}

@@ -30,9 +30,9 @@ A sweep file (see ``sslbench/runs/sweeps/*.toml`` for complete examples)::
     max_attempts = 3
     transient = ["NCCL timeout"]           # regexes: errors matching them are retried
 
-    [slurm]                                # submitit parameters for --backend slurm
-    partition = "gpu"
-    timeout_min = 1440
+    [slurm]                                # sbatch options for --backend slurm
+    partition = "gpu"                      # (sslbench.runs.sbatch.OPTIONS lists every key)
+    time = "1-00:00:00"
     setup = ["source ~/venv/bin/activate"] # shell lines run before each task
 
 Keys of ``[fixed]``, ``[grid]``, ``where``, ``set`` and ``[[exclude]]`` are ``TrainConfig`` fields
@@ -67,6 +67,7 @@ from sslbench.config import (
     validate_eval,
 )
 from sslbench.errors import ConfigError
+from sslbench.runs import sbatch
 
 SHIPPED_DIR = Path(__file__).with_name("sweeps")
 TOP_KEYS = ("name", "description", "fixed", "grid", "override", "exclude", "eval", "scheduler",
@@ -74,9 +75,6 @@ TOP_KEYS = ("name", "description", "fixed", "grid", "override", "exclude", "eval
 EVAL_OPTION_KEYS = ("linear_epochs", "batch_size", "lr", "probe_augment", "probe_standardize",
                     "samples", "device", "num_workers")
 SCHEDULER_KEYS = {"max_attempts": int, "transient": list, "per_device": int, "workers": int}
-SLURM_KEYS = {"partition": str, "timeout_min": int, "gpus_per_node": int, "cpus_per_task": int,
-              "mem_gb": int, "array_parallelism": int, "account": str, "qos": str,
-              "constraint": str, "setup": list}
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _VAR_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _TYPES = {"str": str, "int": int, "float": float, "bool": bool}
@@ -299,8 +297,8 @@ def build_spec(data: Mapping[str, Any], path: Path, sets: Mapping[str, Any],
                      fixed=fixed, grid=grid, overrides=overrides, excludes=excludes,
                      protocols=protocols, eval_options=options, baseline=baseline,
                      scheduler=scheduler_section(where, toml_table(data, "scheduler", where)),
-                     slurm=check_settings(f"{where} [slurm]", toml_table(data, "slurm", where),
-                                           SLURM_KEYS))
+                     slurm=sbatch.check_table(f"{where} [slurm]",
+                                              toml_table(data, "slurm", where)))
 
 
 def toml_table(data: Mapping[str, Any], key: str, where: str) -> dict[str, Any]:

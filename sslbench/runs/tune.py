@@ -56,9 +56,10 @@ def storage(url: str) -> Any:
     import optuna
     from sqlalchemy.exc import DBAPIError
 
-    from sslbench.db.engine import file_lock, parse_url, sqlite_path
+    from sslbench.db.engine import connect_url, file_lock, parse_url, sqlite_path
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    url = connect_url(url)
     kwargs: dict[str, Any] = {"pool_pre_ping": True}
     path = sqlite_path(parse_url(url)) if url.startswith("sqlite") else None
     if path is not None:
@@ -480,7 +481,7 @@ def drive_submitit(feed: StudyFeed, store: Any, executor: Any, *, driver: str, b
     trials are submitted as others end, and the store is polled for their ends (the tasks'
     workers prune on their own). Returns whether someone asked this driver to stop."""
     from sslbench import paths
-    from sslbench.runs.slurm import submit
+    from sslbench.runs.slurm import submit, tag_jobs
 
     store.register_scheduler(driver, backend=backend, slots=[])
     pending: list[str] = []
@@ -492,6 +493,7 @@ def drive_submitit(feed: StudyFeed, store: Any, executor: Any, *, driver: str, b
                 jobs = submit(plan, store.url, str(paths.home()), executor,
                               max_attempts=policy.max_attempts, transient=policy.transient,
                               per_device=per_device)
+                tag_jobs(store, plan, jobs)
                 if jobs:
                     echo(f"submitted {', '.join(str(j.job_id) for j in jobs)}")
             submitted = len(feed.plans)

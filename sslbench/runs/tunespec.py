@@ -57,8 +57,8 @@ from typing import Any
 
 from sslbench.config import EPOCH_METRICS, EVAL_PROTOCOLS, PROTOCOL_METRICS
 from sslbench.errors import ConfigError
+from sslbench.runs import sbatch
 from sslbench.runs.sweepfile import (
-    SLURM_KEYS,
     check_settings,
     check_value,
     checked_name,
@@ -192,8 +192,8 @@ def build_tune(data: Mapping[str, Any], path: Path, sets: Mapping[str, Any],
                     trials=trials, base=base, space=space, start=start, **objective, **sampler,
                     **pruner, eval_options=options,
                     scheduler=scheduler_section(where, toml_table(data, "scheduler", where)),
-                    slurm=check_settings(f"{where} [slurm]", toml_table(data, "slurm", where),
-                                         SLURM_KEYS))
+                    slurm=sbatch.check_table(f"{where} [slurm]",
+                                             toml_table(data, "slurm", where)))
 
 
 def _param(where: str, key: str, raw: Any, types: Mapping[str, type]) -> Param:

@@ -3,7 +3,8 @@
 The view is a query (:func:`watch_rows`, plain records) and a renderer (:func:`watch_table`,
 a rich Table); :func:`watch` refreshes it with ``rich.live.Live`` until every watched run has
 ended (or Ctrl-C). Progress is the ``epoch`` metric's final value against the run's ``epochs``,
-read from the summaries table (never the metric history).
+read from the summaries table (never the metric history). A run submitted to Slurm shows its
+task's job id (its latest ``slurm:`` tag) and the job's state as the controller reports it.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from sslbench.db.models import RunStatus
+from sslbench.runs.slurm import JOB_TAG, job_states
 
 LIVE = (RunStatus.QUEUED, RunStatus.RUNNING)
 
@@ -35,6 +37,8 @@ def watch_rows(store: Any, *, sweep: str | None = None, everything: bool = False
         records = [r for r in store.find_runs() if everything or r.status in LIVE]
     finals = store.final_summaries([r.run_id for r in records])
     devices = {a.run_id: a.device for a in store.live_attempts()}
+    jobs = {r.run_id: job for r in records if (job := slurm_job(r.tags))}
+    states = job_states(list(jobs.values()))
     now = datetime.now(timezone.utc)
     rows = []
     for r in records:
@@ -48,8 +52,15 @@ def watch_rows(store: Any, *, sweep: str | None = None, everything: bool = False
         rows.append({"run_id": r.run_id, "kind": r.kind, "cell": _cell(r.config, r.kind),
                      "status": r.status, "attempts": r.attempts, "device": devices.get(r.run_id),
                      "progress": progress, "online_top1": summary.get("online_top1"),
-                     "heartbeat_s": beat})
+                     "heartbeat_s": beat, "slurm_job": jobs.get(r.run_id),
+                     "slurm_state": states.get(jobs.get(r.run_id, ""))})
     return rows
+
+
+def slurm_job(tags: list[str]) -> str | None:
+    """The Slurm job of a run's latest submission, from its tags."""
+    found = [t[len(JOB_TAG):] for t in tags if t.startswith(JOB_TAG)]
+    return found[-1] if found else None
 
 
 def status_counts(rows: list[dict[str, Any]]) -> dict[str, int]:
@@ -66,8 +77,9 @@ def watch_table(rows: list[dict[str, Any]], *, title: str = "") -> Any:
     counts = status_counts(rows)
     caption = "  ".join(f"{k}: {v}" for k, v in sorted(counts.items())) or "no runs"
     table = Table(title=title or None, caption=caption, show_edge=False)
+    slurm = any(row.get("slurm_job") for row in rows)
     for column in ("run", "kind", "cell", "status", "try", "device", "epoch", "online top-1",
-                   "beat"):
+                   "beat", *(["slurm job"] if slurm else [])):
         table.add_column(column, no_wrap=column in ("run", "status"))
     order = {RunStatus.RUNNING: 0, RunStatus.QUEUED: 1}
     for row in sorted(rows, key=lambda r: order.get(r["status"], 2)):
@@ -76,8 +88,15 @@ def watch_table(rows: list[dict[str, Any]], *, title: str = "") -> Any:
         table.add_row(row["run_id"], row["kind"], row["cell"], row["status"],
                       str(row["attempts"]), row["device"] or "", row["progress"],
                       "" if top1 is None or top1 != top1 else f"{top1:.1f}",
-                      "" if beat is None else f"{beat:.0f} s ago")
+                      "" if beat is None else f"{beat:.0f} s ago",
+                      *([_job_cell(row)] if slurm else []))
     return table
+
+
+def _job_cell(row: dict[str, Any]) -> str:
+    if not row.get("slurm_job"):
+        return ""
+    return f"{row['slurm_job']} {row.get('slurm_state') or 'ended'}"
 
 
 def watch(store: Any, *, sweep: str | None = None, interval: float = 2.0, once: bool = False,
