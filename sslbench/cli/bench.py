@@ -90,6 +90,22 @@ def bench_sweep(
     _output(run(runs=runs, workers=workers, repeats=repeats), fmt)
 
 
+@bench_app.command("slurm")
+def bench_slurm(
+    fmt: Format = "table",
+    runs: int = typer.Option(4, help="One-epoch tiny pretraining runs."),
+    cpus: int = typer.Option(2, help="CPUs of the throw-away cluster's node (1 per task)."),
+    repeats: int = typer.Option(1, help="Alternate the phases this often; keep the fastest."),
+) -> None:
+    """N tiny runs as one Slurm job array (a throw-away one-node cluster) vs one after another."""
+    from sslbench.bench.slurm import run
+    from sslbench.config import require_positive
+
+    for name, value in (("runs", runs), ("cpus", cpus), ("repeats", repeats)):
+        require_positive(name, value)
+    _output(run(runs=runs, cpus=cpus, repeats=repeats), fmt)
+
+
 @bench_app.command("tune")
 def bench_tune(
     fmt: Format = "table",
