@@ -189,14 +189,14 @@ def test_the_time_limit_warning_requeues_the_task_and_the_run_completes_once(slu
     _wait_for_pending_sigterm(pid)  # the task forwarded its stop to the (stopped) worker
     os.kill(pid, signal.SIGCONT)
     # Requeued to start 2 minutes later (Slurm's fixed delay for a requeued job): start it now.
-    deadline = time.monotonic() + 120
+    deadline, moved = time.monotonic() + 120, False
     while True:
         fields = job(slurm_cluster, job_id)
-        if fields.get("Restarts") == "1" and fields.get("Reason") != "BeginTime":
-            break  # released (or already running again)
         if fields.get("JobState") == "PENDING" and fields.get("Reason") == "BeginTime":
-            slurm_cluster.run("scontrol", "update", f"JobId={job_id}", "StartTime=now",
-                              check=False)
+            moved = slurm_cluster.run("scontrol", "update", f"JobId={job_id}",
+                                      "StartTime=now", check=False).returncode == 0
+        elif moved:
+            break
         assert time.monotonic() < deadline, fields
         time.sleep(0.2)
     wait_for_jobs(slurm_cluster)
@@ -267,6 +267,21 @@ def test_the_store_password_is_never_written(slurm_cluster, postgres_password, h
     assert any(p.parent.name == "secret" for p in files)  # the task files are there...
     assert [p for p in files if secret in p.read_bytes()] == []  # ...and hold no password
     assert password not in slurm_cluster.run("scontrol", "show", "job", job_id).stdout
+
+
+@pytest.mark.slow
+def test_a_refused_tuning_submission_leaves_no_run_queued(slurm_cluster, home):
+    """A study's trial is planned and queued before its array is submitted: when sbatch refuses
+    it, the trial's runs go again (the study keeps the trial for the next `tune` to adopt)."""
+    from tests.test_tune import GRID, write_spec
+
+    spec = write_spec(home, "refusedtune", GRID + '[objective]\nmetric = "online_top1"\n')
+    result = run_cli(["tune", spec, "--backend", "slurm", "--slurm", "partition=gpu"], home)
+    assert result.returncode == 1 and result.stderr.count("\n") == 1, result.stderr
+    assert "sbatch refused the job: invalid partition specified: gpu" in result.stderr
+    with store_of(home) as store:
+        assert store.find_runs() == []
+    assert slurm_cluster.run("squeue", "-h").stdout == ""
 
 
 # ------------------------------------------------------------------------------ bad input

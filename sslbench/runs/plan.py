@@ -267,6 +267,17 @@ def apply_plan(plan: Plan, store: Any, *, max_attempts: int, command: list[str])
     return plan.queue
 
 
+def forget_unstarted(plan: Plan, store: Any) -> None:
+    """Undo what :func:`apply_plan` created for runs that nothing has started: their rows go,
+    so that a submission that failed leaves no run queued without a job to run it."""
+    from sslbench.db.models import RunStatus
+
+    created = [r.run_id for r in plan.runs if r.status == "new"]
+    for run_id, record in store.runs_by_id(created).items():
+        if record.status == RunStatus.QUEUED and record.attempts == 0:
+            store.delete_run(run_id)
+
+
 def plan_rows(plan: Plan) -> list[dict[str, Any]]:
     """The plan as flat records (for --dry-run tables and JSON)."""
     return [{"run_id": r.run_id, "kind": r.kind, "cell": r.label, "status": r.status,

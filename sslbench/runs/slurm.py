@@ -238,6 +238,7 @@ def _private_submission(folder: Path, secret: str | None) -> Iterator[None]:
     previous = os.umask(0o077)
     try:
         folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        folder.chmod(0o700)  # a folder of an older sslbench, or made by hand
         with environ({PASSWORD_ENV: secret} if secret else {}), \
                 contextlib.redirect_stderr(io.StringIO()):
             yield

@@ -481,6 +481,7 @@ def drive_submitit(feed: StudyFeed, store: Any, executor: Any, *, driver: str, b
     trials are submitted as others end, and the store is polled for their ends (the tasks'
     workers prune on their own). Returns whether someone asked this driver to stop."""
     from sslbench import paths
+    from sslbench.runs.plan import forget_unstarted
     from sslbench.runs.slurm import submit, tag_jobs
 
     store.register_scheduler(driver, backend=backend, slots=[])
@@ -489,10 +490,15 @@ def drive_submitit(feed: StudyFeed, store: Any, executor: Any, *, driver: str, b
     try:
         while True:
             feed.refill(pending)
-            for plan in feed.plans[submitted:]:
-                jobs = submit(plan, store.url, str(paths.home()), executor,
-                              max_attempts=policy.max_attempts, transient=policy.transient,
-                              per_device=per_device)
+            for index, plan in enumerate(feed.plans[submitted:], start=submitted):
+                try:
+                    jobs = submit(plan, store.url, str(paths.home()), executor,
+                                  max_attempts=policy.max_attempts, transient=policy.transient,
+                                  per_device=per_device)
+                except ConfigError:  # sbatch refused it: no run left queued without a job
+                    for unsent in feed.plans[index:]:
+                        forget_unstarted(unsent, store)
+                    raise
                 tag_jobs(store, plan, jobs)
                 if jobs:
                     echo(f"submitted {', '.join(str(j.job_id) for j in jobs)}")
