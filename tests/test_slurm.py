@@ -226,3 +226,16 @@ def test_a_store_url_is_split_from_its_password():
     assert split_password("postgresql+psycopg://u:s%40cret@h:5/db?sslmode=require") == (
         "postgresql+psycopg://u@h:5/db?sslmode=require", "s@cret")
     assert split_password("sqlite:////x/s.sqlite") == ("sqlite:////x/s.sqlite", None)
+
+
+def test_runs_watch_says_what_slurm_knows_and_no_more(monkeypatch, tmp_path):
+    """A job the controller has forgotten has ended; where Slurm cannot be asked (no squeue
+    here) the job id is shown without a state, never a guessed one."""
+    from sslbench.runs.slurm import job_states
+    from sslbench.runs.watch import _job_state
+
+    assert _job_state({"5_0": "RUNNING"}, "5_0") == "RUNNING"
+    assert _job_state({}, "5_0") == "ended"
+    assert _job_state(None, "5_0") is None and _job_state({}, None) is None
+    monkeypatch.setenv("PATH", str(tmp_path))  # no squeue
+    assert job_states(["5_0"]) is None and job_states([]) == {}

@@ -316,16 +316,21 @@ def tag_jobs(store: Any, plan: Any, jobs: Sequence[Any]) -> None:
             store.add_tags(run_id, [f"{JOB_TAG}{job.job_id}"])
 
 
-def job_states(job_ids: Sequence[str]) -> dict[str, str]:
-    """Slurm's state of each job (``1234_0`` -> ``RUNNING``), for those the controller still
-    knows (squeue; finished jobs for MinJobAge); empty without Slurm."""
+def job_states(job_ids: Sequence[str]) -> dict[str, str] | None:
+    """Slurm's state of each job (``1234_0`` -> ``RUNNING``) that the controller still knows
+    (squeue; a finished job for MinJobAge): a job left out has ended longer ago. None when
+    Slurm cannot be asked (no squeue here, the controller unreachable)."""
     wanted = sorted({j.split("_")[0] for j in job_ids})
-    if not wanted or shutil.which("squeue") is None:
+    if not wanted:
         return {}
+    if shutil.which("squeue") is None:
+        return None
     found = _squeue(wanted)
     if found is None and len(wanted) > 1:  # one id the controller forgot fails them all
-        return {k: v for ids in wanted for k, v in (_squeue([ids]) or {}).items()}
-    return found or {}
+        single = [_squeue([i]) for i in wanted]
+        return None if any(s is None for s in single) else \
+            {k: v for states in single if states for k, v in states.items()}
+    return found
 
 
 def _squeue(ids: Sequence[str]) -> dict[str, str] | None:
@@ -335,6 +340,7 @@ def _squeue(ids: Sequence[str]) -> dict[str, str] | None:
     except (OSError, subprocess.SubprocessError):
         return None
     if found.returncode != 0:
-        return None
+        # A single id the controller no longer knows is an answer: that job has ended.
+        return {} if len(ids) == 1 and "Invalid job id" in found.stderr else None
     pairs = (line.split("|", 1) for line in found.stdout.splitlines() if "|" in line)
     return {job: state for job, state in pairs}

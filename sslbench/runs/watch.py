@@ -53,7 +53,7 @@ def watch_rows(store: Any, *, sweep: str | None = None, everything: bool = False
                      "status": r.status, "attempts": r.attempts, "device": devices.get(r.run_id),
                      "progress": progress, "online_top1": summary.get("online_top1"),
                      "heartbeat_s": beat, "slurm_job": jobs.get(r.run_id),
-                     "slurm_state": states.get(jobs.get(r.run_id, ""))})
+                     "slurm_state": _job_state(states, jobs.get(r.run_id))})
     return rows
 
 
@@ -93,10 +93,15 @@ def watch_table(rows: list[dict[str, Any]], *, title: str = "") -> Any:
     return table
 
 
+def _job_state(states: dict[str, str] | None, job: str | None) -> str | None:
+    """The job's state; 'ended' when Slurm no longer knows it; None when Slurm cannot say."""
+    if job is None or states is None:
+        return None
+    return states.get(job, "ended")
+
+
 def _job_cell(row: dict[str, Any]) -> str:
-    if not row.get("slurm_job"):
-        return ""
-    return f"{row['slurm_job']} {row.get('slurm_state') or 'ended'}"
+    return " ".join(v for v in (row.get("slurm_job"), row.get("slurm_state")) if v)
 
 
 def watch(store: Any, *, sweep: str | None = None, interval: float = 2.0, once: bool = False,
