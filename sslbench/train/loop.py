@@ -39,7 +39,7 @@ from sslbench.db.heartbeat import Heartbeat
 from sslbench.db.models import RunKind, RunStatus
 from sslbench.db.ownership import RunBusyError
 from sslbench.db.writer import RunWriter
-from sslbench.errors import SSLBenchError, one_line
+from sslbench.errors import SSLBenchError, UnknownRunError, one_line
 from sslbench.losses.inputs import NonFiniteEmbeddingsError, deferred_finite_checks
 from sslbench.train import distributed
 from sslbench.train.optim import build_optimizer, lr_at, scaled_lr, set_lr
@@ -129,6 +129,10 @@ def pretrain(cfg: TrainConfig, store: Store, *, command: list[str], progress: bo
 
     info = distributed.from_env()
     distributed.check_batch(cfg.batch_size, info)
+    if not info.enabled and _completed(store, cfg.run_id):
+        # Reused as it is: its data need not be loaded, nor its memory estimated.
+        return TrainResult(cfg.run_id, RunStatus.COMPLETED, True, paths.run_dir(cfg.run_id),
+                           store.summary(cfg.run_id))
     device = distributed.setup(info, cfg.device)
     train_ds, test_ds = load_data(cfg)
     check_train(cfg, train_ds, test_ds, device, info.world_size)
@@ -190,6 +194,13 @@ class RunFailed(SSLBenchError):
 def _os_error(err: OSError) -> str:
     reason = err.strerror or one_line(err)
     return f"{reason}: {err.filename}" if err.filename else reason
+
+
+def _completed(store: Store, run_id: str) -> bool:
+    try:
+        return store.get_run(run_id).status == RunStatus.COMPLETED
+    except UnknownRunError:
+        return False
 
 
 def _open_run(cfg: TrainConfig, store: Store, device: torch.device, command: list[str],
