@@ -123,7 +123,7 @@ def test_a_two_process_run_killed_then_resumed_by_a_sweep_equals_torchrun_train(
 # ------------------------------------------------------------------------------ scheduling
 
 FAKE = r'''
-import json, os, sys, time
+import json, os, signal, sys, time
 from sslbench.db import Store
 
 run_id = sys.argv[1]
@@ -132,6 +132,8 @@ if os.environ.get("RANK", "0") != "0":  # the other processes of a group: work, 
     sys.exit(0)
 store = Store.open(os.environ["SSLBENCH_DB"])
 store.set_status(run_id, "running", claim=int(os.environ["SSLBENCH_ATTEMPT"]))
+if store.get_run(run_id).config.get("die") and os.environ["SSLBENCH_ATTEMPT"] == "1":
+    os.kill(os.getpid(), signal.SIGKILL)  # rank 0 dies without recording an end
 start = time.time()
 slots = {d: sorted(s.values()) for d, s in store.reserved_slots().items()}
 time.sleep(store.get_run(run_id).config["sleep"])
@@ -167,6 +169,29 @@ def test_a_waiting_two_slot_run_is_not_starved_by_one_slot_runs(tmp_path, monkey
     assert lines[big]["world"] == "2" and lines[big]["slots"] == {"cpu": [big, big]}
     assert all(lines[r]["start"] > lines[big]["end"] for r in ids[2:]), lines
     assert store.attempt_details(big)[0]["device"] == "cpu"
+    store.close()
+
+
+@pytest.mark.slow
+def test_a_group_whose_rank_0_died_is_killed_and_retried(tmp_path, monkeypatch):
+    """torchrun's agent exits 1 whatever ended its group: the scheduler reads the cause (rank 0
+    killed by signal 9) from the agent's report, so the attempt is 'killed' and retried."""
+    monkeypatch.setenv("SSLBENCH_HOME", str(tmp_path))
+    monkeypatch.setenv("OUT_FILE", str(tmp_path / "out.jsonl"))
+    script = tmp_path / "fake.py"
+    script.write_text(FAKE)
+    store = Store.open(f"sqlite:///{tmp_path / 'store.sqlite'}")
+    store.upsert_run(run_id="die00000", kind="pretrain", config={"sleep": 0.1, "die": True},
+                     command=[], env={})
+    report = LocalScheduler(store, build_pool(None, workers=2, cores=2),
+                            command=lambda r: [sys.executable, str(script), r], poll_s=0.02,
+                            beat_s=0.2, install_signals=False,
+                            processes={"die00000": 2}).run(["die00000"])
+    assert report.outcomes == {"die00000": "completed"} and report.retried == 1
+    first, second = store.attempt_details("die00000")
+    assert (first["status"], first["failure_class"], first["exit_code"]) == ("killed", "killed", 1)
+    assert "the first of its processes to fail, with signal 9 (SIGKILL)" in first["error"]
+    assert second["status"] == "completed"
     store.close()
 
 

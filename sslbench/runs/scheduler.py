@@ -399,13 +399,17 @@ class LocalScheduler:
         torchrun the agent's exit code is 1 whatever happened: its process that failed first
         says why (the root cause it prints)."""
         tail = worker.log_tail(child.log_path)
+        cause = code
         if child.processes > 1:
-            code = worker.root_cause_exit(child.log_path, code)
-        text = (f"worker pid {child.proc.pid} ended with {describe_exit(code)} without "
-                f"recording an end (log: {child.log_path})" + (f"\n{tail}" if tail else ""))
-        if code == -signal.SIGTERM:  # a stop request that came before the worker's handler
+            cause = worker.root_cause_exit(child.log_path, code)
+        what = f"worker pid {child.proc.pid} ended with {describe_exit(code)}"
+        if cause != code:
+            what += f" (torchrun: the first of its processes to fail, with {describe_exit(cause)})"
+        text = (f"{what} without recording an end (log: {child.log_path})"
+                + (f"\n{tail}" if tail else ""))
+        if cause == -signal.SIGTERM:  # a stop request that came before the worker's handler
             status, cls = RunStatus.INTERRUPTED, None
-        elif code is not None and code < 0:
+        elif cause is not None and cause < 0:
             status, cls = RunStatus.KILLED, "killed"
         else:
             status, cls = RunStatus.FAILED, "error"
