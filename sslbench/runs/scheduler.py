@@ -59,9 +59,15 @@ class _Child:
     processes: int = 1
     width: int = 1  # ledger slots it holds
 
-    def process_ids(self) -> list[int]:
-        """The worker's pid, and under torchrun its processes' (sessions of their own)."""
-        return [self.proc.pid, *(worker.child_pids(self.proc.pid) if self.processes > 1 else [])]
+    def process_ids(self, sig: signal.Signals) -> list[int]:
+        """The processes to send ``sig``: the worker; under torchrun its processes (sessions of
+        their own) and, for SIGKILL or while they are not started, the agent. A SIGTERM spares
+        a started group's agent, which would kill its processes 30 s later: they take the time
+        they need to reach a sync point and checkpoint, as a single worker does."""
+        if self.processes == 1:
+            return [self.proc.pid]
+        ranks = worker.child_pids(self.proc.pid)
+        return ranks + [self.proc.pid] if sig == signal.SIGKILL or not ranks else ranks
 
 
 @dataclass
@@ -243,7 +249,7 @@ class LocalScheduler:
         if self._forwarded == sig:
             return
         for child in self._children.values():
-            for pid in child.process_ids():
+            for pid in child.process_ids(sig):
                 try:
                     os.killpg(pid, sig)
                 except (ProcessLookupError, PermissionError):
