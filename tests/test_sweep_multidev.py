@@ -207,6 +207,20 @@ def test_runs_of_several_devices_take_cpu_slots_or_whole_gpus():
     assert (cpu.max_devices_per_run, gpus.max_devices_per_run) == (3, 3)
 
 
+def test_devices_per_run_is_an_execution_setting_that_leaves_the_run_id_alone(tmp_path):
+    from sslbench.runs.plan import build_plan
+    from sslbench.runs.sweepfile import load_sweep
+
+    path = tmp_path / "same.toml"
+    path.write_text(tiny_simclr_sweep())
+    one, two = (build_plan(load_sweep(path, sets)) for sets in ([], ["devices_per_run=2"]))
+    assert [r.run_id for r in one.runs] == [r.run_id for r in two.runs]
+    assert "devices_per_run" not in two.runs[0].config.to_dict()
+    assert [r.processes for r in one.runs] == [1] and two.processes == {two.runs[0].run_id: 2}
+    with pytest.raises(ConfigError, match="devices_per_run = '2' must be an integer"):
+        load_sweep(path, ['devices_per_run="2"'])
+
+
 def test_a_resume_keeps_the_recorded_process_count():
     assert launch_processes({}, 2) == 2  # never started: the sweep's devices_per_run
     assert launch_processes({"cpu_threads": 1, "processes": 2}, 1) == 2
