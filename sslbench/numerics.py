@@ -9,6 +9,13 @@ executed or resumed. Two settings outside the configuration still change the bit
   every core: left alone, whichever mode ran first would become "the" result, and a run resumed
   in another mode would mix two numerics.
 * **CUDA kernel selection.** cuDNN autotuning, non-deterministic algorithms and TF32 matmuls.
+* **The number of processes** (``torchrun --nproc-per-node``, a sweep's ``devices_per_run``).
+  The global batch is the same, but each process draws its own share of it, BatchNorm
+  normalises each process's share with its own statistics (unless ``--sync-bn``) and the
+  gradients are summed in another order. It cannot be changed from inside a process, so a
+  resume with another count is refused (``sslbench.train.loop``) rather than adopted, and the
+  local scheduler starts every attempt with the recorded count. A run that recorded its
+  numerics before the count was recorded ran as one process.
 
 :func:`proposed` gives the settings a new run starts with. They do not depend on how it is
 started: ``DEFAULT_CPU_THREADS`` everywhere unless the user asks for more, so a run started by
@@ -31,13 +38,20 @@ import torch
 DEFAULT_CPU_THREADS = 1
 
 
-def proposed(device: torch.device, threads: int = 0) -> dict[str, Any]:
-    """The settings a run on ``device`` starts with (``threads`` 0: the default count)."""
-    settings: dict[str, Any] = {"cpu_threads": int(threads) or DEFAULT_CPU_THREADS}
+def proposed(device: torch.device, threads: int = 0, processes: int = 1) -> dict[str, Any]:
+    """The settings a run on ``device`` in ``processes`` processes starts with (``threads`` 0:
+    the default count)."""
+    settings: dict[str, Any] = {"cpu_threads": int(threads) or DEFAULT_CPU_THREADS,
+                                "processes": int(processes)}
     if device.type == "cuda":
         settings.update(cudnn_benchmark=False, cudnn_deterministic=True, matmul_tf32=False,
                         cudnn_tf32=False)
     return settings
+
+
+def recorded_processes(settings: Mapping[str, Any]) -> int:
+    """The process count of recorded ``settings`` (1 when they predate its recording)."""
+    return int(settings.get("processes", 1))
 
 
 def _current() -> dict[str, Any]:

@@ -6,8 +6,6 @@ from __future__ import annotations
 import json
 import math
 import sqlite3
-import subprocess
-import sys
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
@@ -364,14 +362,6 @@ def test_connection_pragmas(store):
                    for name in ("busy_timeout", "journal_mode", "synchronous", "foreign_keys")}
     assert pragmas == {"busy_timeout": 30000, "journal_mode": "wal", "synchronous": 1,
                        "foreign_keys": 1}
-
-
-def test_db_and_report_never_import_torch():
-    code = ("import sys, sslbench.db, sslbench.report, sslbench.db.store, sslbench.report.dims;"
-            "sys.exit(1 if 'torch' in sys.modules else 0)")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          cwd=Path(__file__).resolve().parents[1])
-    assert proc.returncode == 0, proc.stderr
 
 
 def test_schema_and_upserts_compile_for_postgresql():

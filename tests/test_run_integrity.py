@@ -329,13 +329,13 @@ def test_threads_are_recorded_at_the_first_start_and_kept_by_every_resume(traine
     assert first.returncode == 0, first.stderr
     assert torch.get_num_threads() == threads
     with _store(home) as store:
-        assert store.get_run(run_id).numerics == {"cpu_threads": 2}
+        assert store.get_run(run_id).numerics == {"cpu_threads": 2, "processes": 1}
     _reopen(home, run_id)
     again = completed(cli(*TRAIN, "--threads", "1"))
     assert again.returncode == 0, again.stderr
     assert f"run {run_id} keeps the 2 CPU thread(s) it was started with" in again.stderr
     with _store(home) as store:
-        assert store.get_run(run_id).numerics == {"cpu_threads": 2}
+        assert store.get_run(run_id).numerics == {"cpu_threads": 2, "processes": 1}
     # Two threads compute another result than one: which is why the count is recorded at all.
     ours, reference = _weights(home, run_id), _weights(trained, run_id)
     assert any(not torch.equal(ours[name], reference[name]) for name in reference)

@@ -1,8 +1,9 @@
 """``sslbench sweep``: a grid of pretraining runs and their evaluations, queued in the store and
 run by the local scheduler or submitted to Slurm.
 
-Bad input is caught before the store is touched: a bad sweep file, devices that do not exist or
-an unreachable store queue nothing. The work is done in :mod:`sslbench.runs`.
+Bad input is caught before the store is touched: a bad sweep file, devices that do not exist,
+runs of more devices than the scheduler owns (or on a backend that cannot start them yet) or an
+unreachable store queue nothing. The work is done in :mod:`sslbench.runs`.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from sslbench.cli.common import (
     slurm_options,
     store_url,
 )
+from sslbench.errors import ConfigError
 
 
 @app.command()
@@ -42,6 +44,10 @@ def sweep(
     per_device: int | None = typer.Option(None, help="Runs at once on each device [1]."),
     workers: int | None = typer.Option(None, help="CPU workers when there is no GPU "
                                        "[min(4, cores)]."),
+    devices_per_run: int | None = typer.Option(
+        None, "--devices-per-run", help="Processes each pretraining run is trained with "
+        "(torchrun: CPU slots, or whole GPUs); the global batch is split across them and the "
+        "run id does not change. Same as --set devices_per_run=N [1]."),
     max_attempts: int | None = typer.Option(None, help="Attempts per run [3]."),
     transient: list[str] | None = typer.Option(None, "--transient", metavar="REGEX",
                                                help="Also retry errors matching this "
@@ -58,12 +64,15 @@ def sweep(
     from sslbench.runs.plan import apply_plan, build_plan, plan_rows, with_statuses
     from sslbench.runs.sweepfile import load_sweep
 
-    spec = load_sweep(file, set_ or [])
+    sets = [*(set_ or []), *([f"devices_per_run={devices_per_run}"]
+                             if devices_per_run is not None else [])]
+    spec = load_sweep(file, sets)
     policy = retry_policy(spec, max_attempts, transient or [])
     options = slurm_options(spec, backend, slurm)
     pool = device_pool(spec, backend, devices, per_device, workers,
                        needed=not (dry_run or queue_only))
     resolved = build_plan(spec)  # every cell is checked before the store is touched
+    _check_processes(resolved.processes, backend, pool)
     if dry_run:
         plan = with_statuses(resolved, _store_for_dry_run(), retry_failed=retry_failed)
         _show_plan(plan, plan_rows(plan), fmt, _sbatch_lines(plan, backend, options))
@@ -78,6 +87,7 @@ def sweep(
 
     reap(store)
     plan = with_statuses(resolved, store, retry_failed=retry_failed)
+    _check_processes(plan.processes, backend, pool)  # with the counts that runs recorded
 
     def queue() -> list[str]:
         return apply_plan(plan, store, max_attempts=policy.max_attempts,
@@ -92,7 +102,7 @@ def sweep(
         if fmt == "json":
             echo_json({"sweep": spec.name, "queued": queued, "counts": plan.counts()})
         return
-    _run_local(store, pool, policy, queued, fmt)
+    _run_local(store, pool, policy, queued, fmt, plan.processes)
 
 
 def _folder(spec: Any) -> Path:
@@ -111,6 +121,21 @@ def _sbatch_lines(plan: Any, backend: str, options: dict[str, Any]) -> list[str]
 
     require_submitit()
     return sbatch_lines(options, _folder(plan.spec), len(task_groups(plan)))
+
+
+def _check_processes(processes: dict[str, int], backend: str, pool: Any) -> None:
+    """Runs of several processes fit the backend and this scheduler's devices (ConfigError)."""
+    most = max(processes.values(), default=1)
+    if most == 1:
+        return
+    if backend != "local":
+        raise ConfigError(f"devices_per_run {most}: not yet supported on this backend "
+                          f"(--backend {backend}); use --backend local")
+    if pool is not None and most > pool.max_devices_per_run:
+        owned = (f"{pool.total_slots} CPU slot(s) (--workers N)" if pool.is_cpu
+                 else f"{len(pool.devices)} GPU(s) (--devices)")
+        raise ConfigError(f"devices_per_run {most} is more than the {owned} this scheduler "
+                          f"owns: lower devices_per_run or give it more")
 
 
 def _store_for_dry_run() -> Any:
@@ -152,11 +177,13 @@ def _show_plan(plan: Any, rows: list | None, fmt: str,
                    "--retry-failed to run them again")
 
 
-def _run_local(store: Any, pool: Any, policy: Any, queue: list[str], fmt: str) -> None:
+def _run_local(store: Any, pool: Any, policy: Any, queue: list[str], fmt: str,
+               processes: dict[str, int]) -> None:
     from sslbench.runs.scheduler import LocalScheduler
 
     echo = typer.echo if fmt == "table" else (lambda _msg: None)
-    report = LocalScheduler(store, pool, policy=policy, echo=echo).run(queue)
+    report = LocalScheduler(store, pool, policy=policy, echo=echo,
+                            processes=processes).run(queue)
     if fmt == "json":
         echo_json({"outcomes": report.outcomes, "reasons": report.reasons,
                    "launched": report.launched, "retried": report.retried,

@@ -153,10 +153,13 @@ class SchedulingMixin:
     # ----------------------------------------------------------------------- claims, ledger
 
     def claim_run(self, run_id: str, *, scheduler_id: str, device: str, slots: Sequence[int],
-                  log_path: str | None = None) -> int | None:
+                  log_path: str | None = None,
+                  places: Sequence[tuple[str, int]] = ()) -> int | None:
         """Atomically take a queued run within its attempt budget and reserve ``slots`` of
-        ``device`` on this host for it. Returns the new attempt number, or None when the run is
-        not claimable (not queued, claimed by someone else, out of attempts) or a slot is taken.
+        ``device`` on this host for it, and the (device, slot) ``places`` too (a run of several
+        processes on several GPUs; ``device`` then names them all, e.g. "0,1", for the attempt).
+        Returns the new attempt number, or None when the run is not claimable (not queued,
+        claimed by someone else, out of attempts) or a slot is taken.
         """
         host, now = socket.gethostname(), utcnow()
         try:
@@ -169,9 +172,11 @@ class SchedulingMixin:
                             heartbeat_at=now, updated_at=now, attempts=Run.attempts + 1))
                 if moved.rowcount != 1:
                     return None
-                if slots:
-                    rows = [{"host": host, "device": device, "slot": int(s), "run_id": run_id,
-                             "scheduler_id": scheduler_id, "reserved_at": now} for s in slots]
+                wanted = [(device, s) for s in slots] + list(places)
+                if wanted:
+                    rows = [{"host": host, "device": d, "slot": int(s), "run_id": run_id,
+                             "scheduler_id": scheduler_id, "reserved_at": now}
+                            for d, s in wanted]
                     added = session.execute(_insert(session)(Reservation).values(rows)
                                             .on_conflict_do_nothing()
                                             .returning(Reservation.slot)).all()

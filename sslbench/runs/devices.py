@@ -60,19 +60,28 @@ class DevicePool:
         return [f"{prefix}{d}:{s}" for d in self.devices for s in range(self.per_device)]
 
     def ledger_key(self, device: str) -> str:
-        """``device``'s name in the reservation ledger of this host."""
-        index = self.devices.index(device)
-        return (self.ledger or self.physical or self.devices)[index]
+        """``device``'s name in the reservation ledger of this host (several: comma-separated,
+        as for a run of several GPUs)."""
+        names = self.ledger or self.physical or self.devices
+        return ",".join(names[self.devices.index(d)] for d in device.split(","))
+
+    @property
+    def max_devices_per_run(self) -> int:
+        """The most processes one run can have here: every CPU slot, or every GPU (a run of
+        several GPUs takes each of them whole)."""
+        return self.total_slots if self.is_cpu else len(self.devices)
 
     def worker_env(self, device: str) -> dict[str, str]:
-        """Environment of a worker on ``device``: its GPU only (none on CPU), its threads."""
+        """Environment of a worker on ``device`` (several: comma-separated): its GPUs only
+        (none on CPU), its threads per process."""
         threads = str(self.threads_per_worker())
         env = {"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
         if self.is_cpu:
             env["CUDA_VISIBLE_DEVICES"] = ""  # a CPU worker must not grab a GPU by accident
         else:
-            index = self.devices.index(device)
-            env["CUDA_VISIBLE_DEVICES"] = (self.physical or self.devices)[index]
+            physical = self.physical or self.devices
+            env["CUDA_VISIBLE_DEVICES"] = ",".join(physical[self.devices.index(d)]
+                                                   for d in device.split(","))
         return env
 
 
@@ -124,6 +133,21 @@ def build_pool(devices: str | None, per_device: int = 1, workers: int | None = N
     parent = [p.strip() for p in environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if p.strip()]
     physical = tuple(parent[int(d)] for d in wanted) if len(parent) >= count else wanted
     return DevicePool(wanted, per_device, cores, physical)
+
+
+def pick_places(pool: DevicePool, reserved: Mapping[str, Mapping[int, str]],
+                processes: int) -> list[tuple[str, int]] | None:
+    """The (device, slot) pairs a run of ``processes`` processes reserves, or None while they
+    are not free: ``processes`` CPU slots, or ``processes`` whole GPUs (every slot of each, in
+    pool order: NCCL waits for the slowest process, so none shares its GPU)."""
+    if pool.is_cpu:
+        busy = set(reserved.get(pool.ledger_key(CPU), {}))
+        free = [s for s in range(pool.per_device) if s not in busy]
+        return [(CPU, s) for s in free[:processes]] if len(free) >= processes else None
+    idle = [d for d in pool.devices if not reserved.get(pool.ledger_key(d))][:processes]
+    if len(idle) < processes:
+        return None
+    return [(d, s) for d in idle for s in range(pool.per_device)]
 
 
 def pick_slots(pool: DevicePool, reserved: Mapping[str, Mapping[int, str]], *,

@@ -21,20 +21,22 @@ Evaluations of a failed pretraining run that is not retried are "blocked" (not q
 
 Nothing is written until every cell resolved and passed the data checks of ``sslbench train``
 (``--batch-size`` and ``--train-samples`` against the dataset, loaded once per dataset and
-root), so a bad sweep queues nothing. Memory is left to each run's own check: it depends on the
-device the scheduler gives the run and on what else runs there.
+root, and the batch against the cell's ``devices_per_run``: the global batch is an identity
+field split evenly across the run's processes), so a bad sweep queues nothing. Memory is left
+to each run's own check: it depends on the device the scheduler gives the run and on what else
+runs there.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from sslbench.config import EvalConfig, TrainConfig
 from sslbench.db.models import RunStatus
 from sslbench.errors import ConfigError
-from sslbench.runs.sweepfile import Cell, SweepSpec, expand, loss_key_types
+from sslbench.runs.sweepfile import EXECUTION_KEYS, Cell, SweepSpec, expand, loss_key_types
 
 #: Actions that put a run in this sweep's queue.
 RUN_ACTIONS = ("queue", "resume", "retry", "wait")
@@ -52,6 +54,9 @@ class PlannedRun:
     status: str  # stored status, or "new"
     action: str  # queue, resume, retry, wait, skip, skip-failed, blocked
     attempts: int = 0
+    #: Processes (devices) it is started with: the cell's devices_per_run, or the count recorded
+    #: at the run's first start (``with_statuses``), which every later attempt keeps.
+    processes: int = 1
 
 
 @dataclass
@@ -63,6 +68,12 @@ class Plan:
     def queue(self) -> list[str]:
         """Ids the scheduler must see through: pretraining runs first, in grid order."""
         return [r.run_id for r in self.runs if r.action in RUN_ACTIONS]
+
+    @property
+    def processes(self) -> dict[str, int]:
+        """Processes of each run in the queue that needs more than one."""
+        return {r.run_id: r.processes for r in self.runs
+                if r.action in RUN_ACTIONS and r.processes > 1}
 
     def counts(self) -> dict[str, int]:
         out: dict[str, int] = {}
@@ -89,7 +100,8 @@ def resolve_cell(spec: SweepSpec, cell: Cell, loss_keys: Sequence[str]) -> Train
     from sslbench.losses import criterion_defaults
     from sslbench.train.setup import resolve_train_config
 
-    options = {k: v for k, v in cell.settings.items() if k not in loss_keys}
+    options = {k: v for k, v in cell.settings.items()
+               if k not in loss_keys and k not in EXECUTION_KEYS}
     method = options.get("method", TrainConfig.method)
     try:
         applicable = set(criterion_defaults(method))
@@ -152,9 +164,19 @@ def _check_sizes(spec: SweepSpec, resolved: Sequence[tuple[Cell, TrainConfig]]) 
         if key not in sizes:
             sizes[key] = _split_sizes(cfg)
         try:
-            check_sizes(cfg, *sizes[key])
+            check_processes(cfg.batch_size, cell.devices_per_run)
+            check_sizes(cfg, *sizes[key], cell.devices_per_run)
         except ConfigError as err:
             raise ConfigError(f"{spec.path}, cell {cell.label}: {err}") from None
+
+
+def check_processes(batch_size: int, processes: int) -> None:
+    """``devices_per_run`` is at least 1 and splits the global batch evenly (ConfigError)."""
+    from sslbench.train.distributed import DistInfo, check_batch
+
+    if processes < 1:
+        raise ConfigError(f"devices_per_run must be >= 1, got {processes}")
+    check_batch(batch_size, DistInfo(0, processes, 0))
 
 
 def eval_configs(spec: SweepSpec, cfg: TrainConfig) -> list[EvalConfig]:
@@ -209,7 +231,7 @@ def build_plan(spec: SweepSpec) -> Plan:
     plan = Plan(spec)
     for cell, cfg in resolved:
         plan.runs.append(PlannedRun(cfg.run_id, "pretrain", cell.label, cfg, None, "new",
-                                    "queue"))
+                                    "queue", processes=cell.devices_per_run))
     for cell, cfg in resolved:
         plan.runs += [PlannedRun(ev.run_id, "eval", f"{cell.label}, eval {ev.protocol}", ev,
                                  cfg.run_id, "new", "queue") for ev in eval_configs(spec, cfg)]
@@ -232,9 +254,19 @@ def with_statuses(plan: Plan, store: Any, *, retry_failed: bool = False) -> Plan
                 and action in RUN_ACTIONS:
             action = "blocked"  # its pretraining failed and is not retried
         actions[run.run_id] = action
+        processes = launch_processes(record.numerics if record else {}, run.processes)
         out.runs.append(PlannedRun(run.run_id, run.kind, run.label, run.config, run.parent_id,
-                                   status, action, record.attempts if record else 0))
+                                   status, action, record.attempts if record else 0, processes))
     return out
+
+
+def launch_processes(numerics: Mapping[str, Any], planned: int) -> int:
+    """The processes a run is started with: the count recorded at its first start (a run that
+    recorded numerics without one started before it was recorded, as one process), else
+    ``planned``. One run id, one result: a resume never changes the count."""
+    from sslbench.numerics import recorded_processes
+
+    return recorded_processes(numerics) if numerics else planned
 
 
 def plan_sweep(spec: SweepSpec, store: Any, *, retry_failed: bool = False) -> Plan:
@@ -281,4 +313,5 @@ def forget_unstarted(plan: Plan, store: Any) -> None:
 def plan_rows(plan: Plan) -> list[dict[str, Any]]:
     """The plan as flat records (for --dry-run tables and JSON)."""
     return [{"run_id": r.run_id, "kind": r.kind, "cell": r.label, "status": r.status,
-             "action": r.action, "parent": r.parent_id or ""} for r in plan.runs]
+             "action": r.action, "parent": r.parent_id or "", "processes": r.processes}
+            for r in plan.runs]

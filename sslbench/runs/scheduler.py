@@ -10,6 +10,14 @@ One loop, readable top to bottom (:meth:`LocalScheduler.run`):
    the slot reservation), spawn ``python -m sslbench runs exec RUN_ID`` in its own session with
    ``CUDA_VISIBLE_DEVICES`` and thread counts from the pool, attach its pid and start time.
 
+A run of n processes (a sweep's ``devices_per_run``, or the count recorded at its first start,
+which every later attempt keeps) waits for n free CPU slots or n idle GPUs, reserves them all in
+the ledger and is started by torchrun (:func:`worker.distributed_command`: gloo on CPU, NCCL on
+CUDA, as ``sslbench.train.distributed.setup`` picks). When one of its processes dies, torchrun's
+agent stops the others and the attempt ends as 'killed' (retried, or resumed by the next sweep).
+A run that does not fit yet drains: no run after it in the queue starts until enough slots have
+freed, so a stream of 1-slot runs cannot starve it.
+
 A :class:`Feed` may add runs while the queue drains: ``sslbench tune`` asks its study for the
 next trial each time one ends, so trials run as the slots free up. Evaluations wait for their
 pretraining run. A run claimed by another scheduler (or a plain
@@ -26,7 +34,7 @@ import socket
 import subprocess
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -34,7 +42,8 @@ from typing import Any, Protocol
 from sslbench.db.models import TERMINAL_STATUSES, RunStatus
 from sslbench.db.scheduling import DEFAULT_ATTEMPT_LIMIT
 from sslbench.runs import worker
-from sslbench.runs.devices import DevicePool, pick_slots
+from sslbench.runs.devices import DevicePool, pick_places, pick_slots
+from sslbench.runs.plan import launch_processes
 from sslbench.runs.policy import Decision, RetryPolicy, decide, describe_exit
 
 
@@ -47,6 +56,18 @@ class _Child:
     slots: list[int]
     log_path: Path
     started: float
+    processes: int = 1
+    width: int = 1  # ledger slots it holds
+
+    def process_ids(self, sig: signal.Signals) -> list[int]:
+        """The processes to send ``sig``: the worker; under torchrun its processes (sessions of
+        their own) and, for SIGKILL or while they are not started, the agent. A SIGTERM spares
+        a started group's agent, which would kill its processes 30 s later: they take the time
+        they need to reach a sync point and checkpoint, as a single worker does."""
+        if self.processes == 1:
+            return [self.proc.pid]
+        ranks = worker.child_pids(self.proc.pid)
+        return ranks + [self.proc.pid] if sig == signal.SIGKILL or not ranks else ranks
 
 
 @dataclass
@@ -95,12 +116,14 @@ class LocalScheduler:
                  command: Callable[[str], list[str]] = worker.worker_command,
                  echo: Callable[[str], None] | None = None, poll_s: float = 0.05,
                  beat_s: float = 1.0, reap_every: int = 10, backend: str = "local",
-                 install_signals: bool = True) -> None:
+                 install_signals: bool = True, processes: Mapping[str, int] | None = None
+                 ) -> None:
         self.store, self.pool = store, pool
         self.policy = policy or RetryPolicy()
         self.command, self.echo = command, echo or (lambda _msg: None)
         self.poll_s, self.beat_s, self.reap_every = poll_s, beat_s, reap_every
         self.install_signals = install_signals
+        self.processes = dict(processes or {})  # planned processes of runs that need several
         self.scheduler_id = new_scheduler_id(backend)
         self.backend = backend
         self.stopping = False
@@ -226,16 +249,20 @@ class LocalScheduler:
         if self._forwarded == sig:
             return
         for child in self._children.values():
-            try:
-                os.killpg(child.proc.pid, sig)
-            except (ProcessLookupError, PermissionError):
-                pass
+            for pid in child.process_ids(sig):
+                try:
+                    os.killpg(pid, sig)
+                except (ProcessLookupError, PermissionError):
+                    pass
         self._forwarded = sig
 
     # ------------------------------------------------------------------------------ launch
 
+    def _busy(self) -> bool:
+        return sum(c.width for c in self._children.values()) >= self.pool.total_slots
+
     def _launch(self, pending: list[str]) -> None:
-        if len(self._children) >= self.pool.total_slots:
+        if self._busy():
             return
         records = self.store.runs_by_id(pending)
         ordered = sorted(pending, key=lambda r: r not in self._exclusive)  # OOM retries first
@@ -254,13 +281,18 @@ class LocalScheduler:
                 self._settle(pending, run_id, RunStatus.QUEUED, f"out of attempts "
                              f"({record.attempts}): re-run the sweep to give it more")
                 continue
-            exclusive = run_id in self._exclusive
+            processes = launch_processes(record.numerics, self.processes.get(run_id, 1))
+            if processes > self.pool.max_devices_per_run:
+                self._settle(pending, run_id, RunStatus.QUEUED, f"needs {processes} devices, "
+                             f"this scheduler has {self.pool.max_devices_per_run}")
+                continue
+            exclusive = run_id in self._exclusive and processes == 1
             if draining and not exclusive:
                 break
-            placed = self._start(run_id, exclusive)
-            if placed is None and exclusive:
-                draining = True  # let a device empty out for the out-of-memory retry
-            if len(self._children) >= self.pool.total_slots:
+            placed = self._start(run_id, exclusive, processes)
+            if placed is None and (exclusive or processes > 1):
+                draining = True  # let slots empty out for it (an out-of-memory retry, n devices)
+            if self._busy():
                 return
 
     def _parent_ready(self, record: Any, records: dict[str, Any], pending: list[str]) -> bool:
@@ -278,36 +310,54 @@ class LocalScheduler:
         """A run that ended without this scheduler's decision (another process ran it)."""
         self._settle(pending, run_id, record.status if record is not None else "missing", None)
 
-    def _start(self, run_id: str, exclusive: bool) -> _Child | None:
+    def _place(self, exclusive: bool, processes: int
+               ) -> tuple[str, list[int], list[tuple[str, int]]] | None:
+        """(device(s) for the attempt, slots on it, (device, slot) places) or None."""
+        reserved = self.store.reserved_slots()
+        if processes > 1:
+            places = pick_places(self.pool, reserved, processes)
+            if places is None:
+                return None
+            return ",".join(dict.fromkeys(d for d, _ in places)), [], places
+        choice = pick_slots(self.pool, reserved, exclusive=exclusive)
+        return None if choice is None else (choice[0], choice[1], [])
+
+    def _start(self, run_id: str, exclusive: bool, processes: int = 1) -> _Child | None:
         t0 = time.perf_counter()
-        choice = pick_slots(self.pool, self.store.reserved_slots(), exclusive=exclusive)
-        if choice is None:
+        placed = self._place(exclusive, processes)
+        if placed is None:
             return None
-        device, slots = choice
+        device, slots, places = placed
+        key = self.pool.ledger_key  # the ledger's names for the pool's devices
         attempt = self.store.claim_run(run_id, scheduler_id=self.scheduler_id,
-                                       device=self.pool.ledger_key(device), slots=slots,
-                                       log_path=None)
+                                       device=key(device), slots=slots, log_path=None,
+                                       places=[(key(d), s) for d, s in places])
         if attempt is None:  # someone else claimed it, or took the slot first
             return None
         log_path = worker.attempt_log(run_id, attempt)
         env = worker.worker_environ(self.store.url, {
             **self.pool.worker_env(device), "SSLBENCH_SCHEDULER": self.scheduler_id,
             "SSLBENCH_ATTEMPT": str(attempt)})
+        command = self.command(run_id)
+        if processes > 1:
+            command = worker.distributed_command(command, processes)
         try:
-            proc = worker.spawn(self.command(run_id), env, log_path)
+            proc = worker.spawn(command, env, log_path)
         except OSError as err:
             self.store.end_attempt(run_id, attempt, RunStatus.FAILED,
                                    error=f"cannot start the worker: {err}", failure_class="error")
             self.store.release(run_id)
             raise
         self.store.attach_process(run_id, attempt, proc.pid, log_path=str(log_path))
-        child = _Child(run_id, attempt, proc, device, slots, log_path, time.monotonic())
+        child = _Child(run_id, attempt, proc, device, slots, log_path, time.monotonic(),
+                       processes, len(slots) + len(places))
         self._children[run_id] = child
         self._exclusive.discard(run_id)
         self._report.launched += 1
         self._report.bookkeeping_s += time.perf_counter() - t0
         where = "cpu" if self.pool.is_cpu else f"cuda {device}"
         self.echo(f"start  {run_id} attempt {attempt} on {where}"
+                  f"{f' ({processes} processes)' if processes > 1 else ''}"
                   f"{' (alone: out-of-memory retry)' if exclusive else ''}")
         return child
 
@@ -353,13 +403,21 @@ class LocalScheduler:
         return decision
 
     def _record_unrecorded_end(self, child: _Child, code: int | None) -> None:
-        """The worker ended without recording an end: killed, crashed, or stopped by us."""
+        """The worker ended without recording an end: killed, crashed, or stopped by us. Under
+        torchrun the agent's exit code is 1 whatever happened: its process that failed first
+        says why (the root cause it prints)."""
         tail = worker.log_tail(child.log_path)
-        text = (f"worker pid {child.proc.pid} ended with {describe_exit(code)} without "
-                f"recording an end (log: {child.log_path})" + (f"\n{tail}" if tail else ""))
-        if code == -signal.SIGTERM:  # a stop request that came before the worker's handler
+        cause = code
+        if child.processes > 1:
+            cause = worker.root_cause_exit(child.log_path, code)
+        what = f"worker pid {child.proc.pid} ended with {describe_exit(code)}"
+        if cause != code:
+            what += f" (torchrun: the first of its processes to fail, with {describe_exit(cause)})"
+        text = (f"{what} without recording an end (log: {child.log_path})"
+                + (f"\n{tail}" if tail else ""))
+        if cause == -signal.SIGTERM:  # a stop request that came before the worker's handler
             status, cls = RunStatus.INTERRUPTED, None
-        elif code is not None and code < 0:
+        elif cause is not None and cause < 0:
             status, cls = RunStatus.KILLED, "killed"
         else:
             status, cls = RunStatus.FAILED, "error"

@@ -16,7 +16,7 @@ A sweep file (see ``sslbench/runs/sweeps/*.toml`` for complete examples)::
 
     [[override]]                           # per-cell settings: the paper's per-dim loss weights
     where = { method = "vicreg", dim = 256 }
-    set = { cov_coeff = 0.5 }
+    set = { cov_coeff = 0.5, devices_per_run = 2 }
 
     [[exclude]]                            # cells to leave out
     method = "simclr"
@@ -36,7 +36,9 @@ A sweep file (see ``sslbench/runs/sweeps/*.toml`` for complete examples)::
     setup = ["source ~/venv/bin/activate"] # shell lines run before each task
 
 Keys of ``[fixed]``, ``[grid]``, ``where``, ``set`` and ``[[exclude]]`` are ``TrainConfig`` fields
-(``preset`` included) or loss hyperparameters (``temperature``, ``cov_coeff``, ...). Unknown
+(``preset`` included), loss hyperparameters (``temperature``, ``cov_coeff``, ...) or execution
+settings (:data:`EXECUTION_KEYS`: ``devices_per_run``, the processes a run is trained with; not
+part of its config, so not of its id). Unknown
 keys, wrong types, numbers that are not finite or do not fit in 64 bits, empty grids, repeated
 grid values, overrides that match no cell and files that are not UTF-8 are one-line
 ConfigErrors naming the file. This module imports neither torch nor the store; the loss
@@ -75,6 +77,9 @@ TOP_KEYS = ("name", "description", "fixed", "grid", "override", "exclude", "eval
 EVAL_OPTION_KEYS = ("linear_epochs", "batch_size", "lr", "probe_augment", "probe_standardize",
                     "samples", "device", "num_workers")
 SCHEDULER_KEYS = {"max_attempts": int, "transient": list, "per_device": int, "workers": int}
+#: Cell settings that say how a run executes, not what it computes: they are not in its config
+#: and do not change its id (``sslbench.runs.plan`` reads them).
+EXECUTION_KEYS: dict[str, type] = {"devices_per_run": int}
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _VAR_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _TYPES = {"str": str, "int": int, "float": float, "bool": bool}
@@ -97,6 +102,11 @@ class Cell:
     @property
     def label(self) -> str:
         return ", ".join(f"{k}={v}" for k, v in self.coords.items())
+
+    @property
+    def devices_per_run(self) -> int:
+        """The processes (devices) its pretraining run is trained with (1 unless set)."""
+        return int(self.settings.get("devices_per_run", 1))
 
 
 @dataclass(frozen=True)
@@ -276,7 +286,7 @@ def build_spec(data: Mapping[str, Any], path: Path, sets: Mapping[str, Any],
     """The checked :class:`SweepSpec` of a parsed TOML document."""
     where = str(path)
     name = checked_name(data, path, TOP_KEYS, "a sweep file")
-    types = {**train_key_types(), **loss_key_types()}
+    types = {**train_key_types(), **loss_key_types(), **EXECUTION_KEYS}
     fixed = check_settings(f"{where} [fixed]", toml_table(data, "fixed", where), types)
     grid = check_settings(f"{where} [grid]", toml_table(data, "grid", where), types, lists=True)
     both = sorted(set(fixed) & set(grid))

@@ -12,6 +12,7 @@ recorded here. Exit codes: 0 completed, 1 failed, 3 interrupted (checkpointed, r
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -32,6 +33,32 @@ EXIT_COMPLETED, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_PRUNED = 0, 1, 3, 4
 def worker_command(run_id: str) -> list[str]:
     """The command line of a worker for ``run_id`` (this Python, this sslbench)."""
     return [sys.executable, "-m", "sslbench", "runs", "exec", run_id]
+
+
+def distributed_command(command: list[str], processes: int) -> list[str]:
+    """``command`` (``python ARGS...``) started as ``processes`` processes on this host by
+    torchrun's agent, which gives each its RANK / WORLD_SIZE / LOCAL_RANK. ``--standalone``:
+    the agent binds its rendezvous to a free port itself (localhost:0), so two runs started at
+    once cannot race for a port chosen beforehand. ``--max-restarts 0``: when one process ends
+    badly the agent stops the others and exits; the scheduler decides about another attempt."""
+    return [command[0], "-m", "torch.distributed.run", "--standalone", "--nnodes", "1",
+            "--nproc-per-node", str(processes), "--max-restarts", "0", *command[1:]]
+
+
+def child_pids(pid: int) -> list[int]:
+    """The direct children of process ``pid`` (Linux /proc; [] elsewhere). torchrun starts
+    each of its processes in a session of its own, so a signal to the agent's process group
+    does not reach them: the scheduler signals them by pid."""
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue
+        fields = text[text.rfind(")") + 2:].split()  # after "pid (comm) "
+        if len(fields) > 1 and fields[1] == str(pid):
+            out.append(int(stat.parent.name))
+    return sorted(out)
 
 
 def worker_environ(store_url: str, extra: Mapping[str, str]) -> dict[str, str]:
@@ -74,6 +101,17 @@ def log_tail(path: str | Path | None, lines: int = 30) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
+def root_cause_exit(log_path: str | Path, default: int | None) -> int | None:
+    """The exit code of the process that failed first in a torchrun group, as its agent
+    prints it at the end of the log ("Root Cause ... exitcode : -9"), else ``default``."""
+    import re
+
+    text = log_tail(log_path, lines=200)
+    found = re.search(r"exitcode\s*:\s*(-?\d+)", text[text.rfind("Root Cause"):]) \
+        if "Root Cause" in text else None
+    return int(found.group(1)) if found else default
+
+
 def _load_config(record: Any) -> Any:
     from sslbench.config import EvalConfig, TrainConfig, from_dict
 
@@ -86,8 +124,17 @@ def _load_config(record: Any) -> Any:
     return cfg
 
 
+def _rank() -> int:
+    """This process's rank under torchrun (0 alone, or outside torchrun)."""
+    text = os.environ.get("RANK", "0")
+    return int(text) if text.isdigit() else 0
+
+
 def _record_failure(store: Any, run_id: str, error: str, failure_class: str) -> None:
-    """Record a failure that ``pretrain``/``evaluate`` did not (the run is still running)."""
+    """Record a failure that ``pretrain``/``evaluate`` did not (the run is still running);
+    under torchrun only rank 0 writes the run."""
+    if _rank() != 0:
+        return
     record = store.get_run(run_id)
     if record.status == RunStatus.RUNNING and record.pid in (None, os.getpid()):
         store.end_attempt(run_id, record.attempts, RunStatus.FAILED, error=error,
@@ -112,7 +159,10 @@ def exec_run(store: Any, run_id: str, *, command: list[str],
         signal.signal(signal.SIGUSR2, signal.SIG_IGN)
     record = store.get_run(run_id)
     claim = _claimed_attempt()
-    with Heartbeat(store.url, record.run_id, heartbeat_s):
+    # Under torchrun rank 0 alone touches the run: the other ranks do not heartbeat.
+    beating = Heartbeat(store.url, record.run_id, heartbeat_s) if _rank() == 0 else \
+        contextlib.nullcontext()
+    with beating:
         try:
             cfg = _load_config(record)
             if record.kind == "pretrain":

@@ -50,6 +50,15 @@ def check_batch(batch_size: int, info: DistInfo) -> int:
     return batch_size // info.world_size
 
 
+def peer_lost(err: BaseException, info: DistInfo) -> bool:
+    """Whether ``err`` says another process of the group went away (killed, crashed): a
+    collective's error (torch's DistError; gloo raises a RuntimeError from its TCP transport)."""
+    if not info.enabled:
+        return False
+    return isinstance(err, dist.DistError) or (
+        isinstance(err, RuntimeError) and "gloo/transport" in str(err))
+
+
 def setup(info: DistInfo, device_spec: str) -> torch.device:
     """Initialises the process group (once) and returns this process's device."""
     from sslbench.device import resolve_device

@@ -39,7 +39,7 @@ from sslbench.db.heartbeat import Heartbeat
 from sslbench.db.models import RunKind, RunStatus
 from sslbench.db.ownership import RunBusyError
 from sslbench.db.writer import RunWriter
-from sslbench.errors import SSLBenchError, one_line
+from sslbench.errors import ConfigError, SSLBenchError, UnknownRunError, one_line
 from sslbench.losses.inputs import NonFiniteEmbeddingsError, deferred_finite_checks
 from sslbench.train import distributed
 from sslbench.train.optim import build_optimizer, lr_at, scaled_lr, set_lr
@@ -129,19 +129,25 @@ def pretrain(cfg: TrainConfig, store: Store, *, command: list[str], progress: bo
 
     info = distributed.from_env()
     distributed.check_batch(cfg.batch_size, info)
+    if not info.enabled and _completed(store, cfg.run_id):
+        # Reused as it is: its data need not be loaded, nor its memory estimated.
+        return TrainResult(cfg.run_id, RunStatus.COMPLETED, True, paths.run_dir(cfg.run_id),
+                           store.summary(cfg.run_id))
     device = distributed.setup(info, cfg.device)
     train_ds, test_ds = load_data(cfg)
     check_train(cfg, train_ds, test_ds, device, info.world_size)
     rdir = paths.run_dir(cfg.run_id)
     opened = None
     if info.is_main:
-        opened = _open_run(cfg, store, device, command, claim,
+        opened = _open_run(cfg, store, device, command, claim, info.world_size,
                            env=capture(device_names(device)))
     status, settings = distributed.broadcast(opened, info)
     if status == RunStatus.COMPLETED:
         return TrainResult(cfg.run_id, RunStatus.COMPLETED, True, rdir, store.summary(cfg.run_id))
     if status == "busy":
         raise RunBusyError(settings)
+    if status == "processes":
+        raise ConfigError(settings)
     writer: RunWriter = store if info.is_main else distributed.NullStore()
     if info.is_main:
         rdir.mkdir(parents=True, exist_ok=True)
@@ -175,7 +181,16 @@ def pretrain(cfg: TrainConfig, store: Store, *, command: list[str], progress: bo
                    "command to resume from the last checkpoint")
         writer.set_status(cfg.run_id, RunStatus.FAILED, error=message, failure_class="io")
         raise RunFailed(message) from None
-    except BaseException:
+    except BaseException as err:
+        if distributed.peer_lost(err, info):
+            # Another process of the run died (kill -9, a crash; its cause is in its log):
+            # infrastructure, like a killed worker, so the scheduler retries and a sweep
+            # resumes it from the last checkpoint.
+            message = (f"run {cfg.run_id}: another of its {info.world_size} processes ended "
+                       f"({one_line(err)})")
+            writer.set_status(cfg.run_id, RunStatus.KILLED, error=message,
+                              failure_class="killed")
+            raise RunFailed(message) from None
         writer.set_status(cfg.run_id, RunStatus.FAILED, error=traceback.format_exc(),
                           failure_class="error")
         raise
@@ -192,22 +207,39 @@ def _os_error(err: OSError) -> str:
     return f"{reason}: {err.filename}" if err.filename else reason
 
 
+def _completed(store: Store, run_id: str) -> bool:
+    try:
+        return store.get_run(run_id).status == RunStatus.COMPLETED
+    except UnknownRunError:
+        return False
+
+
 def _open_run(cfg: TrainConfig, store: Store, device: torch.device, command: list[str],
-              claim: int | None, env: dict) -> tuple[str, Any]:
+              claim: int | None, processes: int, env: dict) -> tuple[str, Any]:
     """Create or find the run, take ownership, adopt its numerics -- on rank 0, broadcast.
 
-    Returns ``(COMPLETED, None)``, ``("busy", message)`` or ``(RUNNING, numerics)``.
+    Returns ``(COMPLETED, None)``, ``("busy", message)``, ``("processes", message)`` (a resume
+    in another number of processes than the run started with) or ``(RUNNING, numerics)``.
     """
     record, _ = store.upsert_run(run_id=cfg.run_id, kind=RunKind.PRETRAIN,
                                  config=cfg.to_dict(), command=command, env=env,
                                  method=cfg.method, dataset=cfg.dataset)
     if record.status == RunStatus.COMPLETED:
         return RunStatus.COMPLETED, None
+    started = numerics.recorded_processes(record.numerics) if record.numerics else processes
+    if started != processes:
+        # Refused, not adopted: the count is fixed by how the processes were launched, and
+        # mixing two counts in one run would store a result that neither count computes.
+        how = (f"torchrun --nproc-per-node {started} -m sslbench train ..." if started > 1
+               else "sslbench train ... (without torchrun)")
+        return "processes", (f"run {cfg.run_id} was started in {started} process(es), not "
+                             f"{processes}: resume it the same way ({how}; one run id, one "
+                             "result)")
     try:
         store.set_status(cfg.run_id, RunStatus.RUNNING, pid=os.getpid(), claim=claim)
     except RunBusyError as err:
         return "busy", str(err)
-    asked = numerics.proposed(device, cfg.threads)
+    asked = numerics.proposed(device, cfg.threads, processes)
     settings = store.adopt_numerics(cfg.run_id, asked)
     if cfg.threads and settings.get("cpu_threads") != asked["cpu_threads"]:
         _warn(f"run {cfg.run_id} keeps the {settings['cpu_threads']} CPU thread(s) it was "
