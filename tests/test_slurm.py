@@ -117,6 +117,7 @@ def test_a_gpu_task_uses_exactly_the_gpus_slurm_gave_it():
     assert [confined.worker_env(d)["CUDA_VISIBLE_DEVICES"] for d in confined.devices] == \
         ["0", "1"]
     assert [confined.ledger_key(d) for d in confined.devices] == ["2", "3"]  # node's indices
+    assert confined.ledger_key("0,1") == "2,3"  # a run of two processes books both
     assert confined.worker_env("0")["OMP_NUM_THREADS"] == "4"  # 8 CPUs, 2 slots
     # ... or only names them: the worker is pointed at GPU 6, never at a GPU 0 it was not given
     plain = allocation_pool({"SLURM_JOB_ID": "6", "SLURM_JOB_GPUS": "6",
