@@ -1,9 +1,10 @@
 """Keeping ``summaries`` (final / best / min / max / count of each metric of a run) current.
 
-Appending a new step updates a summary in O(1) (:func:`append_value`), so logging stays fast
-however long the history grows; a replay of a step that already exists (after a resume) or a
-first value recomputes the key from its history (:func:`from_history`), since the overwritten
-value may have been the best or the final one. "Best" follows :func:`metric_goal`; ties go to
+A first value starts a summary (:func:`first_value`) and each new step updates it in O(1)
+(:func:`append_value`), so logging stays fast however long the history grows; a replay of a step
+that already exists recomputes the key from its history (:func:`from_history`), since the
+overwritten value may have been the best or the final one. :mod:`sslbench.db.ingest` decides
+which applies. "Best" follows :func:`metric_goal`; ties go to
 the earliest step; NaN values (stored as NULL) count in ``count`` and ``final`` but never in
 best / min / max.
 """
@@ -15,10 +16,17 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from sslbench.db.models import Metric, Summary
+from sslbench.db.models import Metric
 from sslbench.db.values import metric_goal
 
 FIELDS = ("goal", "final", "final_step", "best", "best_step", "min", "max", "count")
+
+
+def first_value(key: str, step: int, value: float | None) -> dict[str, Any]:
+    """The summary of a series whose only value is ``value`` at ``step``."""
+    present = value is not None
+    return {"goal": metric_goal(key), "final": value, "final_step": step, "best": value,
+            "best_step": step if present else None, "min": value, "max": value, "count": 1}
 
 
 def append_value(previous: dict[str, Any], step: int, value: float | None) -> dict[str, Any]:
@@ -59,21 +67,3 @@ def from_history(session: Session, run_id: str, key: str) -> dict[str, Any]:
     return {"goal": goal, "final": final, "final_step": final_step, "best": best_value,
             "best_step": best_step, "min": low, "max": high, "count": count}
 
-
-def appended_summaries(session: Session, run_id: str, step: int,
-                       values: dict[str, float | None]) -> dict[str, dict[str, Any]]:
-    """Summaries of the keys for which ``step`` is new, updated in O(1). Call it *before*
-    upserting the values (it reads which steps exist); the other keys need :func:`from_history`
-    after the upsert."""
-    keys = list(values)
-    replayed = set(session.scalars(select(Metric.key).where(
-        Metric.run_id == run_id, Metric.key.in_(keys), Metric.step == step)))
-    columns = [getattr(Summary, name) for name in FIELDS]
-    stored = session.execute(select(Summary.key, *columns).where(
-        Summary.run_id == run_id, Summary.key.in_(keys)))
-    out = {}
-    for row in stored:
-        if row.key not in replayed:
-            previous = {name: getattr(row, name) for name in FIELDS}
-            out[row.key] = append_value(previous, step, values[row.key])
-    return out
