@@ -180,26 +180,34 @@ class Store(SchedulingMixin):
                 raise ValueError(f"unknown run kind {run.kind!r}: use one of "
                                  f"{', '.join(RUN_KINDS)}")
         now = utcnow()
-        created = []
+        table = cast(Table, Run.__table__)
         with self._session(write=True) as session:
             insert = sqlite_insert if session.get_bind().dialect.name == "sqlite" else pg_insert
-            param_rows: list[dict[str, Any]] = []
-            for run in runs:
-                if run.parent_id is not None and session.get(Run, run.parent_id) is None:
-                    raise UnknownRunError(f"parent run {run.parent_id!r} of {run.run_id!r} is "
-                                          "not in the store: record the pretraining run first")
-                # RETURNING, not rowcount: psycopg reports -1 for INSERT ... ON CONFLICT DO
-                # NOTHING.
-                new = bool(session.execute(insert(Run).values(**run.row(now))
-                                           .on_conflict_do_nothing().returning(Run.run_id)).all())
-                created.append(new)
-                if new:
-                    param_rows += [dict(zip(("value_type", "value_text", "value_num"),
-                                            encode_param(leaf)), run_id=run.run_id, key=key)
-                                   for key, leaf in flatten(run.config)]
+            ours = {run.run_id for run in runs}
+            parents = {r.parent_id for r in runs if r.parent_id is not None} - ours
+            self._require_parents(session, parents, runs)
+            new: set[str] = set()
+            stmt = insert(table).on_conflict_do_nothing().returning(table.c.run_id)
+            for i in range(0, len(runs), CHUNK // 4):
+                # RETURNING (one row per run created), not rowcount: psycopg reports -1 for
+                # INSERT ... ON CONFLICT DO NOTHING.
+                rows = [run.row(now) for run in runs[i:i + CHUNK // 4]]
+                new.update(session.scalars(stmt, rows))
+            param_rows = [dict(zip(("value_type", "value_text", "value_num"),
+                                   encode_param(leaf)), run_id=run.run_id, key=key)
+                          for run in runs if run.run_id in new
+                          for key, leaf in flatten(run.config)]
             for i in range(0, len(param_rows), CHUNK):
                 session.execute(cast(Table, Param.__table__).insert(), param_rows[i:i + CHUNK])
-        return created
+        return [run.run_id in new for run in runs]
+
+    @staticmethod
+    def _require_parents(session: Session, parents: set[str], runs: Sequence[NewRun]) -> None:
+        found = set(session.scalars(select(Run.run_id).where(Run.run_id.in_(parents))))
+        for run in runs:
+            if run.parent_id in parents - found:
+                raise UnknownRunError(f"parent run {run.parent_id!r} of {run.run_id!r} is not in "
+                                      "the store: record the pretraining run first")
 
     def set_status(self, run_id: str, status: RunStatus | str, *, error: str | None = None,
                    pid: int | None = None, failure_class: str | None = None,
@@ -372,19 +380,35 @@ class Store(SchedulingMixin):
 
     def find_runs(self, *, kind: queries.StrFilter = None, status: queries.StrFilter = None,
                   method: queries.StrFilter = None, dataset: queries.StrFilter = None,
-                  parent_id: str | None = None) -> list[RunRecord]:
-        """Runs matching every given filter (each one value or a sequence), oldest first."""
+                  parent_id: str | None = None, limit: int | None = None,
+                  offset: int = 0) -> list[RunRecord]:
+        """Runs matching every given filter (each one value or a sequence), oldest first;
+        ``limit`` of them from ``offset`` (None: all)."""
         with self._session() as session:
             return queries.find_runs(session, kind=kind, status=status, method=method,
-                                     dataset=dataset, parent_id=parent_id)
+                                     dataset=dataset, parent_id=parent_id, limit=limit,
+                                     offset=offset)
+
+    def count_runs(self, **filters: Any) -> int:
+        """How many runs :meth:`find_runs` would list without a limit."""
+        with self._session() as session:
+            return queries.count_runs(session, **filters)
+
+    def pending_evaluations(self, protocols: Sequence[str]) -> list[tuple[str, str]]:
+        """(run id, protocol) for each completed pretraining run lacking a completed evaluation
+        by that protocol (see :func:`sslbench.db.queries.pending_evaluations`)."""
+        with self._session() as session:
+            return queries.pending_evaluations(session, protocols)
 
     def runs_frame(self, *, params: Iterable[str] | None = None,
-                   summaries: Iterable[str] | None = None, **filters: Any) -> pd.DataFrame:
+                   summaries: Iterable[str] | None = None, limit: int | None = None,
+                   offset: int = 0, **filters: Any) -> pd.DataFrame:
         """One row per run; see :func:`sslbench.db.queries.runs_frame` for the columns."""
         with self._session() as session:
             return queries.runs_frame(
                 session, params=None if params is None else list(params),
-                summaries=None if summaries is None else list(summaries), **filters)
+                summaries=None if summaries is None else list(summaries), limit=limit,
+                offset=offset, **filters)
 
     def metrics_frame(self, run_id: str, key: str | None = None) -> pd.DataFrame:
         """The metric history: columns run_id, key, step, epoch, value, sorted by key, step."""
