@@ -225,7 +225,7 @@ class BufferedWriter:
         if not rows:
             return
         with self._cond:
-            while self._pending + len(rows) > self.limits.max_points:
+            while self._pending and self._pending + len(rows) > self.limits.max_points:
                 if self._failing_since is not None:
                     raise self._unavailable()
                 self._wanted = max(self._wanted, self._seq)  # slower than us: wait for room
