@@ -4,7 +4,10 @@ uninterrupted result; SIGTERM finishes the step, checkpoints and marks the run i
 Each signal is sent to a run frozen (SIGSTOP) as soon as its first checkpoint appears, with one of
 its two epochs still to train, and the test first checks that the run is unfinished (store status
 ``running``, no ``backbone.pt``): the signal, not the end of training, stops the process, and
-neither test can pass without interrupting a run.
+neither test can pass without interrupting a run. The kill -9 comes later: the run trains its
+second epoch while the test holds the store's write lock, so the epoch is logged into the run's
+buffer and never written, and the process waits at its next checkpoint (which flushes first)
+when it is killed.
 """
 
 from __future__ import annotations
