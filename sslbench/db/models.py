@@ -40,7 +40,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 #: 3: runs.numerics_json.
 #: 4: Alembic's revision kept in sslbench_alembic_version (Optuna's studies share the database).
 #: 5: metrics clustered on their key (SQLite WITHOUT ROWID, no key-only index); runs indexed in
-#:    listing order (created_at, run_id), also per kind and status.
+#:    listing order (created_at, run_id), also per kind and status, and per method and dataset.
 SCHEMA_VERSION = 5
 #: The value of ``sslbench_meta.app``: what tells an sslbench store from a foreign database.
 APP_NAME = "sslbench"
@@ -164,7 +164,10 @@ class Run(Base):
 
     __table_args__ = (
         Index("ix_runs_kind_status", "kind", "status", "created_at", "run_id"),
-        Index("ix_runs_method_dataset", "method", "dataset"),
+        # Covers counting (runs list's footer) under any filter on these four, and sorting a
+        # method's runs for a page without reading the table.
+        Index("ix_runs_method_dataset", "method", "dataset", "kind", "status", "created_at",
+              "run_id"),
         Index("ix_runs_parent", "parent_id"),
         Index("ix_runs_status_heartbeat", "status", "heartbeat_at"),
         Index("ix_runs_created", "created_at", "run_id"),

@@ -7,7 +7,10 @@
   every row (batch mode), inside the upgrade's transaction.
 - ``runs``: ``ix_runs_created`` becomes (created_at, run_id) and ``ix_runs_kind_status``
   (kind, status, created_at, run_id), the order ``runs list`` pages in, so a page is read
-  straight off an index instead of sorting every run.
+  straight off an index instead of sorting every run; ``ix_runs_method_dataset`` becomes
+  (method, dataset, kind, status, created_at, run_id), which covers counting the runs of a
+  filtered listing and sorting a method's runs without reading the table (counting a
+  kind + status + method filter at 100,000 runs: 59 ms -> 7 ms).
 """
 
 from alembic import op
@@ -18,11 +21,10 @@ branch_labels = None
 depends_on = None
 
 
-def _runs_indexes(created: list[str], kind_status: list[str]) -> None:
-    op.drop_index("ix_runs_created", table_name="runs")
-    op.create_index("ix_runs_created", "runs", created)
-    op.drop_index("ix_runs_kind_status", table_name="runs")
-    op.create_index("ix_runs_kind_status", "runs", kind_status)
+def _runs_indexes(**columns: list[str]) -> None:
+    for name, on in columns.items():
+        op.drop_index(f"ix_runs_{name}", table_name="runs")
+        op.create_index(f"ix_runs_{name}", "runs", on)
 
 
 def _metrics(with_rowid: bool) -> None:
@@ -35,11 +37,14 @@ def _metrics(with_rowid: bool) -> None:
 def upgrade() -> None:
     op.drop_index("ix_metrics_key", table_name="metrics")
     _metrics(with_rowid=False)
-    _runs_indexes(["created_at", "run_id"], ["kind", "status", "created_at", "run_id"])
+    _runs_indexes(created=["created_at", "run_id"],
+                  kind_status=["kind", "status", "created_at", "run_id"],
+                  method_dataset=["method", "dataset", "kind", "status", "created_at", "run_id"])
 
 
 def downgrade() -> None:
-    _runs_indexes(["created_at"], ["kind", "status"])
+    _runs_indexes(created=["created_at"], kind_status=["kind", "status"],
+                  method_dataset=["method", "dataset"])
     _metrics(with_rowid=True)
     op.create_index("ix_metrics_key", "metrics", ["key"])
 
