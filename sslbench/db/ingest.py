@@ -6,14 +6,16 @@ end in :func:`write_points`, inside one write transaction:
 
 1. the batch is reduced to one point per (run, key, step), the last one logged winning, as the
    upsert would leave it;
+   and each series of the batch is summarised on its own (:func:`prepare`, O(1) a point,
+   before the transaction: the write lock is held for the database work only);
 2. the stored summaries of the (run, key) series it touches are read in one query;
 3. the points are upserted (a replayed step overwrites its value, and its epoch unless the
    replay gives none);
 4. each series whose new points all lie past its summary's ``final_step`` (every write of a
-   training run, which appends) has its summary folded forward point by point
-   (:func:`sslbench.db.summaries.append_value`, O(1) per point, the history never read); a
-   series with a replayed or back-filled step, where an overwritten value may have been the best
-   or the final one, is recomputed from its history (:func:`sslbench.db.summaries.from_history`).
+   training run, which appends) has its summary merged with the batch's in O(1)
+   (:func:`sslbench.db.summaries.merge`, the history never read); a series with a replayed or
+   back-filled step, where an overwritten value may have been the best or the final one, is
+   recomputed from its history (:func:`sslbench.db.summaries.from_history`).
 
 Nothing here knows about threads or buffering.
 """
@@ -23,6 +25,7 @@ from __future__ import annotations
 import functools
 import os
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, NamedTuple, cast
 
@@ -33,7 +36,7 @@ from sqlalchemy.orm import Session
 
 from sslbench.db.models import Metric, Summary, utcnow
 from sslbench.db.summaries import FIELDS as SUMMARY_FIELDS
-from sslbench.db.summaries import append_value, first_value, from_history
+from sslbench.db.summaries import from_history, merge, of_values
 
 #: Rows per INSERT statement: stays under SQLite's bound-variable limit (32,766) and keeps
 #: PostgreSQL's statements small.
@@ -76,34 +79,53 @@ def _upsert_statement(dialect: str, table: Table, keys: tuple[str, ...],
     return stmt.on_conflict_do_update(index_elements=list(keys), set_=new)
 
 
-def write_points(session: Session, points: Iterable[Point], now: datetime) -> int:
-    """Upsert ``points`` (any runs, keys and steps, in logging order) and bring the summaries of
-    their series up to date (see the module docstring). The runs must exist. Returns the number
-    of distinct points written."""
+@dataclass(frozen=True)
+class Batch:
+    """Points ready to write (:func:`prepare`): one per (run, key, step), the last logged, and
+    each (run, key) series' own summary, computed before any lock is taken."""
+
+    points: list[Point]
+    #: (run, key) -> (first step of the batch, the summary of the batch's points alone)
+    series: dict[tuple[str, str], tuple[int, dict[str, Any]]]
+
+    @property
+    def runs(self) -> set[str]:
+        return {run_id for run_id, _ in self.series}
+
+
+def prepare(points: Iterable[Point]) -> Batch:
+    """Deduplicate ``points`` (logging order: the last wins, as the upsert would leave it) and
+    summarise each series of the batch (O(1) a point). Pure: no database."""
     latest: dict[tuple[str, str, int], Point] = {}
     for point in points:
         latest[(point.run_id, point.key, point.step)] = point
-    if not latest:
-        return 0
-    series: dict[tuple[str, str], list[Point]] = {}
+    values: dict[tuple[str, str], list[tuple[int, float | None]]] = {}
     for point in sorted(latest.values(), key=lambda p: p.step):
-        series.setdefault((point.run_id, point.key), []).append(point)
-    stored = _stored_summaries(session, list(series))
+        values.setdefault((point.run_id, point.key), []).append((point.step, point.value))
+    series = {name: (pairs[0][0], of_values(name[1], pairs)) for name, pairs in values.items()}
+    return Batch(list(latest.values()), series)
+
+
+def write_points(session: Session, batch: Batch, now: datetime) -> int:
+    """Upsert a prepared batch and bring the summaries of its series up to date (see the
+    module docstring), inside the caller's transaction. The runs must exist. Returns the number
+    of distinct points written."""
+    if not batch.points:
+        return 0
+    stored = _stored_summaries(session, list(batch.series))
     summaries, replayed = [], []
-    for (run_id, key), new in series.items():
+    for (run_id, key), (first_step, own) in batch.series.items():
         previous = stored.get((run_id, key))
-        if previous is not None and new[0].step <= previous["final_step"]:
+        if previous is not None and first_step <= previous["final_step"]:
             replayed.append((run_id, key))
             continue
-        row = previous if previous is not None else first_value(key, new[0].step, new[0].value)
-        for point in new[0 if previous is not None else 1:]:
-            row = append_value(row, point.step, point.value)
+        row = own if previous is None else merge(previous, own)
         summaries.append({"run_id": run_id, "key": key, "updated_at": now, **row})
-    _upsert_metrics(session, list(latest.values()))
+    _upsert_metrics(session, batch.points)
     summaries += [{"run_id": run_id, "key": key, "updated_at": now,
                    **from_history(session, run_id, key)} for run_id, key in replayed]
     upsert(session, Summary, summaries, ("run_id", "key"), (*SUMMARY_FIELDS, "updated_at"))
-    return len(latest)
+    return len(batch.points)
 
 
 #: The metrics upsert in the driver's own SQL, through its executemany: the hot path
@@ -136,7 +158,7 @@ def _stored_time(value: datetime, sqlite: bool) -> Any:
     if value.tzinfo is None:
         raise ValueError(f"naive datetime {value!r}: pass a timezone-aware UTC datetime")
     value = value.astimezone(timezone.utc)
-    return value.strftime("%Y-%m-%d %H:%M:%S.%f") if sqlite else value
+    return value.replace(tzinfo=None).isoformat(" ", "microseconds") if sqlite else value
 
 
 def _stored_summaries(session: Session, series: list[tuple[str, str]]

@@ -47,7 +47,15 @@ from sslbench.db.engine import (
     safe_url,
     sqlite_path,
 )
-from sslbench.db.ingest import CHUNK, Point, artifact_row, discard_after, upsert, write_points
+from sslbench.db.ingest import (
+    CHUNK,
+    Point,
+    artifact_row,
+    discard_after,
+    prepare,
+    upsert,
+    write_points,
+)
 from sslbench.db.liveness import process_start_time
 from sslbench.db.models import (
     RUN_KINDS,
@@ -337,12 +345,13 @@ class Store(SchedulingMixin):
         """Write what a run logged since the last batch in one transaction: metric points (of
         any runs; see :mod:`sslbench.db.ingest`), artifact rows (as :meth:`log_artifact` makes
         them) and ``heartbeats`` (``{run_id: time}``). Every run named must exist."""
-        runs = {p.run_id for p in points} | {a["run_id"] for a in artifacts} | set(heartbeats or {})
+        batch = prepare(points)  # before the write lock: see sslbench.db.ingest
+        runs = batch.runs | {a["run_id"] for a in artifacts} | set(heartbeats or {})
         if not runs:
             return
         with self._session(write=True) as session:
             self._require_runs(session, runs)
-            write_points(session, points, utcnow())
+            write_points(session, batch, utcnow())
             upsert(session, Artifact, [dict(a) for a in artifacts], ("run_id", "path"),
                    ("kind", "size", "sha256", "created_at"))
             for run_id, at in (heartbeats or {}).items():
