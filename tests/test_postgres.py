@@ -337,6 +337,56 @@ def test_a_tuning_study_shares_the_database_with_the_store(pg_store, tmp_path):
         assert again.upgraded_from is None and again.find_runs() == []
 
 
+# ------------------------------------------------- buffered logging and the store bench
+
+
+def test_buffered_writes_truncation_and_summaries_on_postgres(pg_store):
+    from sslbench.db.buffered import BufferedWriter, Limits
+    from tests.test_store_buffer import _reference, _same
+
+    run = _run(pg_store, "pgbuffer0001")
+    stream = [(0, 5.0), (1, float("nan")), (2, 3.0), (3, 3.0), (4, 4.0)]
+    with BufferedWriter(pg_store, Limits(batch_points=3, interval_s=0.05)) as writer:
+        for step, value in stream:
+            writer.log_metrics(run, step, {"loss": value, "online_top1": 10.0 * step}, epoch=1)
+        writer.flush()
+        writer.truncate_metrics(run, 2)  # a resume from step 2: 3 and 4 are recomputed
+        writer.log_metrics(run, 3, {"loss": 1.0})
+        writer.log_artifact(run, "checkpoint", "/runs/pg/checkpoint.pt", size=7)
+        writer.heartbeat(run)
+        writer.flush()
+    frame = pg_store.metrics_frame(run)
+    assert not frame.duplicated(["key", "step"]).any()
+    history = {(r.key, r.step): None if r.value != r.value else r.value
+               for r in frame.itertuples()}
+    assert set(history) == {("loss", s) for s in range(4)} | {("online_top1", s) for s in
+                                                              range(3)}
+    stored, expected = pg_store.summary_stats(run), _reference(history)
+    assert all(_same(stored[key], expected[key]) for key in expected), stored
+    assert pg_store.artifacts(run)[0]["size"] == 7
+    assert pg_store.get_run(run).heartbeat_at is not None
+
+
+def test_the_store_bench_runs_on_postgres_and_leaves_the_database_empty(postgres_url,
+                                                                       tmp_path, monkeypatch):
+    from sqlalchemy import create_engine, inspect
+
+    from sslbench.bench import store as bench_store
+
+    monkeypatch.setitem(sys.modules, "mlflow", None)  # MLflow's column is tested elsewhere
+
+    out = bench_store.run(runs=200, points=2000, steps=50, writers=3, writer_points=400,
+                          step_s=0.0005, url=postgres_url, report_all=False, folder=tmp_path)
+    assert out["db"].startswith("postgresql+psycopg://")
+    assert out["concurrent"]["points"] == 3 * 400  # every point stored, or run() raises
+    assert (out["large"]["runs"], out["large"]["eval_pending"]) == (200, 400)
+    engine = create_engine(postgres_url)
+    try:
+        assert inspect(engine).get_table_names() == []
+    finally:
+        engine.dispose()
+
+
 # ----------------------------------------------------------------- a server that is down
 
 def test_server_down_is_one_line(tmp_path):

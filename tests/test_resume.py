@@ -4,15 +4,20 @@ uninterrupted result; SIGTERM finishes the step, checkpoints and marks the run i
 Each signal is sent to a run frozen (SIGSTOP) as soon as its first checkpoint appears, with one of
 its two epochs still to train, and the test first checks that the run is unfinished (store status
 ``running``, no ``backbone.pt``): the signal, not the end of training, stops the process, and
-neither test can pass without interrupting a run.
+neither test can pass without interrupting a run. The kill -9 comes later: the run trains its
+second epoch while the test holds the store's write lock, so the epoch is logged into the run's
+buffer and never written, and the process waits at its next checkpoint (which flushes first)
+when it is killed.
 """
 
 from __future__ import annotations
 
 import json
 import signal
+import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -76,23 +81,72 @@ def _assert_same_run(home: Path, reference: Path, run_id: str) -> None:
     assert all(a["ended_at"] is not None for a in attempts)
 
 
+def _cpu_ticks(pid: int) -> int:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])  # utime + stime, over all threads
+
+
+def _wait_until_idle(proc: subprocess.Popen, quiet_s: float = 1.0, timeout: float = 120) -> None:
+    """Until ``proc`` has used (almost) no CPU for ``quiet_s``: it is blocked, here on the
+    store's lock at its next checkpoint's flush."""
+    deadline = time.monotonic() + timeout
+    last = _cpu_ticks(proc.pid)
+    while time.monotonic() < deadline:
+        time.sleep(quiet_s)
+        assert proc.poll() is None, proc.communicate()[1]
+        now = _cpu_ticks(proc.pid)
+        if now - last <= 2:  # clock ticks (10 ms): a retry of the writer thread, nothing more
+            return
+        last = now
+    pytest.fail("the training never blocked on the locked store")
+
+
+def _lock_store(home: Path, proc: subprocess.Popen) -> sqlite3.Connection:
+    """The store's write lock, held by the test (``proc`` frozen, and thawed a moment when it
+    was frozen holding the lock itself)."""
+    con = sqlite3.connect(home / "db" / "sslbench.sqlite", timeout=0.5, isolation_level=None)
+    for _ in range(100):
+        try:
+            con.execute("BEGIN IMMEDIATE")
+            return con
+        except sqlite3.OperationalError:
+            proc.send_signal(signal.SIGCONT)
+            time.sleep(0.02)
+            proc.send_signal(signal.SIGSTOP)
+    pytest.fail("the training never let go of the store's lock")
+
+
 @pytest.mark.slow
 def test_kill_9_then_resume_by_train_or_by_a_sweep_equals_uninterrupted(tiny_simclr, tmp_path):
-    """One run killed under `train`, then resumed in one copy of its home by the same command
+    """One run killed under `train` after it logged its second epoch into its buffer and before
+    its next checkpoint (which waits on the store, locked by the test meanwhile: the epoch's
+    points are logged and unwritten), then resumed in one copy of its home by the same command
     and in another by `sweep --workers 2` (which reaps the dead owner, then resumes the run in a
-    worker): both end as the uninterrupted run of the same id, bit for bit."""
+    worker): both end as the uninterrupted run of the same id, bit for bit, no metric row
+    missing or duplicated."""
     killed, swept = tmp_path / "killed", tmp_path / "swept"
     killed.mkdir()
     proc = _start(killed)
     try:
         run_id = freeze_at_first_checkpoint(killed, proc)
-        proc.send_signal(signal.SIGKILL)  # a stopped process dies of SIGKILL without running again
+        first = torch.load(killed / "runs" / run_id / "checkpoint.pt", weights_only=True)["step"]
+        lock = _lock_store(killed, proc)
+        proc.send_signal(signal.SIGCONT)
+        _wait_until_idle(proc)  # trained the epoch, logged it, waiting to write it
+        proc.send_signal(signal.SIGKILL)
+        lock.rollback()
+        lock.close()
     finally:
         proc.kill()
         proc.wait(timeout=60)
     assert proc.returncode == -signal.SIGKILL
     assert _status(killed, run_id) == "running"  # nothing closed the run: it really was killed
     assert not (killed / "runs" / run_id / "backbone.pt").exists()
+    checkpoint = torch.load(killed / "runs" / run_id / "checkpoint.pt", weights_only=True)
+    assert checkpoint["step"] == first  # the second checkpoint never came
+    with _store(killed) as store:
+        stored = store.metrics_frame(run_id)
+    assert len(stored) and stored["step"].max() <= first  # the epoch's points were not written
     copy_home(killed, swept)
 
     resumed = run_cli(ARGS, killed)

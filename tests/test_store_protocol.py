@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from sslbench.db.buffered import BufferedWriter
 from sslbench.db.store import Store
 from sslbench.db.writer import RunWriter
 from sslbench.train.distributed import NullStore
@@ -33,14 +34,18 @@ def _shape(fn: Callable[..., Any]) -> tuple[list[tuple[str, Any, Any, Any]], Any
 
 
 def test_the_protocol_is_what_training_and_evaluation_write():
-    assert METHODS == ["heartbeat", "log_artifact", "log_metrics", "log_series", "set_status",
-                       "summary"]
+    assert METHODS == ["flush", "heartbeat", "log_artifact", "log_metrics", "log_series",
+                       "set_status", "summary", "truncate_metrics"]
 
 
-def test_null_store_matches_the_protocol_exactly():
-    assert isinstance(NullStore(), RunWriter)
+@pytest.mark.parametrize("writer", [NullStore, BufferedWriter])
+def test_null_store_and_buffered_writer_match_the_protocol_exactly(writer):
     for name in METHODS:
-        assert _shape(getattr(NullStore, name)) == _shape(getattr(RunWriter, name)), name
+        assert _shape(getattr(writer, name)) == _shape(getattr(RunWriter, name)), name
+
+
+def test_null_store_is_a_run_writer():
+    assert isinstance(NullStore(), RunWriter)
 
 
 def test_null_store_drops_every_write():
@@ -50,6 +55,8 @@ def test_null_store_drops_every_write():
     writer.log_series("r", "sv", [1.0, 2.0], start=3)
     writer.log_artifact("r", "checkpoint", "/x.pt", size=1, sha256="0" * 64)
     writer.heartbeat("r")
+    writer.truncate_metrics("r", 3)
+    writer.flush()
     assert writer.summary("r") == {}
 
 
@@ -70,12 +77,13 @@ def test_store_accepts_every_protocol_call(name):
                for p in extra), extra
 
 
-def test_a_store_is_a_run_writer(tmp_path: Path):
+def test_a_store_and_its_buffered_writer_are_run_writers(tmp_path: Path):
     with Store.open(f"sqlite:///{tmp_path / 's.sqlite'}") as store:
         assert isinstance(store, RunWriter)
+        assert isinstance(BufferedWriter(store), RunWriter)
 
 
 def _statically_both_are_writers(store: Store) -> list[RunWriter]:
     """Never called: mypy checks these assignments structurally (the same check, at type-check
     time)."""
-    return [store, NullStore()]
+    return [store, NullStore(), BufferedWriter(store)]

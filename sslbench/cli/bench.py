@@ -13,6 +13,14 @@ from sslbench.cli.common import Device, Format, ProbeAugment, bench_app, echo_js
 from sslbench.errors import ConfigError
 
 
+def _positive(**values: float) -> None:
+    """Each option must be positive (one line naming the first that is not)."""
+    from sslbench.config import require_positive
+
+    for name, value in values.items():
+        require_positive(name, value)
+
+
 def _output(rows: Any, fmt: str) -> None:
     if fmt == "json":
         echo_json(rows)
@@ -39,11 +47,44 @@ def bench_augment(fmt: Format = "table") -> None:
 
 
 @bench_app.command("report")
-def bench_report(fmt: Format = "table") -> None:
-    """`report table-s5` over a store of 10,000 runs and 1,000,000 metric points."""
+def bench_report(
+    fmt: Format = "table",
+    runs: int = typer.Option(10_000, help="Runs in the synthetic store."),
+    points: int = typer.Option(1_000_000, help="Metric points in the synthetic store."),
+) -> None:
+    """`report table-s5` and `report all` over a synthetic store (cached in the temp folder)."""
     from sslbench.bench.report import run
 
-    _output(run(), fmt)
+    _positive(runs=runs, points=points)
+    _output(run(runs, points), fmt)
+
+
+@bench_app.command("store")
+def bench_store(
+    fmt: Format = "table",
+    runs: int = typer.Option(1_000_000, help="Runs in the large synthetic store."),
+    points: int = typer.Option(20_000_000, help="Metric points in the large store."),
+    steps: int = typer.Option(2000, help="Steps (two metrics each) of the ingestion runs."),
+    writers: int = typer.Option(8, help="Processes logging into one store at once."),
+    writer_points: int = typer.Option(100_000, help="Points each of them logs."),
+    report_all: bool = typer.Option(True, "--report-all/--no-report-all",
+                                    help="Also time `report all` on the large store."),
+    db: str | None = typer.Option(None, "--db", metavar="URL", help="An empty database "
+                                  "(PostgreSQL) to run in instead of temporary SQLite files; "
+                                  "every table made there is dropped at the end."),
+) -> None:
+    """The store at lab scale: ingestion vs MLflow, the cost of a log call, concurrent
+    writers, and reports, listings and eval --pending on a large store."""
+    from sslbench.bench.store import run
+
+    _positive(runs=runs, points=points, steps=steps, writers=writers,
+              writer_points=writer_points)
+    if db is not None:
+        from sslbench.db.engine import parse_url
+
+        parse_url(db)  # a malformed URL is one line before anything runs
+    _output(run(runs=runs, points=points, steps=steps, writers=writers,
+                writer_points=writer_points, url=db, report_all=report_all), fmt)
 
 
 @bench_app.command("scan")
@@ -51,9 +92,8 @@ def bench_scan(fmt: Format = "table",
                images: int = typer.Option(10_000, help="JPEGs in the generated folder.")) -> None:
     """The up-front image-folder check (headers only) vs listing and decoding the folder."""
     from sslbench.bench.scan import run
-    from sslbench.config import require_positive
 
-    require_positive("images", images)
+    _positive(images=images)
     _output(run(images=images), fmt)
 
 
@@ -83,10 +123,8 @@ def bench_sweep(
 ) -> None:
     """N tiny runs on CPU workers against one after another: speed-up and overhead."""
     from sslbench.bench.sweep import run
-    from sslbench.config import require_positive
 
-    for name, value in (("runs", runs), ("workers", workers), ("repeats", repeats)):
-        require_positive(name, value)
+    _positive(runs=runs, workers=workers, repeats=repeats)
     _output(run(runs=runs, workers=workers, repeats=repeats), fmt)
 
 
@@ -116,10 +154,8 @@ def bench_tune(
 ) -> None:
     """A 12-point grid to the end vs the same points with ASHA pruning: best found, epochs."""
     from sslbench.bench.tune import run
-    from sslbench.config import require_positive
 
-    for name, value in (("epochs", epochs), ("workers", workers)):
-        require_positive(name, value)
+    _positive(epochs=epochs, workers=workers)
     if samples < 0:
         raise ConfigError(f"--samples must be >= 0, got {samples}")
     _output(run(epochs=epochs, samples=samples, workers=workers), fmt)

@@ -34,23 +34,38 @@ def runs_list(
                                       callback=STATUSES.check),
     method: str | None = typer.Option(None, help="Only this method."),
     dataset: str | None = typer.Option(None, help="Only this dataset."),
+    limit: int = typer.Option(100, help="Runs per page, oldest first (0: every run)."),
+    offset: int = typer.Option(0, help="Runs to skip before the page (the next page: "
+                               "--offset 100)."),
     fmt: Format = "table",
 ) -> None:
-    """All runs with their status, main settings and final metrics."""
+    """The runs, a page at a time, with their status, main settings and final metrics."""
+    from sslbench.config import require_positive
+    from sslbench.errors import ConfigError
     from sslbench.report.runs import runs_list_frame, runs_list_json
 
+    if limit:
+        require_positive("limit", limit)
+    if offset < 0:
+        raise ConfigError(f"--offset must be >= 0, got {offset}")
     store = open_store(create=False)
     filters = dict(kind=kind, status=status, method=method, dataset=dataset)
     if fmt == "json":
-        echo_json(runs_list_json(store, **filters))
+        echo_json(runs_list_json(store, limit=limit or None, offset=offset, **filters))
         return
-    frame = runs_list_frame(store, **filters)
+    frame = runs_list_frame(store, limit=limit or None, offset=offset, **filters)
     if frame.empty:
-        typer.echo("no runs match: try `sslbench demo` or `sslbench train`")
+        typer.echo("no runs match: try `sslbench demo` or `sslbench train`" if not offset else
+                   f"no runs past the first {offset}: lower --offset")
         return
     from sslbench.report.render import render
 
     typer.echo(render(frame.set_index("run_id"), "table"))
+    if limit and len(frame) == limit:
+        total = store.count_runs(**filters)
+        if total > offset + limit:
+            typer.echo(f"runs {offset + 1:,}-{offset + limit:,} of {total:,}: the next page "
+                       f"with --offset {offset + limit}")
 
 
 @runs_app.command("show")

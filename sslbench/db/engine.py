@@ -29,6 +29,7 @@ and the others find it current. A SQLite file is first copied beside itself
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import re
 import sqlite3
@@ -178,8 +179,9 @@ def sqlite_path(url: URL) -> Path | None:
     return Path(database).expanduser().resolve()
 
 
-def build_engine(url: URL) -> Engine:
-    """An engine with sslbench's connection settings; driver import errors become StoreError."""
+def build_engine(url: URL, *, busy_timeout_ms: int = SQLITE_BUSY_TIMEOUT_MS) -> Engine:
+    """An engine with sslbench's connection settings; driver import errors become StoreError.
+    ``busy_timeout_ms``: how long a SQLite statement waits for another writer's lock."""
     try:
         engine = create_engine(with_password(url),
                                pool_pre_ping=url.get_backend_name() != "sqlite")
@@ -192,17 +194,19 @@ def build_engine(url: URL) -> Engine:
         raise StoreError(f"the database driver {name!r} needed for {safe_url(url)} is not "
                          f"installed: {hint}") from None
     if engine.dialect.name == "sqlite":
-        event.listen(engine, "connect", _sqlite_on_connect)
+        event.listen(engine, "connect", functools.partial(_sqlite_on_connect,
+                                                          busy_timeout_ms=busy_timeout_ms))
         event.listen(engine, "begin", _sqlite_on_begin)
     return engine
 
 
-def _sqlite_on_connect(dbapi_connection: object, _record: object) -> None:
+def _sqlite_on_connect(dbapi_connection: object, _record: object, *,
+                       busy_timeout_ms: int) -> None:
     # Take transaction control away from pysqlite: SQLAlchemy's "begin" event emits BEGIN.
     dbapi_connection.isolation_level = None  # type: ignore[attr-defined]
     cursor = dbapi_connection.cursor()  # type: ignore[attr-defined]
     try:
-        cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")  # first: waits below
+        cursor.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")  # first: waits below
         mode = cursor.execute("PRAGMA journal_mode").fetchone()[0]
         if mode not in ("wal", "memory"):
             cursor.execute("PRAGMA journal_mode = WAL")

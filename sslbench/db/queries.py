@@ -10,8 +10,8 @@ from collections.abc import Sequence
 from typing import Any
 
 import pandas as pd
-from sqlalchemy import ColumnElement, Select, select
-from sqlalchemy.orm import Session
+from sqlalchemy import ColumnElement, Select, exists, func, select
+from sqlalchemy.orm import Session, aliased
 
 from sslbench.db.models import (
     RUN_KINDS,
@@ -70,8 +70,10 @@ def resolve_run_id(session: Session, run_id: str) -> str:
         return run_id
     if len(run_id) >= MIN_PREFIX:
         escaped = run_id.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-        pattern = Run.run_id.like(f"{escaped}%", escape="\\")
-        matches = session.scalars(select(Run.run_id).where(pattern).limit(6)).all()
+        where: list[ColumnElement[bool]] = [Run.run_id.like(f"{escaped}%", escape="\\")]
+        if session.get_bind().dialect.name == "sqlite":  # binary collation: a range on the key
+            where += [Run.run_id >= run_id, Run.run_id < run_id + "\U0010ffff"]
+        matches = session.scalars(select(Run.run_id).where(*where).limit(6)).all()
         if len(matches) == 1:
             return matches[0]
         if len(matches) > 1:
@@ -88,9 +90,42 @@ def get_run(session: Session, run_id: str) -> RunRecord:
     return RunRecord.from_row(row)
 
 
-def find_runs(session: Session, **filters: Any) -> list[RunRecord]:
-    stmt = select(Run).where(*run_conditions(**filters)).order_by(Run.created_at, Run.run_id)
+def _paged(stmt: Select[Any], limit: int | None, offset: int) -> Select[Any]:
+    """``stmt`` in listing order (oldest first, read off ``ix_runs_created`` /
+    ``ix_runs_kind_status``), ``limit`` rows from ``offset`` (None: all)."""
+    stmt = stmt.order_by(Run.created_at, Run.run_id)
+    if offset:
+        stmt = stmt.offset(offset)
+    return stmt if limit is None else stmt.limit(limit)
+
+
+def find_runs(session: Session, *, limit: int | None = None, offset: int = 0,
+              **filters: Any) -> list[RunRecord]:
+    stmt = _paged(select(Run).where(*run_conditions(**filters)), limit, offset)
     return [RunRecord.from_row(row) for row in session.scalars(stmt)]
+
+
+def count_runs(session: Session, **filters: Any) -> int:
+    return int(session.scalar(select(func.count()).select_from(Run)
+                              .where(*run_conditions(**filters))) or 0)
+
+
+def pending_evaluations(session: Session, protocols: Sequence[str]) -> list[tuple[str, str]]:
+    """(run id, protocol) for each completed pretraining run, oldest first, and each protocol
+    that no completed evaluation of it (a child run whose ``protocol`` param is that protocol)
+    has. One query: each run's children are found through ``ix_runs_parent``."""
+    child, param = aliased(Run), aliased(Param)
+
+    def done(protocol: str) -> Any:
+        return exists().where(child.parent_id == Run.run_id, child.kind == "eval",
+                              child.status == "completed", param.run_id == child.run_id,
+                              param.key == "protocol", param.value_text == protocol)
+
+    flags = [done(p).label(f"done_{i}") for i, p in enumerate(protocols)]
+    stmt = _paged(select(Run.run_id, *flags).where(Run.kind == "pretrain",
+                                                   Run.status == "completed"), None, 0)
+    return [(row[0], protocol) for row in session.execute(stmt)
+            for protocol, finished in zip(protocols, row[1:]) if not finished]
 
 
 def params(session: Session, run_id: str) -> dict[str, Any]:
@@ -147,19 +182,22 @@ def attempts(session: Session, run_id: str) -> list[dict[str, Any]]:
 
 
 def runs_frame(session: Session, *, params: Sequence[str] | None = None,
-               summaries: Sequence[str] | None = None, **filters: Any) -> pd.DataFrame:
+               summaries: Sequence[str] | None = None, limit: int | None = None,
+               offset: int = 0, **filters: Any) -> pd.DataFrame:
     """One row per run: :data:`RUN_COLUMNS`, ``tags`` (a list), then ``param.<key>`` and
     ``final.<key>`` / ``best.<key>`` columns (all keys when ``params`` / ``summaries`` is None,
-    none for ``()``).
+    none for ``()``); oldest first, ``limit`` runs from ``offset`` (None: all).
 
     Params and summaries are fetched with two indexed queries joined on the filtered runs, never
     by pivoting the metric history.
     """
     conditions = run_conditions(**filters)
     ids = select(Run.run_id).where(*conditions)
+    if limit is not None or offset:
+        ids = _paged(ids, limit, offset)
     columns = [getattr(Run, c) for c in RUN_COLUMNS] + [Run.tags_json]
-    base = pd.DataFrame(session.execute(select(*columns).where(*conditions)
-                                        .order_by(Run.created_at, Run.run_id)).all(),
+    base = pd.DataFrame(session.execute(_paged(select(*columns).where(*conditions), limit,
+                                               offset)).all(),
                         columns=[*RUN_COLUMNS, "tags"])
     base["tags"] = [json.loads(text) if text else [] for text in base["tags"]]
     for column in ("created_at", "started_at", "ended_at", "heartbeat_at"):

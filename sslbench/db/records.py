@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sslbench.db.models import Run
+from sslbench.db.models import Run, RunKind, RunStatus
+from sslbench.db.values import to_json
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -92,4 +94,32 @@ class RunRecord:
             "heartbeat_at": _iso(self.heartbeat_at),
             "duration_s": self.duration_s,
             "numerics": self.numerics,
+        }
+
+
+@dataclass(frozen=True)
+class NewRun:
+    """A run to create (:meth:`sslbench.db.Store.upsert_runs`); ``method`` / ``dataset``
+    default to the config's values."""
+
+    run_id: str
+    kind: RunKind | str
+    config: Mapping[str, Any]
+    command: list[str]
+    env: Mapping[str, Any]
+    parent_id: str | None = None
+    method: str | None = None
+    dataset: str | None = None
+    tags: list[str] | None = None
+
+    def row(self, now: datetime) -> dict[str, Any]:
+        """The ``runs`` row of the new run (status 'queued', no attempt yet)."""
+        return {
+            "run_id": self.run_id, "kind": RunKind(self.kind), "status": RunStatus.QUEUED,
+            "method": self.method if self.method is not None else self.config.get("method"),
+            "dataset": self.dataset if self.dataset is not None else self.config.get("dataset"),
+            "parent_id": self.parent_id, "config_json": to_json(self.config),
+            "command_json": json.dumps(list(self.command)),
+            "tags_json": json.dumps(list(self.tags or [])), "env_json": to_json(self.env),
+            "host": self.env.get("host"), "attempts": 0, "created_at": now, "updated_at": now,
         }

@@ -24,12 +24,12 @@ import contextlib
 import json
 import os
 import socket
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, cast
 
 import pandas as pd
-from sqlalchemy import CursorResult, Engine, Table, delete, func, select, update
+from sqlalchemy import CursorResult, Engine, Table, delete, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import DBAPIError
@@ -47,6 +47,15 @@ from sslbench.db.engine import (
     safe_url,
     sqlite_path,
 )
+from sslbench.db.ingest import (
+    CHUNK,
+    Point,
+    artifact_row,
+    discard_after,
+    prepare,
+    upsert,
+    write_points,
+)
 from sslbench.db.liveness import process_start_time
 from sslbench.db.models import (
     RUN_KINDS,
@@ -61,26 +70,10 @@ from sslbench.db.models import (
     Summary,
     utcnow,
 )
-from sslbench.db.records import RunRecord
+from sslbench.db.records import NewRun, RunRecord
 from sslbench.db.scheduling import SchedulingMixin
-from sslbench.db.summaries import FIELDS as SUMMARY_FIELDS
-from sslbench.db.summaries import appended_summaries, from_history
-from sslbench.db.values import encode_param, flatten, to_metric_value
+from sslbench.db.values import encode_param, flatten, to_json, to_metric_value
 from sslbench.errors import StoreError, UnknownRunError
-
-
-def _json_default(obj: Any) -> Any:
-    if isinstance(obj, Mapping):
-        return dict(obj)
-    if isinstance(obj, (set, frozenset)):
-        return sorted(obj, key=str)
-    if isinstance(obj, tuple):
-        return list(obj)
-    return str(obj)  # paths, enums, dtypes: their text is what a reader wants
-
-
-def _to_json(value: Mapping[str, Any]) -> str:
-    return json.dumps(dict(value), sort_keys=True, default=_json_default)
 
 
 class Store(SchedulingMixin):
@@ -101,7 +94,8 @@ class Store(SchedulingMixin):
         self.url = url
 
     @classmethod
-    def open(cls, url: str | None = None, *, create: bool = True) -> Store:
+    def open(cls, url: str | None = None, *, create: bool = True,
+             busy_timeout_s: float | None = None) -> Store:
         """Connect, create the schema if the database is empty, upgrade an older one in place.
 
         ``url``: explicit URL or SQLite path, else ``$SSLBENCH_DB``, else
@@ -109,11 +103,13 @@ class Store(SchedulingMixin):
         missing store is a StoreError and nothing is created on disk; an older store is
         upgraded all the same when it can be written. After an upgrade, ``upgraded_from`` and
         ``backup_path`` say what happened, for the caller to tell the user (nothing is printed).
-        A store newer than this sslbench is a StoreError.
+        A store newer than this sslbench is a StoreError. ``busy_timeout_s``: how long a SQLite
+        write waits for another writer's lock before failing (default 30 s).
         """
         text = resolve_url(url)
         parsed = parse_url(text)
-        engine = build_engine(parsed)
+        engine = (build_engine(parsed) if busy_timeout_s is None else
+                  build_engine(parsed, busy_timeout_ms=int(busy_timeout_s * 1000)))
         path = sqlite_path(parsed) if engine.dialect.name == "sqlite" else None
         try:
             if path is not None:
@@ -156,20 +152,14 @@ class Store(SchedulingMixin):
             raise StoreError(describe_db_error(exc, self.url)) from None
 
     @staticmethod
-    def _upsert(session: Session, model: Any, rows: list[dict[str, Any]], keys: tuple[str, ...],
-                update_columns: tuple[str, ...], keep_if_null: tuple[str, ...] = ()) -> None:
-        """INSERT ... ON CONFLICT (keys) DO UPDATE SET update_columns (SQLite and PostgreSQL);
-        columns in ``keep_if_null`` keep their stored value when the new one is NULL."""
-        insert = sqlite_insert if session.get_bind().dialect.name == "sqlite" else pg_insert
-        stmt = insert(model)
-        new: dict[str, Any] = {c: stmt.excluded[c] for c in update_columns}
-        for column in keep_if_null:
-            new[column] = func.coalesce(stmt.excluded[column], getattr(model, column))
-        session.execute(stmt.on_conflict_do_update(index_elements=list(keys), set_=new), rows)
+    def _require_run(session: Session, run_id: str) -> None:
+        Store._require_runs(session, {run_id})
 
     @staticmethod
-    def _require_run(session: Session, run_id: str) -> None:
-        if session.scalar(select(Run.run_id).where(Run.run_id == run_id)) is None:
+    def _require_runs(session: Session, run_ids: Iterable[str]) -> None:
+        wanted = set(run_ids)
+        found = set(session.scalars(select(Run.run_id).where(Run.run_id.in_(wanted))))
+        for run_id in sorted(wanted - found)[:1]:
             raise UnknownRunError(f"no run {run_id!r} in the store: create it with upsert_run "
                                   "first (or list runs with `sslbench runs list`)")
 
@@ -183,32 +173,49 @@ class Store(SchedulingMixin):
         """Create the run (status 'queued') with its flattened params, or return the stored one
         unchanged. Returns ``(record, created)``. ``method`` / ``dataset`` default to the
         config's values."""
-        if kind not in RUN_KINDS:  # a caller's bug: user input is checked before it gets here
-            raise ValueError(f"unknown run kind {kind!r}: use one of {', '.join(RUN_KINDS)}")
+        new = NewRun(run_id=run_id, kind=kind, config=config, command=command, env=env,
+                     parent_id=parent_id, method=method, dataset=dataset, tags=tags)
+        (created,) = self.upsert_runs([new])
+        with self._session() as session:
+            return queries.get_run(session, run_id), created
+
+    def upsert_runs(self, runs: Sequence[NewRun]) -> list[bool]:
+        """:meth:`upsert_run` for many runs in one write transaction (a sweep's grid): each run
+        that is not stored yet is created with its params. Returns, run by run, whether it was
+        created. Parents must be stored already or come earlier in ``runs``."""
+        for run in runs:  # a caller's bug: user input is checked before it gets here
+            if run.kind not in RUN_KINDS:
+                raise ValueError(f"unknown run kind {run.kind!r}: use one of "
+                                 f"{', '.join(RUN_KINDS)}")
         now = utcnow()
-        values = {
-            "run_id": run_id, "kind": RunKind(kind), "status": RunStatus.QUEUED,
-            "method": method if method is not None else config.get("method"),
-            "dataset": dataset if dataset is not None else config.get("dataset"),
-            "parent_id": parent_id, "config_json": _to_json(config),
-            "command_json": json.dumps(list(command)), "tags_json": json.dumps(list(tags or [])),
-            "env_json": _to_json(env), "host": env.get("host"),
-            "attempts": 0, "created_at": now, "updated_at": now,
-        }
+        table = cast(Table, Run.__table__)
         with self._session(write=True) as session:
-            if parent_id is not None and session.get(Run, parent_id) is None:
-                raise UnknownRunError(f"parent run {parent_id!r} of {run_id!r} is not in the "
-                                      "store: record the pretraining run first")
             insert = sqlite_insert if session.get_bind().dialect.name == "sqlite" else pg_insert
-            # RETURNING, not rowcount: psycopg reports -1 for INSERT ... ON CONFLICT DO NOTHING.
-            created = bool(session.execute(insert(Run).values(**values).on_conflict_do_nothing()
-                                           .returning(Run.run_id)).all())
-            param_rows = [dict(zip(("value_type", "value_text", "value_num"), encode_param(leaf)),
-                               run_id=run_id, key=key) for key, leaf in flatten(config)]
-            if created and param_rows:
-                session.execute(cast(Table, Param.__table__).insert(), param_rows)
-            record = queries.get_run(session, run_id)
-        return record, created
+            ours = {run.run_id for run in runs}
+            parents = {r.parent_id for r in runs if r.parent_id is not None} - ours
+            self._require_parents(session, parents, runs)
+            new: set[str] = set()
+            stmt = insert(table).on_conflict_do_nothing().returning(table.c.run_id)
+            for i in range(0, len(runs), CHUNK // 4):
+                # RETURNING (one row per run created), not rowcount: psycopg reports -1 for
+                # INSERT ... ON CONFLICT DO NOTHING.
+                rows = [run.row(now) for run in runs[i:i + CHUNK // 4]]
+                new.update(session.scalars(stmt, rows))
+            param_rows = [dict(zip(("value_type", "value_text", "value_num"),
+                                   encode_param(leaf)), run_id=run.run_id, key=key)
+                          for run in runs if run.run_id in new
+                          for key, leaf in flatten(run.config)]
+            for i in range(0, len(param_rows), CHUNK):
+                session.execute(cast(Table, Param.__table__).insert(), param_rows[i:i + CHUNK])
+        return [run.run_id in new for run in runs]
+
+    @staticmethod
+    def _require_parents(session: Session, parents: set[str], runs: Sequence[NewRun]) -> None:
+        found = set(session.scalars(select(Run.run_id).where(Run.run_id.in_(parents))))
+        for run in runs:
+            if run.parent_id in parents - found:
+                raise UnknownRunError(f"parent run {run.parent_id!r} of {run.run_id!r} is not in "
+                                      "the store: record the pretraining run first")
 
     def set_status(self, run_id: str, status: RunStatus | str, *, error: str | None = None,
                    pid: int | None = None, failure_class: str | None = None,
@@ -299,7 +306,7 @@ class Store(SchedulingMixin):
             self._require_run(session, run_id)
             # One conditional UPDATE: of two racing first starts, the row lock lets one win.
             session.execute(update(Run).where(Run.run_id == run_id, Run.numerics_json.is_(None))
-                            .values(numerics_json=_to_json(proposed)))
+                            .values(numerics_json=to_json(proposed)))
             stored = session.scalar(select(Run.numerics_json).where(Run.run_id == run_id))
         return dict(json.loads(stored or "{}"))  # never None: set above if it was
 
@@ -318,57 +325,55 @@ class Store(SchedulingMixin):
     def log_metrics(self, run_id: str, step: int, metrics: Mapping[str, Any], *,
                     epoch: int | None = None) -> None:
         """Upsert ``metrics`` at ``step`` (a replay overwrites the value; the epoch too unless the
-        replay gives none) and refresh their summaries, in one short write transaction.
-        NaN is stored as NULL, read back as NaN, and ignored by best/min/max."""
-        if not metrics:
-            return
+        replay gives none) and bring their summaries up to date, in one short write transaction
+        (:func:`sslbench.db.ingest.write_points`). NaN is stored as NULL, read back as NaN, and
+        ignored by best/min/max."""
         now = utcnow()
-        values = {key: to_metric_value(key, value) for key, value in metrics.items()}
-        rows: list[dict[str, Any]] = [{"run_id": run_id, "key": key, "step": int(step),
-                                       "epoch": epoch, "value": value, "logged_at": now}
-                                      for key, value in values.items()]
-        with self._session(write=True) as session:
-            self._require_run(session, run_id)
-            appended = appended_summaries(session, run_id, int(step), values)
-            self._upsert(session, Metric, rows, ("run_id", "key", "step"), ("value", "logged_at"),
-                         keep_if_null=("epoch",))
-            records = [{"run_id": run_id, "key": key, "updated_at": now,
-                        **(appended.get(key) or from_history(session, run_id, key))}
-                       for key in values]
-            self._upsert(session, Summary, records, ("run_id", "key"),
-                         (*SUMMARY_FIELDS, "updated_at"))
+        self.write_batch([Point(run_id, key, int(step), to_metric_value(key, value), epoch, now)
+                          for key, value in metrics.items()])
 
     def log_series(self, run_id: str, key: str, values: Iterable[Any], *, start: int = 0) -> None:
         """Upsert one metric at consecutive steps ``start, start + 1, ...`` (a spectrum, a
-        histogram) in one write transaction; its summary is recomputed from the history."""
+        histogram) in one write transaction."""
         now = utcnow()
-        rows = [{"run_id": run_id, "key": key, "step": start + i, "epoch": None,
-                 "value": to_metric_value(key, value), "logged_at": now}
-                for i, value in enumerate(values)]
-        if not rows:
+        self.write_batch([Point(run_id, key, start + i, to_metric_value(key, value), None, now)
+                          for i, value in enumerate(values)])
+
+    def write_batch(self, points: Sequence[Point] = (), *,
+                    artifacts: Sequence[Mapping[str, Any]] = (),
+                    heartbeats: Mapping[str, Any] | None = None) -> None:
+        """Write what a run logged since the last batch in one transaction: metric points (of
+        any runs; see :mod:`sslbench.db.ingest`), artifact rows (as :meth:`log_artifact` makes
+        them) and ``heartbeats`` (``{run_id: time}``). Every run named must exist."""
+        batch = prepare(points)  # before the write lock: see sslbench.db.ingest
+        runs = batch.runs | {a["run_id"] for a in artifacts} | set(heartbeats or {})
+        if not runs:
             return
         with self._session(write=True) as session:
+            self._require_runs(session, runs)
+            write_points(session, batch, utcnow())
+            upsert(session, Artifact, [dict(a) for a in artifacts], ("run_id", "path"),
+                   ("kind", "size", "sha256", "created_at"))
+            for run_id, at in (heartbeats or {}).items():
+                session.execute(update(Run).where(Run.run_id == run_id)
+                                .values(heartbeat_at=at, updated_at=at))
+
+    def truncate_metrics(self, run_id: str, after_step: int) -> None:
+        """Delete the run's metric points past ``after_step`` (what a resumed run recomputes
+        from its checkpoint) and recompute the summaries of their keys."""
+        with self._session(write=True) as session:
             self._require_run(session, run_id)
-            for i in range(0, len(rows), 2000):  # stay under SQLite's bound-variable limit
-                self._upsert(session, Metric, rows[i:i + 2000], ("run_id", "key", "step"),
-                             ("value", "logged_at"), keep_if_null=("epoch",))
-            record = {"run_id": run_id, "key": key, "updated_at": now,
-                      **from_history(session, run_id, key)}
-            self._upsert(session, Summary, [record], ("run_id", "key"),
-                         (*SUMMARY_FIELDS, "updated_at"))
+            discard_after(session, run_id, after_step)
+
+    def flush(self) -> None:
+        """Nothing to do: every write of a Store is done when its call returns (the buffered
+        writer of :mod:`sslbench.db.buffered` is where this waits)."""
 
     def log_artifact(self, run_id: str, kind: str, path: str, *, size: int | None = None,
                      sha256: str | None = None) -> None:
         """Record a file of the run; re-logging the same path updates kind, size and hash.
         ``size`` defaults to the file's size when it exists."""
-        if size is None and os.path.isfile(path):
-            size = os.path.getsize(path)
-        row = {"run_id": run_id, "kind": kind, "path": str(path), "size": size,
-               "sha256": sha256, "created_at": utcnow()}
-        with self._session(write=True) as session:
-            self._require_run(session, run_id)
-            self._upsert(session, Artifact, [row], ("run_id", "path"),
-                         ("kind", "size", "sha256", "created_at"))
+        self.write_batch(artifacts=[artifact_row(run_id, kind, path, size=size, sha256=sha256)])
 
     # -------------------------------------------------------------------------------- reads
 
@@ -384,19 +389,35 @@ class Store(SchedulingMixin):
 
     def find_runs(self, *, kind: queries.StrFilter = None, status: queries.StrFilter = None,
                   method: queries.StrFilter = None, dataset: queries.StrFilter = None,
-                  parent_id: str | None = None) -> list[RunRecord]:
-        """Runs matching every given filter (each one value or a sequence), oldest first."""
+                  parent_id: str | None = None, limit: int | None = None,
+                  offset: int = 0) -> list[RunRecord]:
+        """Runs matching every given filter (each one value or a sequence), oldest first;
+        ``limit`` of them from ``offset`` (None: all)."""
         with self._session() as session:
             return queries.find_runs(session, kind=kind, status=status, method=method,
-                                     dataset=dataset, parent_id=parent_id)
+                                     dataset=dataset, parent_id=parent_id, limit=limit,
+                                     offset=offset)
+
+    def count_runs(self, **filters: Any) -> int:
+        """How many runs :meth:`find_runs` would list without a limit."""
+        with self._session() as session:
+            return queries.count_runs(session, **filters)
+
+    def pending_evaluations(self, protocols: Sequence[str]) -> list[tuple[str, str]]:
+        """(run id, protocol) for each completed pretraining run lacking a completed evaluation
+        by that protocol (see :func:`sslbench.db.queries.pending_evaluations`)."""
+        with self._session() as session:
+            return queries.pending_evaluations(session, protocols)
 
     def runs_frame(self, *, params: Iterable[str] | None = None,
-                   summaries: Iterable[str] | None = None, **filters: Any) -> pd.DataFrame:
+                   summaries: Iterable[str] | None = None, limit: int | None = None,
+                   offset: int = 0, **filters: Any) -> pd.DataFrame:
         """One row per run; see :func:`sslbench.db.queries.runs_frame` for the columns."""
         with self._session() as session:
             return queries.runs_frame(
                 session, params=None if params is None else list(params),
-                summaries=None if summaries is None else list(summaries), **filters)
+                summaries=None if summaries is None else list(summaries), limit=limit,
+                offset=offset, **filters)
 
     def metrics_frame(self, run_id: str, key: str | None = None) -> pd.DataFrame:
         """The metric history: columns run_id, key, step, epoch, value, sorted by key, step."""

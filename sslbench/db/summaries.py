@@ -1,9 +1,10 @@
 """Keeping ``summaries`` (final / best / min / max / count of each metric of a run) current.
 
-Appending a new step updates a summary in O(1) (:func:`append_value`), so logging stays fast
-however long the history grows; a replay of a step that already exists (after a resume) or a
-first value recomputes the key from its history (:func:`from_history`), since the overwritten
-value may have been the best or the final one. "Best" follows :func:`metric_goal`; ties go to
+A batch of new steps is summarised on its own (:func:`of_values`) and merged with the stored
+summary in O(1) (:func:`merge`), so logging stays fast however long the history grows; a replay
+of a step that already exists recomputes the key from its history (:func:`from_history`), since
+the overwritten value may have been the best or the final one. :mod:`sslbench.db.ingest` decides
+which applies. "Best" follows :func:`metric_goal`; ties go to
 the earliest step; NaN values (stored as NULL) count in ``count`` and ``final`` but never in
 best / min / max.
 """
@@ -15,31 +16,26 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from sslbench.db.models import Metric, Summary
+from sslbench.db.models import Metric
 from sslbench.db.values import metric_goal
 
 FIELDS = ("goal", "final", "final_step", "best", "best_step", "min", "max", "count")
 
 
-def append_value(previous: dict[str, Any], step: int, value: float | None) -> dict[str, Any]:
-    """The summary after adding ``value`` at a ``step`` the history did not hold yet."""
-    row = dict(previous)
-    row["count"] = previous["count"] + 1
-    if step > previous["final_step"]:
-        row.update(final=value, final_step=step)
-    if value is None:
-        return row
-    row["min"] = value if previous["min"] is None else min(previous["min"], value)
-    row["max"] = value if previous["max"] is None else max(previous["max"], value)
-    best, best_step = previous["best"], previous["best_step"]
-    if best is None:
-        better = True
-    elif value == best:
-        better = step < best_step
-    else:
-        better = value > best if previous["goal"] == "max" else value < best
-    if better:
-        row.update(best=value, best_step=step)
+def of_values(key: str, values: list[tuple[int, float | None]]) -> dict[str, Any]:
+    """The summary of a series given as (step, value) pairs in increasing step order (None: a
+    NaN, counted in ``count`` and ``final`` but never best / min / max; ties of the best go to
+    the earliest step). One pass of C-level min / max, not a dict per value."""
+    goal = metric_goal(key)
+    final_step, final = values[-1]
+    present = [v for _, v in values if v is not None]
+    row = {"goal": goal, "final": final, "final_step": final_step, "best": None,
+           "best_step": None, "min": None, "max": None, "count": len(values)}
+    if present:
+        low, high = min(present), max(present)
+        best = high if goal == "max" else low
+        row.update(min=low, max=high, best=best,
+                   best_step=next(step for step, v in values if v == best))
     return row
 
 
@@ -60,20 +56,18 @@ def from_history(session: Session, run_id: str, key: str) -> dict[str, Any]:
             "best_step": best_step, "min": low, "max": high, "count": count}
 
 
-def appended_summaries(session: Session, run_id: str, step: int,
-                       values: dict[str, float | None]) -> dict[str, dict[str, Any]]:
-    """Summaries of the keys for which ``step`` is new, updated in O(1). Call it *before*
-    upserting the values (it reads which steps exist); the other keys need :func:`from_history`
-    after the upsert."""
-    keys = list(values)
-    replayed = set(session.scalars(select(Metric.key).where(
-        Metric.run_id == run_id, Metric.key.in_(keys), Metric.step == step)))
-    columns = [getattr(Summary, name) for name in FIELDS]
-    stored = session.execute(select(Summary.key, *columns).where(
-        Summary.run_id == run_id, Summary.key.in_(keys)))
-    out = {}
-    for row in stored:
-        if row.key not in replayed:
-            previous = {name: getattr(row, name) for name in FIELDS}
-            out[row.key] = append_value(previous, step, values[row.key])
-    return out
+
+def merge(previous: dict[str, Any], later: dict[str, Any]) -> dict[str, Any]:
+    """The summary of a history followed by values at later steps, from the two summaries
+    (``later``'s first step after ``previous``'s ``final_step``): the same as appending those
+    values one by one."""
+    row = dict(previous, count=previous["count"] + later["count"], final=later["final"],
+               final_step=later["final_step"])
+    lows = [v for v in (previous["min"], later["min"]) if v is not None]
+    highs = [v for v in (previous["max"], later["max"]) if v is not None]
+    row["min"], row["max"] = (min(lows) if lows else None), (max(highs) if highs else None)
+    best = later["best"]
+    if best is not None and (previous["best"] is None or (
+            best > previous["best"] if previous["goal"] == "max" else best < previous["best"])):
+        row.update(best=best, best_step=later["best_step"])  # a tie keeps the earlier step
+    return row

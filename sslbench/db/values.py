@@ -85,3 +85,18 @@ def to_metric_value(name: str, value: Any) -> float | None:
 def from_db_float(value: float | None) -> float:
     """A nullable float column back to a float, NULL as NaN."""
     return math.nan if value is None else float(value)
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, Mapping):
+        return dict(obj)
+    if isinstance(obj, (set, frozenset)):
+        return sorted(obj, key=str)
+    if isinstance(obj, tuple):
+        return list(obj)
+    return str(obj)  # paths, enums, dtypes: their text is what a reader wants
+
+
+def to_json(value: Mapping[str, Any]) -> str:
+    """A mapping as sorted-key JSON (sets sorted, tuples as lists, anything else as its text)."""
+    return json.dumps(dict(value), sort_keys=True, default=_json_default)

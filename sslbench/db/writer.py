@@ -5,7 +5,9 @@ happens to it (status, metrics, series, files, liveness) and read back its summa
 through a ``RunWriter`` rather than the whole :class:`~sslbench.db.store.Store` so that a process
 that must not write -- a non-zero rank under torchrun -- can be handed a writer that drops
 everything (:class:`sslbench.train.distributed.NullStore`) and the type checker still sees every
-call. A Protocol, not a base class: ``Store`` satisfies it by its own methods, and
+call. A Protocol, not a base class: ``Store`` satisfies it by its own methods (each write done
+when it returns), so does :class:`sslbench.db.buffered.BufferedWriter` (writes buffered and
+written by a background thread: what rank 0 trains with), and
 ``tests/test_store_protocol.py`` checks both implementations method by method, signature by
 signature. Creating a run and taking ownership of it (``upsert_run``, ``set_status(...,
 RUNNING, pid=, claim=)``, ``adopt_numerics``) stay on ``Store``: that is the owner's job, done
@@ -49,6 +51,14 @@ class RunWriter(Protocol):
 
     def heartbeat(self, run_id: str) -> None:
         """Record that the run's process is alive now."""
+        ...
+
+    def flush(self) -> None:
+        """Return once everything recorded so far is in the store (a checkpoint waits on it)."""
+        ...
+
+    def truncate_metrics(self, run_id: str, after_step: int) -> None:
+        """Delete the run's metric points past ``after_step`` (a resume recomputes them)."""
         ...
 
     def summary(self, run_id: str) -> dict[str, float]:

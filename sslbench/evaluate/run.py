@@ -200,16 +200,7 @@ def evaluate_protocols(store: Store, base: EvalConfig, protocols: tuple[str, ...
 
 def pending(store: Store, protocols: tuple[str, ...]) -> list[tuple[str, str]]:
     """(run id, protocol) for each completed pretraining run lacking a completed evaluation."""
-    done: dict[str, set[str]] = {}
-    for ev in store.find_runs(kind="eval", status="completed"):
-        if ev.parent_id:
-            done.setdefault(ev.parent_id, set()).add(ev.config.get("protocol", ""))
-    todo = []
-    for run in store.find_runs(kind="pretrain", status="completed"):
-        for protocol in protocols:
-            if protocol not in done.get(run.run_id, set()):
-                todo.append((run.run_id, protocol))
-    return todo
+    return store.pending_evaluations(protocols)
 
 
 def export_features(store: Store, run_id: str, split: str, out: Any, *,

@@ -275,21 +275,22 @@ def plan_sweep(spec: SweepSpec, store: Any, *, retry_failed: bool = False) -> Pl
 
 
 def apply_plan(plan: Plan, store: Any, *, max_attempts: int, command: list[str]) -> list[str]:
-    """Write the plan: create new runs (queued, tagged ``sweep:<name>``), tag existing ones,
-    re-queue resumed and retried runs, and give every queued run ``max_attempts`` more
-    attempts. Returns the ids the scheduler must see through."""
+    """Write the plan: create new runs (queued, tagged ``sweep:<name>``; the whole grid in one
+    transaction), tag existing ones, re-queue resumed and retried runs, and give every queued
+    run ``max_attempts`` more attempts. Returns the ids the scheduler must see through."""
+    from sslbench.db.records import NewRun
     from sslbench.environment import capture
 
     env = {**capture(), "queued_by": "sweep"}
     tag = plan.spec.tag
+    store.upsert_runs([NewRun(run_id=run.run_id, kind=run.kind, config=run.config.to_dict(),
+                              command=command, env=env, parent_id=run.parent_id,
+                              method=run.config.method, dataset=run.config.dataset, tags=[tag])
+                       for run in plan.runs if run.status == "new" and run.action != "blocked"])
     for run in plan.runs:
         if run.action == "blocked" and run.status == "new":
             continue
-        if run.status == "new":
-            store.upsert_run(run_id=run.run_id, kind=run.kind, config=run.config.to_dict(),
-                             command=command, env=env, parent_id=run.parent_id,
-                             method=run.config.method, dataset=run.config.dataset, tags=[tag])
-        else:
+        if run.status != "new":
             store.add_tags(run.run_id, [tag])
         limit = run.attempts + max_attempts
         if run.action in ("resume", "retry"):

@@ -116,5 +116,11 @@ class NullStore:
     def heartbeat(self, run_id: str) -> None:
         pass
 
+    def flush(self) -> None:
+        pass
+
+    def truncate_metrics(self, run_id: str, after_step: int) -> None:
+        pass
+
     def summary(self, run_id: str) -> dict[str, float]:
         return {}

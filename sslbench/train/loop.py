@@ -35,6 +35,7 @@ import torch
 from sslbench import checkpoint as ckpt
 from sslbench import numerics, paths
 from sslbench.config import TrainConfig
+from sslbench.db.buffered import BufferedWriter, StoreUnavailableError
 from sslbench.db.heartbeat import Heartbeat
 from sslbench.db.models import RunKind, RunStatus
 from sslbench.db.ownership import RunBusyError
@@ -148,13 +149,38 @@ def pretrain(cfg: TrainConfig, store: Store, *, command: list[str], progress: bo
         raise RunBusyError(settings)
     if status == "processes":
         raise ConfigError(settings)
-    writer: RunWriter = store if info.is_main else distributed.NullStore()
     if info.is_main:
         rdir.mkdir(parents=True, exist_ok=True)
+    with _writer(store, info) as writer:
+        status, why = _train_and_close(cfg, writer, store, settings, device, train_ds, test_ds,
+                                       rdir, progress and info.is_main, info, after_epoch)
+        summary = writer.summary(cfg.run_id)
+    return TrainResult(cfg.run_id, status, False, rdir, summary)
+
+
+def _writer(store: Store, info: distributed.DistInfo
+            ) -> contextlib.AbstractContextManager[RunWriter]:
+    """Rank 0 writes through a buffer emptied by a background thread (metrics never wait for
+    the database; see :mod:`sslbench.db.buffered`); the other ranks drop every write."""
+    if info.is_main:
+        return BufferedWriter(store)
+    return contextlib.nullcontext(distributed.NullStore())
+
+
+def _train_and_close(cfg: TrainConfig, writer: RunWriter, store: Store, settings: Any,
+                     device: torch.device, train_ds, test_ds, rdir: Path, show_progress: bool,
+                     info: distributed.DistInfo, after_epoch: EpochGate | None
+                     ) -> tuple[RunStatus, str | None]:
+    """Train, then record how the run ended (its status, and for a failure the one-line cause
+    and failure class). A store that stayed unreachable past the writer's bound cannot record
+    anything: that error propagates as it is (one line), the last checkpoint intact."""
     try:
-        with numerics.applied(settings), _StopFlag() as stop, _beating(store, cfg, info):
+        with numerics.applied(settings), _StopFlag() as stop, \
+                _beating(store, cfg, info):
             status, why = _train(cfg, writer, device, train_ds, test_ds, rdir, stop,
-                                 progress and info.is_main, info, after_epoch)
+                                 show_progress, info, after_epoch)
+    except StoreUnavailableError:
+        raise
     except NonFiniteLoss as err:
         writer.set_status(cfg.run_id, RunStatus.FAILED, error=str(err),
                           failure_class="nonfinite")
@@ -195,7 +221,7 @@ def pretrain(cfg: TrainConfig, store: Store, *, command: list[str], progress: bo
                           failure_class="error")
         raise
     writer.set_status(cfg.run_id, status, error=why)
-    return TrainResult(cfg.run_id, status, False, rdir, writer.summary(cfg.run_id))
+    return status, why
 
 
 class RunFailed(SSLBenchError):
@@ -312,6 +338,9 @@ class TrainState:
 
 
 def _save(cfg: TrainConfig, state: TrainState, store: RunWriter, rdir: Path) -> None:
+    """Checkpoint, once every metric logged so far is in the store: a checkpoint never runs
+    ahead of the store, so a resume from it recomputes whatever a kill lost."""
+    store.flush()
     path = rdir / ckpt.CHECKPOINT
     size = ckpt.save(ckpt.stamp(state.state_dict(cfg), cfg), path, keep_previous=True)
     store.log_artifact(cfg.run_id, "checkpoint", str(path), size=size)
@@ -365,6 +394,8 @@ def _train(cfg: TrainConfig, store: RunWriter, device: torch.device, train_ds, t
     from sslbench.data.augment import build_augment, eval_transform
 
     state = _restore(cfg, device, train_ds.num_classes, info, rdir)
+    # Points written past the checkpoint before a kill are recomputed from here on.
+    store.truncate_metrics(cfg.run_id, state.step)
     local_batch = cfg.batch_size // info.world_size
     aug1, aug2 = build_augment(cfg.augment, image_size=cfg.image_size, mean=train_ds.mean,
                                std=train_ds.std)
@@ -377,8 +408,9 @@ def _train(cfg: TrainConfig, store: RunWriter, device: torch.device, train_ds, t
     pending: dict[int, dict[str, float]] = {}
     window = _Window()
     with _progress(show_progress, total, state.step, cfg.batch_size) as bar:
-        def sync() -> None:
+        def sync() -> None:  # the steps read are logged at once (into the writer's buffer)
             _sync(state, window, pending, cfg.log_every, bar)
+            _log_pending(store, cfg.run_id, pending, epoch=state.epoch + 1)
 
         while state.epoch < cfg.epochs:
             started = time.perf_counter()
@@ -413,7 +445,6 @@ def _train(cfg: TrainConfig, store: RunWriter, device: torch.device, train_ds, t
                 asked = not info.enabled or state.step % cfg.log_every == 0
                 if asked and distributed.broadcast(stop.requested, info):
                     sync()  # before the checkpoint: a NaN loss fails the run, is never saved
-                    _flush(store, cfg.run_id, pending)
                     if info.is_main:
                         _save(cfg, state, store, rdir)
                     return RunStatus.INTERRUPTED, None
@@ -430,7 +461,7 @@ def _train(cfg: TrainConfig, store: RunWriter, device: torch.device, train_ds, t
             state.epoch += 1
             state.batch = 0
             state.epoch_sums = {}
-            _flush(store, cfg.run_id, pending, epoch=state.epoch)
+            _log_pending(store, cfg.run_id, pending, epoch=state.epoch)
             if info.is_main:
                 _save(cfg, state, store, rdir)
             store.heartbeat(cfg.run_id)
@@ -566,8 +597,8 @@ def _epoch_metrics(state: TrainState, top1: float, images: int, elapsed: float) 
             "images_per_s": images / elapsed if elapsed > 0 else math.nan}
 
 
-def _flush(store: RunWriter, run_id: str, pending: dict[int, dict[str, float]],
-           epoch: int | None = None) -> None:
+def _log_pending(store: RunWriter, run_id: str, pending: dict[int, dict[str, float]],
+                 epoch: int | None = None) -> None:
     for step, metrics in sorted(pending.items()):
         clean = {k: v for k, v in metrics.items() if math.isfinite(v)}
         if clean:

@@ -1,0 +1,104 @@
+"""Synthetic stores for the store and report benchmarks, written through the product's own code.
+
+:func:`build` fills an empty store with ``n_runs`` completed pretraining runs covering Table S5's
+grid (5 paper methods x 4 projector families x 5 dims, the rest as seeds) and ``n_points``
+metric points (``online_top1`` and ``loss`` per epoch). Runs and their flattened params go
+through :meth:`Store.upsert_runs` (what ``sslbench sweep`` queues a grid with), points and their
+summaries through :meth:`Store.write_batch` (what every training run's buffered writer writes
+with), a few thousand runs per transaction. Only the runs' lifecycle (status 'completed' and its
+times, which a real run gets from ``set_status`` attempt by attempt) is set with one UPDATE per
+transaction.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from sslbench.db import Store
+    from sslbench.db.ingest import Point
+    from sslbench.db.records import NewRun
+
+METHODS = (("vicreg", None), ("vicreg-exp", 0.1), ("vicreg-ctr", 0.15), ("simclr", 0.5),
+           ("simclr", 0.15))
+FAMILIES = ("d-d-d", "8192-8192-d", "2048-d", "2048-2048-d")
+DIMS = (256, 512, 1024, 2048, 8192)
+#: Runs per transaction.
+CHUNK_RUNS = 2000
+T0 = datetime(2024, 1, 1, tzinfo=timezone.utc)
+
+
+def config(method: str, tau: float | None, family: str, dim: int, seed: int) -> dict[str, Any]:
+    """The resolved config of one synthetic ImageNet run (the paper's recipe)."""
+    loss = ({"sim_coeff": 25.0, "std_coeff": 25.0, "cov_coeff": 1.0} if tau is None else
+            {"temperature": tau} if method == "simclr" else
+            {"sim_coeff": 1.0, "std_coeff": 1.0, "cov_coeff": 1.0, "temperature": tau})
+    return {"method": method, "dataset": "imagefolder", "backbone": "resnet50",
+            "cifar_stem": False, "projector": family, "dim": dim, "epochs": 100,
+            "batch_size": 1024, "lr": 0.3, "optimizer": "lars", "weight_decay": 1e-6,
+            "momentum": 0.9, "warmup_epochs": 10, "augment": "byol", "image_size": 224,
+            "loss": loss, "probe_lr": 1e-3, "sync_bn": False, "train_samples": 0, "seed": seed,
+            "preset": "paper"}
+
+
+def points_per_run(n_runs: int, n_points: int) -> int:
+    return max(2, n_points // n_runs)
+
+
+def _runs(n_runs: int, n_points: int, rng: random.Random
+          ) -> Iterator[tuple[NewRun, list[Point]]]:
+    from sslbench.db.ingest import Point
+    from sslbench.db.records import NewRun
+
+    per_run = points_per_run(n_runs, n_points)
+    epochs = {"online_top1": (per_run + 1) // 2, "loss": per_run // 2}
+    cells = [(m, t, f, d) for m, t in METHODS for f in FAMILIES for d in DIMS]
+    for i in range(n_runs):
+        method, tau, family, dim = cells[i % len(cells)]
+        cfg = config(method, tau, family, dim, seed=i // len(cells))
+        run_id = f"{i:012x}"
+        level = 60.0 + 8.0 * rng.random()
+        at = T0 + timedelta(seconds=i)
+        points = []
+        for key, count in epochs.items():
+            for e in range(count):
+                value = (level * (1 - 0.5 ** (1 + e / 5)) + rng.gauss(0, 0.2)
+                         if key == "online_top1" else 5.0 / (1 + e) + rng.gauss(0, 0.01))
+                points.append(Point(run_id, key, e, value, e, at))
+        yield NewRun(run_id=run_id, kind="pretrain", config=cfg, command=[], env={}), points
+
+
+def build(store: Store, n_runs: int, n_points: int, seed: int = 0) -> float:
+    """Fill ``store`` (empty) with the synthetic runs; returns the seconds it took."""
+    from sqlalchemy import update
+
+    from sslbench.db.models import Run, RunStatus
+
+    rng = random.Random(seed)
+    start = time.perf_counter()
+    runs: list[NewRun] = []
+    points: list[Point] = []
+
+    def write() -> None:
+        store.upsert_runs(runs)
+        store.write_batch(points)
+        ids = [run.run_id for run in runs]
+        with store._session(write=True) as session:  # the lifecycle: see the module docstring
+            session.execute(update(Run).where(Run.run_id.in_(ids)).values(
+                status=RunStatus.COMPLETED, attempts=1, host="bench", started_at=T0,
+                ended_at=T0 + timedelta(hours=1)))
+        runs.clear()
+        points.clear()
+
+    for run, history in _runs(n_runs, n_points, rng):
+        runs.append(run)
+        points.extend(history)
+        if len(runs) >= CHUNK_RUNS:
+            write()
+    if runs:
+        write()
+    return time.perf_counter() - start
