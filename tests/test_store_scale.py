@@ -55,26 +55,33 @@ def test_the_synthetic_store_is_what_the_store_api_reads(synthetic):
                 values.iloc[-1], best, len(values))
 
 
-def test_runs_list_pages_oldest_first_with_a_footer(synthetic, cli):
+def test_runs_list_pages_back_from_the_newest_with_a_footer(synthetic, cli):
+    """The first page holds the newest runs (the one just made is there), each page listed
+    oldest first; --offset steps back in time."""
     every = [r.run_id for r in Store.open(synthetic, create=False).find_runs()]
-    assert len(every) == N_RUNS + 5
+    total = N_RUNS + 5
+    assert len(every) == total
     page = cli("--db", synthetic, "runs", "list", "--format", "json", "--limit", "10",
                "--offset", "5")
     assert page.exit_code == 0, page.output
-    assert [r["run_id"] for r in json.loads(page.stdout)] == every[5:15]
+    assert [r["run_id"] for r in json.loads(page.stdout)] == every[-15:-5]
     whole = cli("--db", synthetic, "runs", "list", "--format", "json", "--limit", "0")
     assert [r["run_id"] for r in json.loads(whole.stdout)] == every
     first = cli("--db", synthetic, "runs", "list")
     assert first.exit_code == 0, first.output
     assert first.stdout.strip().splitlines()[-1] == (
-        f"runs 1-100 of {N_RUNS + 5}: the next page with --offset 100")
-    assert every[99] in first.stdout and every[100] not in first.stdout
-    last = cli("--db", synthetic, "runs", "list", "--offset", "200")
-    assert every[-1] in last.stdout and "next page" not in last.stdout
+        f"runs {total - 99}-{total} of {total}: the older ones with --offset 100")
+    assert every[-1] in first.stdout and every[-100] in first.stdout
+    assert every[-101] not in first.stdout
+    oldest = cli("--db", synthetic, "runs", "list", "--offset", "200")
+    assert every[0] in oldest.stdout and "older ones" not in oldest.stdout
     past = cli("--db", synthetic, "runs", "list", "--offset", "1000")
-    assert past.stdout.strip() == "no runs past the first 1000: lower --offset"
+    assert past.stdout.strip() == "no runs before the newest 1000: lower --offset"
     filtered = cli("--db", synthetic, "runs", "list", "--kind", "eval", "--format", "json")
     assert [r["run_id"] for r in json.loads(filtered.stdout)] == [f"eval-{i}" for i in range(5)]
+    frame = Store.open(synthetic, create=False).runs_frame(params=(), summaries=(), limit=3,
+                                                           newest=True)
+    assert list(frame["run_id"]) == every[-3:]
 
 
 @pytest.mark.parametrize("args,needle", [(["--limit", "-1"], "--limit must be positive"),

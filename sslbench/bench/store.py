@@ -239,7 +239,7 @@ def _first_page(store: Store, **filters: Any) -> int:
     from sslbench.report.render import render
     from sslbench.report.runs import runs_list_frame
 
-    frame = runs_list_frame(store, limit=100, **filters)
+    frame = runs_list_frame(store, limit=100, newest=True, **filters)
     render(frame.set_index("run_id"), "table")
     return store.count_runs(**filters)
 

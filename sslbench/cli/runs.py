@@ -34,12 +34,13 @@ def runs_list(
                                       callback=STATUSES.check),
     method: str | None = typer.Option(None, help="Only this method."),
     dataset: str | None = typer.Option(None, help="Only this dataset."),
-    limit: int = typer.Option(100, help="Runs per page, oldest first (0: every run)."),
-    offset: int = typer.Option(0, help="Runs to skip before the page (the next page: "
-                               "--offset 100)."),
+    limit: int = typer.Option(100, help="Runs per page: the newest, listed oldest first (0: "
+                              "every run)."),
+    offset: int = typer.Option(0, help="Newest runs to skip (the page before: --offset 100)."),
     fmt: Format = "table",
 ) -> None:
-    """The runs, a page at a time, with their status, main settings and final metrics."""
+    """The newest runs, a page at a time, with their status, main settings and final
+    metrics."""
     from sslbench.config import require_positive
     from sslbench.errors import ConfigError
     from sslbench.report.runs import runs_list_frame, runs_list_json
@@ -51,12 +52,13 @@ def runs_list(
     store = open_store(create=False)
     filters = dict(kind=kind, status=status, method=method, dataset=dataset)
     if fmt == "json":
-        echo_json(runs_list_json(store, limit=limit or None, offset=offset, **filters))
+        echo_json(runs_list_json(store, limit=limit or None, offset=offset, newest=True,
+                                 **filters))
         return
-    frame = runs_list_frame(store, limit=limit or None, offset=offset, **filters)
+    frame = runs_list_frame(store, limit=limit or None, offset=offset, newest=True, **filters)
     if frame.empty:
         typer.echo("no runs match: try `sslbench demo` or `sslbench train`" if not offset else
-                   f"no runs past the first {offset}: lower --offset")
+                   f"no runs before the newest {offset}: lower --offset")
         return
     from sslbench.report.render import render
 
@@ -64,8 +66,8 @@ def runs_list(
     if limit and len(frame) == limit:
         total = store.count_runs(**filters)
         if total > offset + limit:
-            typer.echo(f"runs {offset + 1:,}-{offset + limit:,} of {total:,}: the next page "
-                       f"with --offset {offset + limit}")
+            typer.echo(f"runs {total - offset - limit + 1:,}-{total - offset:,} of {total:,}: "
+                       f"the older ones with --offset {offset + limit}")
 
 
 @runs_app.command("show")

@@ -90,19 +90,28 @@ def get_run(session: Session, run_id: str) -> RunRecord:
     return RunRecord.from_row(row)
 
 
-def _paged(stmt: Select[Any], limit: int | None, offset: int) -> Select[Any]:
+def _paged(stmt: Select[Any], limit: int | None, offset: int, newest: bool = False
+           ) -> Select[Any]:
     """``stmt`` in listing order (oldest first, read off ``ix_runs_created`` /
-    ``ix_runs_kind_status``), ``limit`` rows from ``offset`` (None: all)."""
-    stmt = stmt.order_by(Run.created_at, Run.run_id)
+    ``ix_runs_kind_status``), ``limit`` rows from ``offset`` (None: all); with ``newest`` the
+    rows are counted from the newest run (the same indexes, read backwards) and come newest
+    first."""
+    if newest:
+        stmt = stmt.order_by(Run.created_at.desc(), Run.run_id.desc())
+    else:
+        stmt = stmt.order_by(Run.created_at, Run.run_id)
     if offset:
         stmt = stmt.offset(offset)
     return stmt if limit is None else stmt.limit(limit)
 
 
 def find_runs(session: Session, *, limit: int | None = None, offset: int = 0,
-              **filters: Any) -> list[RunRecord]:
-    stmt = _paged(select(Run).where(*run_conditions(**filters)), limit, offset)
-    return [RunRecord.from_row(row) for row in session.scalars(stmt)]
+              newest: bool = False, **filters: Any) -> list[RunRecord]:
+    """Matching runs, oldest first; ``limit`` from ``offset``, counted from the oldest run or,
+    with ``newest``, from the newest one (the page itself still oldest first)."""
+    stmt = _paged(select(Run).where(*run_conditions(**filters)), limit, offset, newest)
+    records = [RunRecord.from_row(row) for row in session.scalars(stmt)]
+    return records[::-1] if newest else records
 
 
 def count_runs(session: Session, **filters: Any) -> int:
@@ -183,10 +192,11 @@ def attempts(session: Session, run_id: str) -> list[dict[str, Any]]:
 
 def runs_frame(session: Session, *, params: Sequence[str] | None = None,
                summaries: Sequence[str] | None = None, limit: int | None = None,
-               offset: int = 0, **filters: Any) -> pd.DataFrame:
+               offset: int = 0, newest: bool = False, **filters: Any) -> pd.DataFrame:
     """One row per run: :data:`RUN_COLUMNS`, ``tags`` (a list), then ``param.<key>`` and
     ``final.<key>`` / ``best.<key>`` columns (all keys when ``params`` / ``summaries`` is None,
-    none for ``()``); oldest first, ``limit`` runs from ``offset`` (None: all).
+    none for ``()``); oldest first, ``limit`` runs from ``offset`` (None: all), counted from the
+    newest run with ``newest`` (as :func:`find_runs`).
 
     Params and summaries are fetched with two indexed queries joined on the filtered runs, never
     by pivoting the metric history.
@@ -194,11 +204,11 @@ def runs_frame(session: Session, *, params: Sequence[str] | None = None,
     conditions = run_conditions(**filters)
     ids = select(Run.run_id).where(*conditions)
     if limit is not None or offset:
-        ids = _paged(ids, limit, offset)
+        ids = _paged(ids, limit, offset, newest)
     columns = [getattr(Run, c) for c in RUN_COLUMNS] + [Run.tags_json]
-    base = pd.DataFrame(session.execute(_paged(select(*columns).where(*conditions), limit,
-                                               offset)).all(),
-                        columns=[*RUN_COLUMNS, "tags"])
+    rows = session.execute(_paged(select(*columns).where(*conditions), limit, offset,
+                                  newest)).all()
+    base = pd.DataFrame(rows[::-1] if newest else rows, columns=[*RUN_COLUMNS, "tags"])
     base["tags"] = [json.loads(text) if text else [] for text in base["tags"]]
     for column in ("created_at", "started_at", "ended_at", "heartbeat_at"):
         base[column] = pd.to_datetime(base[column], utc=True)

@@ -390,13 +390,14 @@ class Store(SchedulingMixin):
     def find_runs(self, *, kind: queries.StrFilter = None, status: queries.StrFilter = None,
                   method: queries.StrFilter = None, dataset: queries.StrFilter = None,
                   parent_id: str | None = None, limit: int | None = None,
-                  offset: int = 0) -> list[RunRecord]:
+                  offset: int = 0, newest: bool = False) -> list[RunRecord]:
         """Runs matching every given filter (each one value or a sequence), oldest first;
-        ``limit`` of them from ``offset`` (None: all)."""
+        ``limit`` of them from ``offset`` (None: all), counted from the newest run with
+        ``newest``."""
         with self._session() as session:
             return queries.find_runs(session, kind=kind, status=status, method=method,
                                      dataset=dataset, parent_id=parent_id, limit=limit,
-                                     offset=offset)
+                                     offset=offset, newest=newest)
 
     def count_runs(self, **filters: Any) -> int:
         """How many runs :meth:`find_runs` would list without a limit."""

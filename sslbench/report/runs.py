@@ -15,12 +15,13 @@ LIST_PARAMS = ("backbone", "projector", "dim", "epochs", "seed")
 
 
 def runs_list_frame(store: Store, *, limit: int | None = None, offset: int = 0,
-                    **filters: Any) -> pd.DataFrame:
-    """One row per run, oldest first (``limit`` runs from ``offset``; None: all): id, kind,
+                    newest: bool = False, **filters: Any) -> pd.DataFrame:
+    """One row per run, oldest first (``limit`` runs from ``offset``, None: all; counted from
+    the newest run with ``newest``): id, kind,
     status, method, dataset, the main params, the final value of :data:`LIST_METRICS`, creation
     time and duration (s). Empty columns dropped."""
     frame = store.runs_frame(params=LIST_PARAMS, summaries=LIST_METRICS, limit=limit,
-                             offset=offset, **filters)
+                             offset=offset, newest=newest, **filters)
     out = frame[["run_id", "kind", "status", "method", "dataset", "parent_id"]].copy()
     for key in LIST_PARAMS:
         out[key] = _integers_as_int(frame[f"param.{key}"])
@@ -50,10 +51,10 @@ def _whole(value: Any) -> bool:
 
 
 def runs_list_json(store: Store, *, limit: int | None = None, offset: int = 0,
-                   **filters: Any) -> list[dict[str, Any]]:
-    """The matching runs (``limit`` from ``offset``; None: all) as :meth:`RunRecord.to_dict`
-    (config and final summary included)."""
-    records = store.find_runs(limit=limit, offset=offset, **filters)
+                   newest: bool = False, **filters: Any) -> list[dict[str, Any]]:
+    """The matching runs (``limit`` from ``offset``, None: all; counted from the newest run
+    with ``newest``) as :meth:`RunRecord.to_dict` (config and final summary included)."""
+    records = store.find_runs(limit=limit, offset=offset, newest=newest, **filters)
     finals = store.final_summaries([r.run_id for r in records])
     return [r.to_dict(finals.get(r.run_id, {})) for r in records]
 
