@@ -367,6 +367,7 @@ def test_buffered_writes_truncation_and_summaries_on_postgres(pg_store):
     assert pg_store.get_run(run).heartbeat_at is not None
 
 
+@pytest.mark.slow  # a benchmark end to end
 def test_the_store_bench_runs_on_postgres_and_leaves_the_database_empty(postgres_url,
                                                                        tmp_path, monkeypatch):
     from sqlalchemy import create_engine, inspect

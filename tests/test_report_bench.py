@@ -13,6 +13,9 @@ from sslbench.db import Store
 from sslbench.db.values import flatten
 from sslbench.report import build_report
 
+# The benchmark end to end on a small store: slow.
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def result(tmp_path_factory):

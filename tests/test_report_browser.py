@@ -26,8 +26,9 @@ from sslbench.report import REPORTS, write_html
 from sslbench.report.html import HTML_NAME
 from sslbench.report.registry import FIGURES
 
-# Its tests share one rendered page: one xdist worker runs them all (--dist loadgroup).
-pytestmark = pytest.mark.xdist_group("browser")
+# Its tests share one rendered page: one xdist worker runs them all (--dist loadgroup). A real
+# browser is end-to-end: slow.
+pytestmark = [pytest.mark.xdist_group("browser"), pytest.mark.slow]
 
 WINDOW = 1600  # CSS pixels; the report's body is at most 1480 wide
 # Records where each section and image landed, and each image's decoded size, in the DOM

@@ -89,12 +89,12 @@ def test_a_metric_that_is_not_a_number_fails_at_the_call(store):
 
 def test_an_outage_shorter_than_the_bound_loses_nothing(store):
     run_id = _run(store)
-    limits = Limits(batch_points=10, interval_s=0.05, outage_s=60)
+    limits = Limits(batch_points=10, interval_s=0.05, outage_s=60, lock_wait_s=0.2)
     with BufferedWriter(store, limits) as writer:
         with _locked(_store_path(store)):
             for step in range(100):
                 writer.log_metrics(run_id, step, {"loss": float(100 - step)})
-            time.sleep(2.5)  # the writer's first attempt fails (2 s lock wait) and backs off
+            time.sleep(0.6)  # the writer's first attempts fail (0.2 s lock wait) and back off
             assert writer.pending_points == 100 and store.metrics_frame(run_id).empty
         writer.log_artifact(run_id, "checkpoint", "/runs/x/checkpoint.pt", size=3)
         writer.flush()
@@ -105,7 +105,8 @@ def test_an_outage_shorter_than_the_bound_loses_nothing(store):
 
 def test_an_outage_past_the_bound_is_one_line_and_nothing_is_written(store):
     run_id = _run(store)
-    limits = Limits(batch_points=10, interval_s=0.05, outage_s=0.5, max_points=40)
+    limits = Limits(batch_points=10, interval_s=0.05, outage_s=0.5, max_points=40,
+                    lock_wait_s=0.2)
     with _locked(_store_path(store)), BufferedWriter(store, limits) as writer:
         for step in range(30):
             writer.log_metrics(run_id, step, {"loss": 1.0})

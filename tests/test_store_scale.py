@@ -132,6 +132,7 @@ def test_run_id_prefixes_resolve_as_before(tmp_path):
             store.resolve_run_id("abcf")
 
 
+@pytest.mark.slow  # a benchmark end to end
 def test_bench_store_on_tiny_sizes(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "mlflow", None)  # an optional dependency: the note
     out = bench_store.run(runs=300, points=3000, steps=100, writers=3, writer_points=600,

@@ -82,6 +82,7 @@ class Limits:
     interval_s: float = INTERVAL_S
     outage_s: float = OUTAGE_S
     max_points: int = MAX_POINTS
+    lock_wait_s: float = LOCK_WAIT_S
 
     @classmethod
     def from_env(cls) -> Limits:
@@ -155,7 +156,7 @@ class BufferedWriter:
             with self._cond:
                 self._closing, self._drop = True, not flush
                 self._cond.notify_all()
-            self._thread.join(timeout=LOCK_WAIT_S + 1)
+            self._thread.join(timeout=self.limits.lock_wait_s + 1)
 
     def log_metrics(self, run_id: str, step: int, metrics: Mapping[str, Any], *,
                     epoch: int | None = None) -> None:
@@ -307,7 +308,8 @@ class BufferedWriter:
     def _open(self) -> Store:
         from sslbench.db.store import Store
 
-        return Store.open(self._store.url, create=False, busy_timeout_s=LOCK_WAIT_S)
+        return Store.open(self._store.url, create=False,
+                          busy_timeout_s=self.limits.lock_wait_s)
 
     @staticmethod
     def _write(store: Store, batch: _Buffer) -> None:
