@@ -137,10 +137,8 @@ def bench_slurm(
 ) -> None:
     """N tiny runs as one Slurm job array (a throw-away one-node cluster) vs one after another."""
     from sslbench.bench.slurm import run
-    from sslbench.config import require_positive
 
-    for name, value in (("runs", runs), ("cpus", cpus), ("repeats", repeats)):
-        require_positive(name, value)
+    _positive(runs=runs, cpus=cpus, repeats=repeats)
     _output(run(runs=runs, cpus=cpus, repeats=repeats), fmt)
 
 

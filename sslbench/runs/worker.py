@@ -124,16 +124,17 @@ def _load_config(record: Any) -> Any:
     return cfg
 
 
-def _rank() -> int:
-    """This process's rank under torchrun (0 alone, or outside torchrun)."""
-    text = os.environ.get("RANK", "0")
-    return int(text) if text.isdigit() else 0
+def _is_main() -> bool:
+    """Whether this process is rank 0 of its torchrun group (or runs alone)."""
+    from sslbench.train.distributed import from_env
+
+    return from_env().is_main
 
 
 def _record_failure(store: Any, run_id: str, error: str, failure_class: str) -> None:
     """Record a failure that ``pretrain``/``evaluate`` did not (the run is still running);
     under torchrun only rank 0 writes the run."""
-    if _rank() != 0:
+    if not _is_main():
         return
     record = store.get_run(run_id)
     if record.status == RunStatus.RUNNING and record.pid in (None, os.getpid()):
@@ -160,7 +161,7 @@ def exec_run(store: Any, run_id: str, *, command: list[str],
     record = store.get_run(run_id)
     claim = _claimed_attempt()
     # Under torchrun rank 0 alone touches the run: the other ranks do not heartbeat.
-    beating = Heartbeat(store.url, record.run_id, heartbeat_s) if _rank() == 0 else \
+    beating = Heartbeat(store.url, record.run_id, heartbeat_s) if _is_main() else \
         contextlib.nullcontext()
     with beating:
         try:
