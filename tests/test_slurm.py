@@ -107,6 +107,14 @@ def test_a_cpu_task_owns_its_cpus_under_its_allocations_name():
                                       "CUDA_VISIBLE_DEVICES": ""}
 
 
+def test_a_cpu_tasks_cpus_become_its_runs_threads_unless_the_sweep_sets_them():
+    from sslbench.runs.sbatch import run_defaults
+
+    assert run_defaults({"cpus_per_task": 4}) == {"threads": 4}
+    assert run_defaults({"cpus_per_task": 1}) == run_defaults({}) == {}
+    assert run_defaults({"cpus_per_task": 8, "gpus_per_node": 1}) == {}  # loaders' CPUs
+
+
 def test_a_gpu_task_uses_exactly_the_gpus_slurm_gave_it():
     from sslbench.runs.devices import allocation_pool
 

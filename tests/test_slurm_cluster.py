@@ -154,8 +154,11 @@ def test_a_refused_submission_is_one_line_and_leaves_the_store_as_it_was(slurm_c
 
 @pytest.mark.slow
 def test_scancel_checkpoints_and_the_same_sweep_resumes(slurm_cluster, home):
+    """The first task has 2 CPUs, so the run trains with 2 threads; the run resumes in a
+    1-CPU task with the 2 threads it recorded (one numeric however it is executed)."""
     sweep = sweep_file(home, "cancel", epochs=3, samples=256)
-    (first,) = submitted(run_cli(["sweep", sweep, "--backend", "slurm"], home))
+    (first,) = submitted(run_cli(["sweep", sweep, "--backend", "slurm", "--slurm",
+                                  "cpus_per_task=2"], home))
     (run_id,) = run_ids(home, "cancel")
     stop_worker_at_first_checkpoint(home, run_id)
     slurm_cluster.run("scancel", first)  # Slurm sends SIGCONT, then SIGTERM, to the step
@@ -171,6 +174,7 @@ def test_scancel_checkpoints_and_the_same_sweep_resumes(slurm_cluster, home):
         assert [a["status"] for a in store.attempt_details(run_id)] == ["interrupted",
                                                                          "completed"]
         assert sorted(store.metrics_frame(run_id, "epoch")["value"]) == [1.0, 2.0, 3.0]
+        assert record.config["threads"] == record.numerics["cpu_threads"] == 2
         assert [t for t in record.tags if t.startswith("slurm:")] == [f"slurm:{first}",
                                                                        f"slurm:{second}"]
     assert job(slurm_cluster, second)["JobState"] == "COMPLETED"

@@ -80,6 +80,23 @@ def test_cells_resolve_to_the_train_commands_configs(spec):
     assert [row["kind"] for row in plan_rows(plan)] == ["pretrain"] * 2 + ["eval"] * 4
 
 
+def test_backend_defaults_fill_cells_that_leave_a_setting_unset(tmp_path):
+    """A Slurm CPU task's threads reach the cells that do not set theirs; the run ids (threads
+    is an execution setting) stay the same, and a cell's own value wins."""
+    from dataclasses import replace
+
+    path = tmp_path / "threads.toml"
+    path.write_text(SWEEP.replace("method = [\"simclr\", \"vicreg\"]",
+                                  "method = [\"simclr\", \"vicreg\"]\n[[override]]\n"
+                                  "where = { method = \"simclr\" }\nset = { threads = 3 }"))
+    spec = load_sweep(path)
+    plain, slurm = build_plan(spec), build_plan(replace(spec, defaults={"threads": 2}))
+    pre = [[r for r in p.runs if r.kind == "pretrain"] for p in (plain, slurm)]
+    assert [r.run_id for r in pre[0]] == [r.run_id for r in pre[1]]
+    assert [r.config.threads for r in pre[0]] == [3, 0]
+    assert [r.config.threads for r in pre[1]] == [3, 2]
+
+
 def test_apply_plan_creates_tags_and_budgets_then_statuses_drive_actions(spec, store):
     plan = plan_sweep(spec, store)
     queue = apply_plan(plan, store, max_attempts=2, command=["test"])

@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -215,6 +215,14 @@ def slurm_options(spec: Any, backend: str, flags: list[str] | None) -> dict[str,
         raise ConfigError("--slurm applies to --backend slurm (or submitit-local): add "
                           "--backend slurm or drop --slurm")
     return sbatch.with_flags(spec.slurm, flags or [])
+
+
+def with_backend_defaults(spec: Any, backend: str, options: dict[str, Any]) -> Any:
+    """``spec`` (a sweep or tune spec) with the train settings its backend gives the runs that do
+    not set them: a Slurm CPU task's ``cpus_per_task`` as their threads."""
+    if backend != "slurm":
+        return spec
+    return replace(spec, defaults=sbatch.run_defaults(options))
 
 
 def device_pool(spec: Any, backend: str, devices: str | None, per_device: int | None,

@@ -25,6 +25,7 @@ from sslbench.cli.common import (
     retry_policy,
     slurm_options,
     store_url,
+    with_backend_defaults,
 )
 from sslbench.errors import ConfigError
 
@@ -69,6 +70,7 @@ def sweep(
     spec = load_sweep(file, sets)
     policy = retry_policy(spec, max_attempts, transient or [])
     options = slurm_options(spec, backend, slurm)
+    spec = with_backend_defaults(spec, backend, options)
     pool = device_pool(spec, backend, devices, per_device, workers,
                        needed=not (dry_run or queue_only))
     resolved = build_plan(spec)  # every cell is checked before the store is touched

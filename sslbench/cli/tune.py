@@ -22,6 +22,7 @@ from sslbench.cli.common import (
     open_store,
     retry_policy,
     slurm_options,
+    with_backend_defaults,
 )
 from sslbench.errors import ConfigError
 
@@ -61,6 +62,7 @@ def tune(
         raise ConfigError(f"--timeout must be a positive number of seconds, got {timeout}")
     policy = retry_policy(spec, max_attempts, [])
     options = slurm_options(spec, backend, slurm)
+    spec = with_backend_defaults(spec, backend, options)
     pool = device_pool(spec, backend, devices, per_device, workers, needed=True)
     check_space(spec)  # the base at the corners of the space: before the store is touched
     executor = None
@@ -79,7 +81,8 @@ def tune(
         feed, stopped = _run_local(spec, store, pool, policy, size, timeout, echo, retry_failed)
     else:
         feed, stopped = _run_submitit(spec, store, executor, backend, policy, size, timeout,
-                                      echo, retry_failed, per_device or 1)
+                                      echo, retry_failed, per_device or 1,
+                                      int(options.get("array_parallelism", 0)) or 4)
     _summarise(spec, feed, fmt, stopped)
 
 
@@ -117,12 +120,11 @@ def _run_local(spec: Any, store: Any, pool: Any, policy: Any, size: int, timeout
 
 def _run_submitit(spec: Any, store: Any, executor: Any, backend: str, policy: Any, size: int,
                   timeout: float | None, echo: Any, retry_failed: bool,
-                  per_device: int) -> tuple[Any, bool]:
+                  per_device: int, slots: int) -> tuple[Any, bool]:
     from sslbench.runs.scheduler import new_scheduler_id
     from sslbench.runs.tune import StudyFeed, drive_submitit, open_study
 
     driver = new_scheduler_id(backend)
-    slots = int(spec.slurm.get("array_parallelism", 0)) or 4
     feed = StudyFeed(spec, open_study(spec, store.url), store, trials=size,
                      deadline=_deadline(timeout), slots=slots, driver=driver,
                      max_attempts=policy.max_attempts, command=command_line(), echo=echo,

@@ -100,8 +100,8 @@ def resolve_cell(spec: SweepSpec, cell: Cell, loss_keys: Sequence[str]) -> Train
     from sslbench.losses import criterion_defaults
     from sslbench.train.setup import resolve_train_config
 
-    options = {k: v for k, v in cell.settings.items()
-               if k not in loss_keys and k not in EXECUTION_KEYS}
+    options = {**spec.defaults, **{k: v for k, v in cell.settings.items()
+                                   if k not in loss_keys and k not in EXECUTION_KEYS}}
     method = options.get("method", TrainConfig.method)
     try:
         applicable = set(criterion_defaults(method))

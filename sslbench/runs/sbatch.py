@@ -164,6 +164,18 @@ def with_flags(options: Mapping[str, Any], pairs: Sequence[str]) -> dict[str, An
     return out
 
 
+def run_defaults(options: Mapping[str, Any]) -> dict[str, Any]:
+    """Train settings the runs of a Slurm submission take unless the sweep sets them.
+
+    A CPU task's ``cpus_per_task`` becomes its runs' intra-op ``threads``: the task was given
+    those CPUs to train with. It is a setting of the run, not something the task works out when
+    it starts, so it is recorded with the run (``sslbench.numerics``) and every later attempt,
+    local or on Slurm, computes with the same count. A sweep that sets ``threads`` keeps its own.
+    GPU tasks leave it alone: their CPUs feed the data loaders."""
+    cpus = int(options.get("cpus_per_task", 1))
+    return {"threads": cpus} if cpus > 1 and not options.get("gpus_per_node") else {}
+
+
 @lru_cache(maxsize=4)
 def _sbatch_option_names(_conf: str | None) -> frozenset[str]:
     """The long options of this host's sbatch (``sbatch --help``, which needs a Slurm

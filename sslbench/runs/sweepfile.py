@@ -125,6 +125,9 @@ class SweepSpec:
     slurm: dict[str, Any] = field(default_factory=dict)
     #: What groups the runs: "sweep", or "tune" for a tuning study's trials (its runs' tag).
     kind: str = "sweep"
+    #: Train settings every cell takes unless it sets them (the backend's, e.g. a Slurm CPU
+    #: task's threads: ``sslbench.runs.sbatch.run_defaults``).
+    defaults: dict[str, Any] = field(default_factory=dict)
 
     @property
     def tag(self) -> str:

@@ -179,7 +179,7 @@ def as_sweep(spec: TuneSpec, params: dict[str, Any]) -> SweepSpec:
                      fixed=dict(spec.base), grid={k: [v] for k, v in params.items()},
                      protocols=(spec.protocol,) if spec.protocol else (),
                      eval_options=dict(spec.eval_options), scheduler=dict(spec.scheduler),
-                     slurm=dict(spec.slurm), kind="tune")
+                     slurm=dict(spec.slurm), kind="tune", defaults=dict(spec.defaults))
 
 
 def check_space(spec: TuneSpec) -> None:

@@ -127,6 +127,9 @@ class TuneSpec:
     eval_options: dict[str, Any] = field(default_factory=dict)
     scheduler: dict[str, Any] = field(default_factory=dict)
     slurm: dict[str, Any] = field(default_factory=dict)
+    #: Train settings every trial takes unless the base or the space sets them (the backend's:
+    #: ``SweepSpec.defaults``); not part of the study's signature.
+    defaults: dict[str, Any] = field(default_factory=dict)
 
     def signature(self) -> dict[str, Any]:
         """What a study keeps of its spec: a rerun of the study must match all of it, since
