@@ -51,6 +51,19 @@ def _ranks(sweep: subprocess.Popen) -> dict[int, int]:
     return {_rank_of(pid): pid for pid in worker.child_pids(agents[0])}
 
 
+def assert_same_result(home: Path, reference: Path, run_id: str) -> None:
+    """``run_id`` in ``home`` has exactly ``reference``'s metrics (wall-clock speed aside) and
+    weights."""
+    (m1, w1), (m2, w2) = _final(home, run_id), _final(reference, run_id)
+    assert set(m1) == set(m2)
+    for key, value in m2.items():
+        if key[0] != "images_per_s":  # wall-clock speed differs, everything else must not
+            assert m1[key] == value, key
+    assert w1.keys() == w2.keys()
+    for name in w2:
+        assert w1[name].equal(w2[name]), name
+
+
 @pytest.mark.slow
 def test_a_two_process_run_killed_then_resumed_by_a_sweep_equals_torchrun_train(tmp_path):
     ref, home = tmp_path / "torchrun", tmp_path / "sweep"
@@ -105,14 +118,7 @@ def test_a_two_process_run_killed_then_resumed_by_a_sweep_equals_torchrun_train(
     assert reference.returncode == 0, err[-3000:]
     assert f'"run_id": "{run_id}"' in out
 
-    (m1, w1), (m2, w2) = _final(home, run_id), _final(ref, run_id)
-    assert set(m1) == set(m2)
-    for key, value in m2.items():
-        if key[0] != "images_per_s":  # wall-clock speed differs, everything else must not
-            assert m1[key] == value, key
-    assert w1.keys() == w2.keys()
-    for name in w2:
-        assert w1[name].equal(w2[name]), name
+    assert_same_result(home, ref, run_id)
     with Store.open(f"sqlite:///{home / 'db' / 'sslbench.sqlite'}") as store:
         attempts = store.attempt_details(run_id)
         assert [a["status"] for a in attempts] == ["killed", "completed"]
@@ -245,10 +251,10 @@ def test_the_cause_of_a_torchrun_group_failure_is_read_from_its_log(tmp_path):
     (["--devices-per-run", "3", "--workers", "4"],
      "--batch-size 64 does not split across 3 processes: use a multiple of 3"),
     (["--devices-per-run", "0"], "devices_per_run must be >= 1, got 0"),
-    (["--devices-per-run", "2", "--backend", "slurm"],
-     "devices_per_run 2: not yet supported on this backend (--backend slurm)"),
     (["--devices-per-run", "2", "--backend", "submitit-local"],
-     "devices_per_run 2: not yet supported on this backend (--backend submitit-local)"),
+     "devices_per_run 2: --backend submitit-local starts one process per task"),
+    (["--devices-per-run", "6", "--set", "batch_size=48", "--backend", "slurm", "--slurm",
+      "gpus_per_node=4"], "devices_per_run 6 does not fill whole nodes of gpus_per_node = 4"),
 ])
 def test_runs_that_cannot_be_started_are_refused_before_anything_is_queued(cli, home, args,
                                                                              needle):
