@@ -32,7 +32,7 @@ from tests.test_slurm_cluster import (
     submitted,
     wait_for_jobs,
 )
-from tests.test_sweep_multidev import _rank_of, assert_same_result
+from tests.test_sweep_multidev import MIXED, _rank_of, assert_same_result
 
 pytest.importorskip("submitit", reason="the Slurm backend needs submitit "
                     "(pip install 'sslbench[slurm]')")
@@ -51,13 +51,14 @@ def _torchrun(home: Path, samples: int = 256) -> subprocess.Popen:
         cwd=home, env=cli_env(home), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def _owner(home: Path, run_id: str, job_id: str) -> list[str]:
-    """The schedulers that claimed the run's attempts; checks that they are rank 0's of the
-    job (one per start of the job) and the only schedulers the store knows."""
+def _owners(home: Path, run_id: str, *job_ids: str) -> list[str]:
+    """The schedulers that claimed the run's attempts, in order; checks that each is rank 0's
+    of one of the jobs (one per start of a job) and that the store knows no other."""
     with store_of(home) as store:
         owners = [a["scheduler_id"] for a in store.attempt_details(run_id)]
         known = [s.scheduler_id for s in store.schedulers(running_only=False)]
-    assert all(f":job{job_id}." in owner for owner in owners), owners
+        assert all(s.ended_at is not None for s in store.schedulers(running_only=False))
+    assert all(any(f":job{j}." in owner for j in job_ids) for owner in owners), owners
     assert sorted(set(owners)) == sorted(known), (owners, known)
     return owners
 
@@ -86,13 +87,36 @@ def test_a_two_process_run_is_one_task_group_and_equals_torchrun_train(slurm_clu
         assert record.status == "completed" and record.numerics["processes"] == 2
         assert [a["status"] for a in store.attempt_details(run_id)] == ["completed"]
         assert store.reserved_slots() == {}
-    assert len(_owner(home, run_id, job_id)) == 1
+    assert len(_owners(home, run_id, job_id)) == 1
     assert (home / "runs" / run_id / "attempt-1.rank1.log").exists()  # rank 1's own worker
 
     out, err = reference.communicate(timeout=300)
     assert reference.returncode == 0, err[-3000:]
     assert f'"run_id": "{run_id}"' in out
     assert_same_result(home, tmp_path / "torchrun", run_id)
+
+
+@pytest.mark.slow
+def test_runs_of_one_and_of_two_processes_are_one_job_array_each(slurm_cluster, home):
+    """One array per task shape, each run tagged with its own array's job."""
+    (home / "mixed.toml").write_text(MIXED + SLURM)
+    args = ["sweep", "mixed.toml", "--backend", "slurm"]
+    dry = run_cli([*args, "--dry-run"], home)
+    assert dry.returncode == 0, dry.stderr
+    assert "# 1 task(s) of 1 process(es):" in dry.stdout
+    assert "# 1 task(s) of 2 process(es):" in dry.stdout
+    assert dry.stdout.count("#SBATCH --ntasks-per-node=2") == 1
+    jobs = submitted(run_cli(args, home))
+    assert len(jobs) == 2
+    wait_for_jobs(slurm_cluster)
+    with store_of(home) as store:
+        runs = {r.config["seed"]: r for r in store.runs_tagged("sweep:same")}
+    assert {seed: r.status for seed, r in runs.items()} == {0: "completed", 1: "completed"}
+    for seed, tasks in ((0, "2"), (1, "1")):
+        (tag,) = [t for t in runs[seed].tags if t.startswith("slurm:")]
+        fields = job(slurm_cluster, tag.removeprefix("slurm:"))
+        assert (fields["JobState"], fields["NumTasks"]) == ("COMPLETED", tasks), (seed, fields)
+    assert runs[0].numerics["processes"] == 2 and runs[1].numerics.get("processes", 1) == 1
 
 
 @pytest.mark.slow
@@ -110,15 +134,11 @@ def test_usr2_checkpoints_the_group_which_is_requeued_whole_and_completes_once(s
     with store_of(home) as store:
         (run,) = store.runs_tagged("sweep:same")
     run_id = run.run_id
-    checkpoint = home / "runs" / run_id / "checkpoint.pt"
-    deadline = time.monotonic() + 240
-    while not checkpoint.exists():  # after its first epoch, with one left
-        assert time.monotonic() < deadline, slurm_cluster.run("squeue").stdout
-        time.sleep(0.01)
+    _wait_for_checkpoint(slurm_cluster, home, run_id)
     pids = _worker_pids(home, run_id)
     for pid in pids.values():  # frozen so that the warning, not the end of training, stops them
         os.kill(pid, signal.SIGSTOP)
-    assert not (checkpoint.parent / "backbone.pt").exists(), "the run ended before the warning"
+    assert not (home / "runs" / run_id / "backbone.pt").exists(), "the run ended too soon"
     slurm_cluster.run("scancel", "--signal=USR2", job_id)
     _wait_for_pending_sigterm(pids[0])  # rank 0's task stopped its scheduler, which told rank 0
     for pid in pids.values():
@@ -126,7 +146,7 @@ def test_usr2_checkpoints_the_group_which_is_requeued_whole_and_completes_once(s
     requeued_once(slurm_cluster, home, job_id, run_id)
     with store_of(home) as store:
         assert store.get_run(run_id).numerics["processes"] == 2
-    owners = _owner(home, run_id, job_id)
+    owners = _owners(home, run_id, job_id)
     assert [o.rsplit(".", 1)[1] for o in owners] == ["0", "1"]  # one owner per start of the job
     out, err = reference.communicate(timeout=300)
     assert reference.returncode == 0, err[-3000:]
@@ -145,6 +165,56 @@ def _worker_pids(home: Path, run_id: str) -> dict[int, int]:
             continue
     assert sorted(found) == [0, 1], found
     return found
+
+
+@pytest.mark.slow
+def test_a_killed_rank_fails_the_group_and_the_next_sweep_resumes_the_run(slurm_cluster, home,
+                                                                          tmp_path):
+    """kill -9 of rank 1's process after the first epoch: rank 0's process sees its peer gone
+    and ends the attempt as 'killed' (with --max-attempts 1, the last), the task exits non-zero
+    and Slurm records the job FAILED; the same sweep again resumes the run in a new job, to the
+    result of torchrun."""
+    reference = _torchrun(tmp_path / "torchrun")
+    (home / "same.toml").write_text(tiny_simclr_sweep() + SLURM)
+    args = ["sweep", "same.toml", "--backend", "slurm", "--devices-per-run", "2"]
+    (first,) = submitted(run_cli([*args, "--max-attempts", "1"], home))
+    with store_of(home) as store:
+        (run,) = store.runs_tagged("sweep:same")
+    run_id = run.run_id
+    _wait_for_checkpoint(slurm_cluster, home, run_id)
+    pids = _worker_pids(home, run_id)
+    for pid in pids.values():
+        os.kill(pid, signal.SIGSTOP)
+    assert not (home / "runs" / run_id / "backbone.pt").exists(), "the run ended before the kill"
+    os.kill(pids[1], signal.SIGKILL)
+    os.kill(pids[0], signal.SIGCONT)
+    wait_for_jobs(slurm_cluster)
+    fields = job(slurm_cluster, first)
+    assert (fields["JobState"], fields["ExitCode"]) == ("FAILED", "1:0")
+    with store_of(home) as store:
+        assert store.get_run(run_id).status == "killed"
+        assert store.attempt_details(run_id)[0]["failure_class"] == "killed"
+        assert store.reserved_slots() == {}
+
+    (second,) = submitted(run_cli(args, home))
+    wait_for_jobs(slurm_cluster)
+    assert job(slurm_cluster, second)["JobState"] == "COMPLETED"
+    with store_of(home) as store:
+        assert [a["status"] for a in store.attempt_details(run_id)] == ["killed", "completed"]
+    owners = _owners(home, run_id, first, second)
+    assert f":job{first}." in owners[0] and f":job{second}." in owners[1]
+    out, err = reference.communicate(timeout=300)
+    assert reference.returncode == 0, err[-3000:]
+    assert_same_result(home, tmp_path / "torchrun", run_id)
+
+
+def _wait_for_checkpoint(cluster, home: Path, run_id: str, timeout: float = 240) -> None:
+    """Until the run's first checkpoint is written (after its first epoch, with one left)."""
+    checkpoint = home / "runs" / run_id / "checkpoint.pt"
+    deadline = time.monotonic() + timeout
+    while not checkpoint.exists():
+        assert time.monotonic() < deadline, cluster.run("squeue").stdout
+        time.sleep(0.01)
 
 
 @pytest.mark.slow
