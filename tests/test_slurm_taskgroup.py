@@ -16,8 +16,10 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -295,3 +297,80 @@ def test_submitit_local_refuses_runs_of_several_processes(cli, home):
         "error: devices_per_run 2: --backend submitit-local starts one process per task: use "
         "--backend slurm (one task per process) or local (torchrun)"]
     assert not (home / "db").exists() and not (home / "slurm").exists()
+
+
+class _FileStore:
+    """The store as a follower reads it, from a JSON file that the test and the workers write:
+    ``{"status", "attempt", "owner", "ended"}``."""
+
+    url = "sqlite:///unused.sqlite"
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def _state(self) -> dict:
+        return json.loads(self.path.read_text())
+
+    def get_run(self, run_id: str):
+        state = self._state()
+        return SimpleNamespace(run_id=run_id, status=state["status"], attempts=state["attempt"])
+
+    def attempt_details(self, run_id: str) -> list[dict]:
+        state = self._state()
+        return [{"attempt": state["attempt"], "scheduler_id": state["owner"]}]
+
+    def schedulers(self, *, running_only: bool = True) -> list:
+        state = self._state()
+        return [SimpleNamespace(scheduler_id=state["owner"],
+                                ended_at="now" if state["ended"] else None)]
+
+
+def test_a_follower_joins_the_attempts_of_its_rank_0_only_and_ends_with_it(home, monkeypatch):
+    """Rank 1 ignores an attempt another scheduler claimed, starts its process of each attempt
+    its rank 0 claims (with the group's environment), kills one that outlives its attempt, and
+    returns when rank 0's scheduler has ended."""
+    from sslbench.runs import taskgroup
+    from sslbench.runs.taskgroup import RankGroup, follow, master_port
+
+    monkeypatch.setattr(taskgroup, "GRACE_S", 0.3)
+    group = RankGroup(rank=1, size=2, local_rank=1, nodes=1, master="n1", job_id="77")
+    leader = group.scheduler_id()
+    state = home / "state.json"
+
+    def write(**values) -> None:
+        state.write_text(json.dumps({"status": "running", "attempt": 1, "owner": "other",
+                                     "ended": False, **values}))
+
+    write()  # attempt 1: another scheduler's (a plain `sslbench train`, say): not followed
+    worker = f"""
+import json, os, sys, time
+print(os.environ["RANK"], os.environ["WORLD_SIZE"], os.environ["MASTER_ADDR"],
+      os.environ["MASTER_PORT"], flush=True)
+if os.environ["SSLBENCH_ATTEMPT"] == "2":  # ends by itself; rank 0 claims attempt 3
+    open({str(state)!r}, "w").write(json.dumps(
+        {{"status": "running", "attempt": 3, "owner": {leader!r}, "ended": False}}))
+    sys.exit(3)
+time.sleep(60)  # attempt 3: stuck, as in a collective whose peer died
+"""
+    logs = {n: home / f"attempt-{n}.log" for n in (1, 2, 3)}
+    codes: list[int] = []
+    thread = threading.Thread(target=lambda: codes.extend(follow(
+        _FileStore(state), "run", group, [sys.executable, "-c", worker], logs.__getitem__,
+        poll_s=0.05)))
+    thread.start()
+    time.sleep(0.5)
+    assert not any(log.exists() for log in logs.values())
+    write(attempt=2, owner=leader)
+    deadline = time.monotonic() + 60
+    while "\n" not in (logs[3].read_text() if logs[3].exists() else ""):
+        assert time.monotonic() < deadline and thread.is_alive()
+        time.sleep(0.05)
+    write(attempt=3, owner=leader, status="interrupted")  # rank 0's attempt 3 is over
+    time.sleep(1.5)
+    write(attempt=3, owner=leader, status="interrupted", ended=True)
+    thread.join(30)
+    assert not thread.is_alive() and codes == [3, -signal.SIGKILL]
+    for attempt in (2, 3):
+        assert logs[attempt].read_text().split() == ["1", "2", "n1",
+                                                     str(master_port("77", attempt))]
+    assert not logs[1].exists()
