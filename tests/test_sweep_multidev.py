@@ -271,3 +271,32 @@ def test_more_gpus_per_run_than_the_scheduler_owns_is_refused():
     with pytest.raises(ConfigError, match=r"devices_per_run 2 is more than the 1 GPU\(s\)"):
         _check_processes({"run": 2}, "local", pool)
     _check_processes({"run": 1}, "local", pool)
+
+
+def test_the_paper_sweep_trains_each_run_in_8_processes_and_a_small_host_is_told_how(
+        cli, home, tmp_path):
+    """table-s5 says 8 processes a run (the paper's 8 GPUs): its dry runs show them (on Slurm,
+    one node of 8 tasks with a GPU each); a sweep on a host with fewer slots is refused in one
+    line naming the flag that fits it, before anything is queued."""
+    from PIL import Image
+
+    image = Image.new("RGB", (8, 8))
+    for split, count in (("train", 1024), ("val", 1)):  # 2048: the largest global batch
+        for cls in ("a", "b"):
+            (tmp_path / split / cls).mkdir(parents=True)
+            for k in range(count):
+                image.save(tmp_path / split / cls / f"{k}.png")
+    sweep = ["sweep", "table-s5", "--set", f"data_root={tmp_path}"]
+    dry = cli(*sweep, "--dry-run", "--format", "json")
+    assert dry.exit_code == 0, dry.output
+    rows = json.loads(dry.output)["runs"]
+    assert {r["processes"] for r in rows if r["kind"] == "pretrain"} == {8}
+    slurm = json.loads(cli(*sweep, "--dry-run", "--format", "json", "--backend", "slurm").output)
+    assert {"#SBATCH --nodes=1", "#SBATCH --ntasks-per-node=8", "#SBATCH --gpus-per-node=8"} \
+        <= set(slurm["sbatch"])
+    result = cli(*sweep, "--workers", "2")
+    assert result.exit_code == 1
+    assert result.output.strip().splitlines() == [
+        "error: devices_per_run 8 is more than the 2 CPU slot(s) (--workers N) this scheduler "
+        "owns: run in fewer processes (--devices-per-run N) or give it more"]
+    assert not (home / "db").exists() and not (home / "runs").exists()

@@ -154,7 +154,7 @@ def _check_processes(processes: dict[str, int], backend: str, pool: Any,
         owned = (f"{pool.total_slots} CPU slot(s) (--workers N)" if pool.is_cpu
                  else f"{len(pool.devices)} GPU(s) (--devices)")
         raise ConfigError(f"devices_per_run {most} is more than the {owned} this scheduler "
-                          f"owns: lower devices_per_run or give it more")
+                          f"owns: run in fewer processes (--devices-per-run N) or give it more")
 
 
 def _store_for_dry_run() -> Any:
