@@ -260,6 +260,30 @@ def test_a_task_shape_becomes_sbatch_options(tmp_path):
         task_shape(gpu, 6)
 
 
+def test_task_groups_are_checked_against_the_partition_s_nodes(monkeypatch):
+    """sinfo's nodes (CPUs, gres) against each task shape: a CPU group fits on one node, a GPU
+    group on enough nodes with that many GPUs; where sinfo cannot tell, sbatch will."""
+    from sslbench.runs import sbatch
+
+    nodes: list | None = [(64, "gpu:a100:4(S:0-1)"), (8, "(null)")]
+    monkeypatch.setattr(sbatch, "_sinfo", lambda options: nodes)
+    assert sbatch._gpus("gpu:a100:4(S:0-1),gpu:t4:2") == 6
+    gpu = {"gpus_per_node": 4, "partition": "big"}
+    sbatch.check_cluster(gpu, [1, 2, 4])
+    with pytest.raises(ConfigError, match=r"^devices_per_run 8: 2 node\(s\) x 4 GPU\(s\) do not "
+                       r"fit in partition big: 1 of its nodes have 4 GPUs \(sinfo\): lower "
+                       r"devices_per_run \(--devices-per-run N\)"):
+        sbatch.check_cluster(gpu, [1, 8])
+    nodes = [(64, "gpu:4"), (64, "gpu:4")]
+    sbatch.check_cluster(gpu, [8])
+    sbatch.check_cluster({"cpus_per_task": 16}, [4])
+    with pytest.raises(ConfigError, match=r"^devices_per_run 4: 4 tasks x 17 CPU\(s\) do not "
+                       r"fit on one node of the cluster, whose nodes have at most 64 CPUs"):
+        sbatch.check_cluster({"cpus_per_task": 17}, [4])
+    nodes = None
+    sbatch.check_cluster({"cpus_per_task": 17}, [4])
+
+
 def test_each_task_derives_its_rank_environment_from_slurm(monkeypatch):
     """What SLURM_* says (as srun sets it for the second task of a 2-node x 2-task group),
     through submitit's JobEnvironment, in torch.distributed's env:// variables."""
