@@ -369,7 +369,7 @@ def test_a_follower_joins_the_attempts_of_its_rank_0_only_and_ends_with_it(home,
     worker = f"""
 import json, os, sys, time
 print(os.environ["RANK"], os.environ["WORLD_SIZE"], os.environ["MASTER_ADDR"],
-      os.environ["MASTER_PORT"], flush=True)
+      os.environ["MASTER_PORT"], os.environ["OMP_NUM_THREADS"], flush=True)
 if os.environ["SSLBENCH_ATTEMPT"] == "2":  # ends by itself; rank 0 claims attempt 3
     open({str(state)!r}, "w").write(json.dumps(
         {{"status": "running", "attempt": 3, "owner": {leader!r}, "ended": False}}))
@@ -380,7 +380,7 @@ time.sleep(60)  # attempt 3: stuck, as in a collective whose peer died
     codes: list[int] = []
     thread = threading.Thread(target=lambda: codes.extend(follow(
         _FileStore(state), "run", group, [sys.executable, "-c", worker], logs.__getitem__,
-        poll_s=0.05)))
+        env={"OMP_NUM_THREADS": "3"}, poll_s=0.05)))
     thread.start()
     time.sleep(0.5)
     assert not any(log.exists() for log in logs.values())
@@ -396,5 +396,5 @@ time.sleep(60)  # attempt 3: stuck, as in a collective whose peer died
     assert not thread.is_alive() and codes == [3, -signal.SIGKILL]
     for attempt in (2, 3):
         assert logs[attempt].read_text().split() == ["1", "2", "n1",
-                                                     str(master_port("77", attempt))]
+                                                     str(master_port("77", attempt)), "3"]
     assert not logs[1].exists()

@@ -145,9 +145,11 @@ class SweepTask:
         from sslbench.runs.worker import attempt_log
 
         (run_id,) = self.processes
+        pool = self._pool(group)  # this task's devices, all of them for its one process
         with _umask(self.umask):
             codes = follow(store, run_id, group, self._command(run_id), lambda attempt: (
-                attempt_log(run_id, attempt).with_suffix(f".rank{group.rank}.log")))
+                attempt_log(run_id, attempt).with_suffix(f".rank{group.rank}.log")),
+                env=pool.worker_env(",".join(pool.devices)))
         return {run_id: f"rank {group.rank}: worker exit codes {codes}"}
 
     def _pool(self, group: Any = None) -> Any:

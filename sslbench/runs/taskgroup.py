@@ -20,9 +20,15 @@ one writer and one heartbeat per run, and retries by failure class work as every
 
 Stops and requeues go through rank 0: Slurm's warning (SIGUSR2) reaches every task; rank 0 stops
 its scheduler, whose SIGTERM makes the rank-0 worker ask the whole group to stop at the next
-sync point (a collective: every rank checkpoints the same step, rank 0 saves it), and then
+sync point (a collective: every rank stops after the same step, rank 0 saves it), and then
 requeues the job through submitit, which only rank 0 does; the others return once rank 0's
 scheduler has ended. A rank that fails fails the group: srun's ``--kill-on-bad-exit``.
+
+Devices: every task of a GPU group sees its node's GPUs (Slurm's ``CUDA_VISIBLE_DEVICES`` for the
+step) and trains on ``cuda:LOCAL_RANK``; rank 0's scheduler books its node's GPUs in the ledger
+(their ``SLURM_STEP_GPUS`` names) and gives its worker the same list, so rank 0 is on the first.
+The GPUs of the group's other nodes are Slurm's to keep apart; they are not in the ledger. On CPU
+each rank gets its task's ``cpus_per_task`` as its threads.
 """
 
 from __future__ import annotations
@@ -106,8 +112,10 @@ def _claimed(store: Any, run_id: str, scheduler_id: str) -> int | None:
 
 
 def follow(store: Any, run_id: str, group: RankGroup, command: list[str],
-           log: Callable[[int], Any], *, poll_s: float = 0.5) -> list[int]:
-    """Rank ``group.rank`` (not 0) of ``run_id``: join each attempt rank 0's scheduler starts,
+           log: Callable[[int], Any], *, env: Mapping[str, str] | None = None,
+           poll_s: float = 0.5) -> list[int]:
+    """Rank ``group.rank`` (not 0) of ``run_id``: join each attempt rank 0's scheduler starts
+    (its workers get ``env`` too: devices and threads, as rank 0's scheduler gives its own),
     until that scheduler ends; returns the exit codes of this rank's workers."""
     from sslbench.runs.worker import spawn, worker_environ
 
@@ -121,9 +129,9 @@ def follow(store: Any, run_id: str, group: RankGroup, command: list[str],
         attempt = _claimed(store, run_id, leader)
         if attempt is not None and attempt not in joined:
             joined.add(attempt)
-            env = worker_environ(store.url, {**group.env(attempt),
-                                             "SSLBENCH_ATTEMPT": str(attempt)})
-            proc = spawn(command, env, log(attempt))
+            proc = spawn(command, worker_environ(store.url, {
+                **(env or {}), **group.env(attempt), "SSLBENCH_ATTEMPT": str(attempt)}),
+                log(attempt))
             codes.append(_see_through(store, run_id, leader, attempt, proc, poll_s))
         time.sleep(poll_s)
 
