@@ -233,7 +233,9 @@ def task_arrays(plan: Any) -> list[tuple[int, list[list[str]]]]:
 
 def _shape(executor: Any, options: Mapping[str, Any], processes: int) -> None:
     """Set ``executor`` up for task groups of ``processes`` processes."""
-    if executor.__class__.__name__ == "SlurmExecutor":
+    import submitit
+
+    if isinstance(executor, submitit.SlurmExecutor):
         from sslbench.runs.sbatch import task_shape
 
         executor.update_parameters(**task_shape(options, processes).parameters(options))
