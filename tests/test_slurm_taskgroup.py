@@ -170,6 +170,39 @@ def _worker_pids(home: Path, run_id: str) -> dict[int, int]:
 
 
 @pytest.mark.slow
+def test_scancel_checkpoints_the_group_and_the_same_sweep_resumes_it(slurm_cluster, home,
+                                                                      tmp_path):
+    """scancel: Slurm sends SIGCONT, then SIGTERM, to every process of the group; rank 0's
+    process stops the group at its next sync point (step 30 of 40) and saves the checkpoint;
+    the same sweep resumes the run in a new job to the uninterrupted result."""
+    reference = _torchrun(tmp_path / "torchrun", samples=1280)
+    (home / "same.toml").write_text(tiny_simclr_sweep(samples=1280) + SLURM)
+    args = ["sweep", "same.toml", "--backend", "slurm", "--devices-per-run", "2"]
+    (first,) = submitted(run_cli(args, home))
+    with store_of(home) as store:
+        (run,) = store.runs_tagged("sweep:same")
+    run_id = run.run_id
+    _wait_for_checkpoint(slurm_cluster, home, run_id)
+    for pid in _worker_pids(home, run_id).values():
+        os.kill(pid, signal.SIGSTOP)
+    assert not (home / "runs" / run_id / "backbone.pt").exists(), "the run ended too soon"
+    slurm_cluster.run("scancel", first)
+    wait_for_jobs(slurm_cluster)
+    assert job(slurm_cluster, first)["JobState"] == "CANCELLED"
+    with store_of(home) as store:
+        assert store.get_run(run_id).status == "interrupted"
+    (second,) = submitted(run_cli(args, home))
+    wait_for_jobs(slurm_cluster)
+    with store_of(home) as store:
+        assert [a["status"] for a in store.attempt_details(run_id)] == ["interrupted",
+                                                                         "completed"]
+    _owners(home, run_id, first, second)
+    out, err = reference.communicate(timeout=300)
+    assert reference.returncode == 0, err[-3000:]
+    assert_same_result(home, tmp_path / "torchrun", run_id)
+
+
+@pytest.mark.slow
 def test_a_killed_rank_fails_the_group_and_the_next_sweep_resumes_the_run(slurm_cluster, home,
                                                                           tmp_path):
     """kill -9 of rank 1's process after the first epoch: rank 0's process sees its peer gone
