@@ -3,10 +3,13 @@
 On the real one-node cluster (tests/conftest.py's ``slurm_cluster``, 2 CPUs): a sweep run of
 ``devices_per_run = 2`` is one array task of 2 Slurm tasks; it completes to the result of
 ``torchrun --nproc-per-node 2 -m sslbench train`` with the same config, records 2 processes and
-one owner (rank 0's scheduler); Slurm's warning (USR2) mid-run checkpoints the group, which is
-requeued as a whole and completes once; groups that no node holds are refused in one line before
-anything is submitted. Without the cluster: the ``#SBATCH`` options of a task shape, the rank
-environment each task derives from Slurm, and the refusals of shapes that cannot be started.
+one owner (rank 0's scheduler); a sweep of 1- and 2-process runs is one array per task shape;
+Slurm's warning (USR2) mid-run checkpoints the group, which is requeued as a whole and completes
+once; scancel checkpoints it and the same sweep resumes it; a killed rank fails the group (the
+job FAILED) and the next sweep resumes the run; groups that no node holds are refused in one
+line before anything is submitted. Without the cluster: the ``#SBATCH`` options of a task
+shape, the check against sinfo's nodes, the rank environment each task derives from Slurm, a
+follower rank's protocol, and the refusal of submitit-local.
 """
 
 from __future__ import annotations
