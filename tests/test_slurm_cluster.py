@@ -71,6 +71,28 @@ def job(cluster, job_id: str) -> dict[str, str]:
     return dict(re.findall(r"(\w+)=(\S*)", text))
 
 
+def requeued_once(cluster, home: Path, job_id: str, run_id: str, timeout: float = 120) -> None:
+    """Job ``job_id``, requeued, completes, and so does its run, which was interrupted once.
+    A requeued job starts 2 minutes later (Slurm's fixed delay): it is started now."""
+    deadline, moved = time.monotonic() + timeout, False
+    while True:
+        fields = job(cluster, job_id)
+        if fields.get("JobState") == "PENDING" and fields.get("Reason") == "BeginTime":
+            moved = cluster.run("scontrol", "update", f"JobId={job_id}", "StartTime=now",
+                                check=False).returncode == 0
+        elif moved:
+            break
+        assert time.monotonic() < deadline, fields
+        time.sleep(0.2)
+    wait_for_jobs(cluster)
+    fields = job(cluster, job_id)
+    assert (fields["JobState"], fields["Restarts"], fields["ExitCode"]) == ("COMPLETED", "1",
+                                                                            "0:0")
+    with store_of(home) as store:
+        assert [a["status"] for a in store.attempt_details(run_id)] == ["interrupted",
+                                                                         "completed"]
+
+
 def store_of(home: Path) -> Store:
     return Store.open(f"sqlite:///{home / 'db' / 'sslbench.sqlite'}", create=False)
 
@@ -192,24 +214,8 @@ def test_the_time_limit_warning_requeues_the_task_and_the_run_completes_once(slu
     slurm_cluster.run("scancel", "--signal=USR2", job_id)
     _wait_for_pending_sigterm(pid)  # the task forwarded its stop to the (stopped) worker
     os.kill(pid, signal.SIGCONT)
-    # Requeued to start 2 minutes later (Slurm's fixed delay for a requeued job): start it now.
-    deadline, moved = time.monotonic() + 120, False
-    while True:
-        fields = job(slurm_cluster, job_id)
-        if fields.get("JobState") == "PENDING" and fields.get("Reason") == "BeginTime":
-            moved = slurm_cluster.run("scontrol", "update", f"JobId={job_id}",
-                                      "StartTime=now", check=False).returncode == 0
-        elif moved:
-            break
-        assert time.monotonic() < deadline, fields
-        time.sleep(0.2)
-    wait_for_jobs(slurm_cluster)
-    fields = job(slurm_cluster, job_id)
-    assert (fields["JobState"], fields["Restarts"], fields["ExitCode"]) == ("COMPLETED", "1",
-                                                                            "0:0")
+    requeued_once(slurm_cluster, home, job_id, run_id)
     with store_of(home) as store:
-        assert [a["status"] for a in store.attempt_details(run_id)] == ["interrupted",
-                                                                         "completed"]
         assert sorted(store.metrics_frame(run_id, "epoch")["value"]) == [1.0, 2.0, 3.0]
 
 

@@ -51,6 +51,19 @@ def _ranks(sweep: subprocess.Popen) -> dict[int, int]:
     return {_rank_of(pid): pid for pid in worker.child_pids(agents[0])}
 
 
+def assert_same_result(home: Path, reference: Path, run_id: str) -> None:
+    """``run_id`` in ``home`` has exactly ``reference``'s metrics (wall-clock speed aside) and
+    weights."""
+    (m1, w1), (m2, w2) = _final(home, run_id), _final(reference, run_id)
+    assert set(m1) == set(m2)
+    for key, value in m2.items():
+        if key[0] != "images_per_s":  # wall-clock speed differs, everything else must not
+            assert m1[key] == value, key
+    assert w1.keys() == w2.keys()
+    for name in w2:
+        assert w1[name].equal(w2[name]), name
+
+
 @pytest.mark.slow
 def test_a_two_process_run_killed_then_resumed_by_a_sweep_equals_torchrun_train(tmp_path):
     ref, home = tmp_path / "torchrun", tmp_path / "sweep"
@@ -105,14 +118,7 @@ def test_a_two_process_run_killed_then_resumed_by_a_sweep_equals_torchrun_train(
     assert reference.returncode == 0, err[-3000:]
     assert f'"run_id": "{run_id}"' in out
 
-    (m1, w1), (m2, w2) = _final(home, run_id), _final(ref, run_id)
-    assert set(m1) == set(m2)
-    for key, value in m2.items():
-        if key[0] != "images_per_s":  # wall-clock speed differs, everything else must not
-            assert m1[key] == value, key
-    assert w1.keys() == w2.keys()
-    for name in w2:
-        assert w1[name].equal(w2[name]), name
+    assert_same_result(home, ref, run_id)
     with Store.open(f"sqlite:///{home / 'db' / 'sslbench.sqlite'}") as store:
         attempts = store.attempt_details(run_id)
         assert [a["status"] for a in attempts] == ["killed", "completed"]
@@ -245,10 +251,10 @@ def test_the_cause_of_a_torchrun_group_failure_is_read_from_its_log(tmp_path):
     (["--devices-per-run", "3", "--workers", "4"],
      "--batch-size 64 does not split across 3 processes: use a multiple of 3"),
     (["--devices-per-run", "0"], "devices_per_run must be >= 1, got 0"),
-    (["--devices-per-run", "2", "--backend", "slurm"],
-     "devices_per_run 2: not yet supported on this backend (--backend slurm)"),
     (["--devices-per-run", "2", "--backend", "submitit-local"],
-     "devices_per_run 2: not yet supported on this backend (--backend submitit-local)"),
+     "devices_per_run 2: --backend submitit-local starts one process per task"),
+    (["--devices-per-run", "6", "--set", "batch_size=48", "--backend", "slurm", "--slurm",
+      "gpus_per_node=4"], "devices_per_run 6 does not fill whole nodes of gpus_per_node = 4"),
 ])
 def test_runs_that_cannot_be_started_are_refused_before_anything_is_queued(cli, home, args,
                                                                              needle):
@@ -265,3 +271,32 @@ def test_more_gpus_per_run_than_the_scheduler_owns_is_refused():
     with pytest.raises(ConfigError, match=r"devices_per_run 2 is more than the 1 GPU\(s\)"):
         _check_processes({"run": 2}, "local", pool)
     _check_processes({"run": 1}, "local", pool)
+
+
+def test_the_paper_sweep_trains_each_run_in_8_processes_and_a_small_host_is_told_how(
+        cli, home, tmp_path):
+    """table-s5 says 8 processes a run (the paper's 8 GPUs): its dry runs show them (on Slurm,
+    one node of 8 tasks with a GPU each); a sweep on a host with fewer slots is refused in one
+    line naming the flag that fits it, before anything is queued."""
+    from PIL import Image
+
+    image = Image.new("RGB", (8, 8))
+    for split, count in (("train", 1024), ("val", 1)):  # 2048: the largest global batch
+        for cls in ("a", "b"):
+            (tmp_path / split / cls).mkdir(parents=True)
+            for k in range(count):
+                image.save(tmp_path / split / cls / f"{k}.png")
+    sweep = ["sweep", "table-s5", "--set", f"data_root={tmp_path}"]
+    dry = cli(*sweep, "--dry-run", "--format", "json")
+    assert dry.exit_code == 0, dry.output
+    rows = json.loads(dry.output)["runs"]
+    assert {r["processes"] for r in rows if r["kind"] == "pretrain"} == {8}
+    slurm = json.loads(cli(*sweep, "--dry-run", "--format", "json", "--backend", "slurm").output)
+    assert {"#SBATCH --nodes=1", "#SBATCH --ntasks-per-node=8", "#SBATCH --gpus-per-node=8"} \
+        <= set(slurm["sbatch"])
+    result = cli(*sweep, "--workers", "2")
+    assert result.exit_code == 1
+    assert result.output.strip().splitlines() == [
+        "error: devices_per_run 8 is more than the 2 CPU slot(s) (--workers N) this scheduler "
+        "owns: run in fewer processes (--devices-per-run N) or give it more"]
+    assert not (home / "db").exists() and not (home / "runs").exists()

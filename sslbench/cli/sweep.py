@@ -2,8 +2,9 @@
 run by the local scheduler or submitted to Slurm.
 
 Bad input is caught before the store is touched: a bad sweep file, devices that do not exist,
-runs of more devices than the scheduler owns (or on a backend that cannot start them yet) or an
-unreachable store queue nothing. The work is done in :mod:`sslbench.runs`.
+runs of more devices than the scheduler owns (or than the Slurm partition holds, or on a backend
+that cannot start them) or an unreachable store queue nothing. The work is done in
+:mod:`sslbench.runs`.
 """
 
 from __future__ import annotations
@@ -74,7 +75,7 @@ def sweep(
     pool = device_pool(spec, backend, devices, per_device, workers,
                        needed=not (dry_run or queue_only))
     resolved = build_plan(spec)  # every cell is checked before the store is touched
-    _check_processes(resolved.processes, backend, pool)
+    _check_processes(resolved.processes, backend, pool, options)
     if dry_run:
         plan = with_statuses(resolved, _store_for_dry_run(), retry_failed=retry_failed)
         _show_plan(plan, plan_rows(plan), fmt, _sbatch_lines(plan, backend, options))
@@ -83,20 +84,22 @@ def sweep(
     if backend != "local" and not queue_only:  # what only the cluster can tell, checked first
         from sslbench.runs.slurm import make_executor
 
-        executor = make_executor(backend, _folder(spec), options, hold=backend == "slurm")
+        executor = make_executor(backend, _folder(spec), options, hold=backend == "slurm",
+                                 processes=resolved.processes.values())
     store = open_store()
     from sslbench.runs.control import reap
 
     reap(store)
     plan = with_statuses(resolved, store, retry_failed=retry_failed)
-    _check_processes(plan.processes, backend, pool)  # with the counts that runs recorded
+    _check_processes(plan.processes, backend, pool, options)  # the counts runs recorded
 
     def queue() -> list[str]:
         return apply_plan(plan, store, max_attempts=policy.max_attempts,
                           command=command_line())
 
     if executor is not None and plan.queue:
-        _submit(plan, store, spec, executor, backend, queue, policy, per_device or 1, fmt)
+        _submit(plan, store, spec, executor, backend, queue, policy, per_device or 1, fmt,
+                options)
         return
     queued = queue()
     _show_plan(plan, None, fmt)
@@ -118,26 +121,42 @@ def _sbatch_lines(plan: Any, backend: str, options: dict[str, Any]) -> list[str]
     """What the Slurm submission of ``plan`` would pass to sbatch (None on other backends)."""
     if backend != "slurm":
         return None
-    from sslbench.runs.sbatch import sbatch_lines
-    from sslbench.runs.slurm import require_submitit, task_groups
+    from sslbench.runs.sbatch import sbatch_lines, task_shape
+    from sslbench.runs.slurm import require_submitit, task_arrays
 
     require_submitit()
-    return sbatch_lines(options, _folder(plan.spec), len(task_groups(plan)))
+    arrays = task_arrays(plan)
+    if len(arrays) == 1 and arrays[0][0] == 1:
+        return sbatch_lines(options, _folder(plan.spec), len(arrays[0][1]))
+    lines = []
+    for processes, groups in arrays:  # one job array per task shape
+        lines.append(f"# {len(groups)} task(s) of {processes} process(es):")
+        lines += sbatch_lines(options, _folder(plan.spec), len(groups),
+                              shape=task_shape(options, processes))
+    return lines
 
 
-def _check_processes(processes: dict[str, int], backend: str, pool: Any) -> None:
+def _check_processes(processes: dict[str, int], backend: str, pool: Any,
+                     options: dict[str, Any] | None = None) -> None:
     """Runs of several processes fit the backend and this scheduler's devices (ConfigError)."""
     most = max(processes.values(), default=1)
     if most == 1:
         return
+    if backend == "slurm":
+        from sslbench.runs.sbatch import task_shape
+
+        for count in set(processes.values()):
+            task_shape(options or {}, count)  # GPUs that fill whole nodes
+        return
     if backend != "local":
-        raise ConfigError(f"devices_per_run {most}: not yet supported on this backend "
-                          f"(--backend {backend}); use --backend local")
+        raise ConfigError(f"devices_per_run {most}: --backend {backend} starts one process "
+                          "per task: use --backend slurm (one task per process) or local "
+                          "(torchrun)")
     if pool is not None and most > pool.max_devices_per_run:
         owned = (f"{pool.total_slots} CPU slot(s) (--workers N)" if pool.is_cpu
                  else f"{len(pool.devices)} GPU(s) (--devices)")
         raise ConfigError(f"devices_per_run {most} is more than the {owned} this scheduler "
-                          f"owns: lower devices_per_run or give it more")
+                          f"owns: run in fewer processes (--devices-per-run N) or give it more")
 
 
 def _store_for_dry_run() -> Any:
@@ -204,12 +223,12 @@ def _run_local(store: Any, pool: Any, policy: Any, queue: list[str], fmt: str,
 
 
 def _submit(plan: Any, store: Any, spec: Any, executor: Any, backend: str, queue: Any,
-            policy: Any, per_device: int, fmt: str) -> None:
+            policy: Any, per_device: int, fmt: str, options: dict[str, Any]) -> None:
     from sslbench.runs.slurm import submit_sweep
 
     jobs = submit_sweep(plan, store, executor, held=backend == "slurm", queue=queue,
                         max_attempts=policy.max_attempts, transient=policy.transient,
-                        per_device=per_device)
+                        per_device=per_device, options=options)
     if backend == "slurm" and store.url.startswith("sqlite"):
         typer.echo(f"warning: the store {store.display_url} is a SQLite file: keep it off "
                    "network filesystems, or use PostgreSQL (--db postgresql+psycopg://...) "

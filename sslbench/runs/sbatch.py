@@ -1,12 +1,14 @@
 """Slurm submission options: one table (:data:`OPTIONS`) behind the ``[slurm]`` table of sweep and
 tuning files and ``--slurm KEY=VALUE``, checked before anything is submitted or written, turned
 into submitit's parameters and the ``#SBATCH`` lines a dry run shows, and sbatch's refusals read
-back as one line naming the option to change.
+back as one line naming the option to change. A run of several processes becomes one task group
+(:func:`task_shape`): ``nodes`` x ``ntasks-per-node`` tasks, one process each.
 
 Everything here is checked without the store: an unknown key, a value of the wrong type, a time
 limit Slurm would not parse, an extra sbatch argument that is not one of sbatch's options (its own
 ``sbatch --help`` is the list, where sbatch is installed), GPUs asked of a partition whose nodes
-have none (``sinfo``). This module imports neither torch nor the store.
+have none, task groups that no node holds (``sinfo``). This module imports neither torch nor the
+store.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import os
 import re
 import shutil
 import subprocess
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -211,22 +213,96 @@ def check_sbatch_args(where: str, args: list[str]) -> list[str]:
     return args
 
 
-def check_cluster(options: Mapping[str, Any]) -> None:
-    """What only the cluster can tell: GPUs asked of a partition whose nodes have none."""
-    if not options.get("gpus_per_node"):
-        return
+def _sinfo(options: Mapping[str, Any]) -> list[tuple[int, str]] | None:
+    """(CPUs, gres) of each node of the partition (``sinfo -N``); None where sinfo cannot
+    tell (not installed, no controller): sbatch will say."""
     partition = options.get("partition")
-    command = ["sinfo", "-h", "-o", "%G", *(["-p", partition] if partition else [])]
+    command = ["sinfo", "-h", "-N", "-o", "%c|%G", *(["-p", partition] if partition else [])]
     try:
         found = subprocess.run(command, capture_output=True, text=True, timeout=30)
     except (OSError, subprocess.SubprocessError):
-        return  # no sinfo: sbatch will say
-    gres = [line.strip() for line in found.stdout.splitlines() if line.strip()]
-    if found.returncode == 0 and gres and not any("gpu" in g for g in gres):
-        where = f"partition {partition}" if partition else "the cluster"
+        return None
+    rows = [line.strip().split("|", 1) for line in found.stdout.splitlines() if "|" in line]
+    if found.returncode != 0 or not rows:
+        return None
+    return [(int(cpus) if cpus.isdigit() else 0, gres) for cpus, gres in rows]
+
+
+def _gpus(gres: str) -> int:
+    """The GPUs of a node's gres (``gpu:4``, ``gpu:a100:4(S:0-1)``, several comma-separated)."""
+    return sum(int(m) for m in re.findall(r"gpu(?::[^:,(]+)?:(\d+)", gres))
+
+
+def check_cluster(options: Mapping[str, Any], processes: Iterable[int] = ()) -> None:
+    """What only the cluster can tell: GPUs asked of a partition whose nodes have none, and
+    task groups (runs of several processes, :func:`task_shape`) that no node or too few nodes
+    of the partition can hold."""
+    shapes = [task_shape(options, n) for n in sorted(set(processes)) if n > 1]
+    if not options.get("gpus_per_node") and not shapes:
+        return
+    nodes = _sinfo(options)
+    if nodes is None:
+        return
+    partition = options.get("partition")
+    where = f"partition {partition}" if partition else "the cluster"
+    if options.get("gpus_per_node") and not any("gpu" in gres for _, gres in nodes):
         raise ConfigError(f"gpus_per_node = {options['gpus_per_node']}: the nodes of {where} "
                           "have no GPUs (sinfo lists no gpu gres): drop gpus_per_node, or "
                           "choose a partition with GPUs (partition = ...)")
+    for shape in shapes:
+        n = shape.processes
+        if shape.gpus:
+            fit = sum(1 for _, gres in nodes if _gpus(gres) >= shape.per_node)
+            if fit < shape.nodes:
+                raise ConfigError(
+                    f"devices_per_run {n}: {shape.nodes} node(s) x {shape.per_node} GPU(s) do "
+                    f"not fit in {where}: {fit} of its nodes have {shape.per_node} GPUs (sinfo): "
+                    "lower devices_per_run (--devices-per-run N) or choose another partition")
+            continue
+        per_task = options.get("cpus_per_task", 1)
+        most = max(cpus for cpus, _ in nodes)
+        if n * per_task > most:
+            raise ConfigError(
+                f"devices_per_run {n}: {n} tasks x {per_task} CPU(s) do not fit on one node of "
+                f"{where}, whose nodes have at most {most} CPUs (sinfo): lower devices_per_run "
+                "(--devices-per-run N) or cpus_per_task")
+
+
+@dataclass(frozen=True)
+class TaskShape:
+    """How Slurm starts a run of ``processes`` processes: one task group of ``nodes`` x
+    ``per_node`` tasks, one process each (with ``gpus``: one GPU each, ``gpus_per_node`` =
+    ``per_node``)."""
+
+    processes: int
+    nodes: int
+    per_node: int
+    gpus: bool
+
+    def parameters(self, options: Mapping[str, Any]) -> dict[str, Any]:
+        """submitit ``SlurmExecutor`` parameters over ``options``' own: the task count, and for
+        a group its GPUs and srun's ``--kill-on-bad-exit`` (a rank that fails ends the group)."""
+        group = self.processes > 1
+        out: dict[str, Any] = {"nodes": self.nodes, "ntasks_per_node": self.per_node,
+                               "srun_args": ["--kill-on-bad-exit=1"] if group else []}
+        if self.gpus:
+            out["gpus_per_node"] = self.per_node if group else options["gpus_per_node"]
+        return out
+
+
+def task_shape(options: Mapping[str, Any], processes: int) -> TaskShape:
+    """The task group of a run of ``processes`` processes: on CPU one node of ``processes``
+    tasks (``cpus_per_task`` each); on GPUs one node when ``processes <= gpus_per_node``,
+    else ``processes / gpus_per_node`` whole nodes (ConfigError when it does not divide)."""
+    gpus = options.get("gpus_per_node") or 0
+    if processes <= 1:
+        return TaskShape(1, 1, 1, bool(gpus))
+    if not gpus or processes <= gpus:
+        return TaskShape(processes, 1, processes, bool(gpus))
+    if processes % gpus:
+        raise ConfigError(f"devices_per_run {processes} does not fill whole nodes of "
+                          f"gpus_per_node = {gpus}: use a multiple of {gpus} (or at most {gpus})")
+    return TaskShape(processes, processes // gpus, gpus, True)
 
 
 # --------------------------------------------------------------------------- submitit, sbatch
@@ -248,12 +324,13 @@ def executor_parameters(options: Mapping[str, Any], *, hold: bool = False) -> di
 
 
 def sbatch_lines(options: Mapping[str, Any], folder: Path, tasks: int, *,
-                 hold: bool = True) -> list[str]:
+                 hold: bool = True, shape: TaskShape | None = None) -> list[str]:
     """The ``#SBATCH`` lines (and setup lines) of the script a submission of ``tasks`` array
-    tasks writes, exactly as submitit writes them."""
+    tasks (each a task group of ``shape``) writes, exactly as submitit writes them."""
     from submitit.slurm.slurm import _make_sbatch_string  # what SlurmExecutor itself calls
 
     params = executor_parameters(options, hold=hold)
+    params.update(shape.parameters(options) if shape else {})
     text = _make_sbatch_string(command="python -u -m submitit.core._submit FOLDER", folder=folder,
                                map_count=tasks if tasks > 1 else None, **params)
     return [line for line in text.splitlines()

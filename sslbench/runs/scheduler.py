@@ -15,8 +15,10 @@ which every later attempt keeps) waits for n free CPU slots or n idle GPUs, rese
 the ledger and is started by torchrun (:func:`worker.distributed_command`: gloo on CPU, NCCL on
 CUDA, as ``sslbench.train.distributed.setup`` picks). When one of its processes dies, torchrun's
 agent stops the others and the attempt ends as 'killed' (retried, or resumed by the next sweep).
-A run that does not fit yet drains: no run after it in the queue starts until enough slots have
-freed, so a stream of 1-slot runs cannot starve it.
+In a Slurm task group (:mod:`sslbench.runs.taskgroup`) the scheduler is rank 0's: it books this
+node's share of the run's devices and starts the rank-0 worker itself; the group's other tasks
+start the other ranks. A run that does not fit yet drains: no run after it in the queue starts
+until enough slots have freed, so a stream of 1-slot runs cannot starve it.
 
 A :class:`Feed` may add runs while the queue drains: ``sslbench tune`` asks its study for the
 next trial each time one ends, so trials run as the slots free up. Evaluations wait for their
@@ -116,15 +118,18 @@ class LocalScheduler:
                  command: Callable[[str], list[str]] = worker.worker_command,
                  echo: Callable[[str], None] | None = None, poll_s: float = 0.05,
                  beat_s: float = 1.0, reap_every: int = 10, backend: str = "local",
-                 install_signals: bool = True, processes: Mapping[str, int] | None = None
-                 ) -> None:
+                 install_signals: bool = True, processes: Mapping[str, int] | None = None,
+                 group: Any = None, scheduler_id: str | None = None) -> None:
         self.store, self.pool = store, pool
         self.policy = policy or RetryPolicy()
         self.command, self.echo = command, echo or (lambda _msg: None)
         self.poll_s, self.beat_s, self.reap_every = poll_s, beat_s, reap_every
         self.install_signals = install_signals
         self.processes = dict(processes or {})  # planned processes of runs that need several
-        self.scheduler_id = new_scheduler_id(backend)
+        # In a Slurm task group (sslbench.runs.taskgroup.RankGroup) this scheduler is rank 0's:
+        # a run of n processes is started as its rank-0 worker, on this node's share of them.
+        self.group = group
+        self.scheduler_id = scheduler_id or new_scheduler_id(backend)
         self.backend = backend
         self.stopping = False
         self._kill = False
@@ -282,7 +287,7 @@ class LocalScheduler:
                              f"({record.attempts}): re-run the sweep to give it more")
                 continue
             processes = launch_processes(record.numerics, self.processes.get(run_id, 1))
-            if processes > self.pool.max_devices_per_run:
+            if self._here(processes) > self.pool.max_devices_per_run:
                 self._settle(pending, run_id, RunStatus.QUEUED, f"needs {processes} devices, "
                              f"this scheduler has {self.pool.max_devices_per_run}")
                 continue
@@ -294,6 +299,10 @@ class LocalScheduler:
                 draining = True  # let slots empty out for it (an out-of-memory retry, n devices)
             if self._busy():
                 return
+
+    def _here(self, processes: int) -> int:
+        """The processes of a run that this node starts (in a task group: its share)."""
+        return processes if self.group is None or processes == 1 else self.group.per_node
 
     def _parent_ready(self, record: Any, records: dict[str, Any], pending: list[str]) -> bool:
         if record.kind != "eval" or record.parent_id is None:
@@ -324,7 +333,7 @@ class LocalScheduler:
 
     def _start(self, run_id: str, exclusive: bool, processes: int = 1) -> _Child | None:
         t0 = time.perf_counter()
-        placed = self._place(exclusive, processes)
+        placed = self._place(exclusive, self._here(processes))
         if placed is None:
             return None
         device, slots, places = placed
@@ -339,7 +348,9 @@ class LocalScheduler:
             **self.pool.worker_env(device), "SSLBENCH_SCHEDULER": self.scheduler_id,
             "SSLBENCH_ATTEMPT": str(attempt)})
         command = self.command(run_id)
-        if processes > 1:
+        if processes > 1 and self.group is not None:
+            env.update(self.group.env(attempt))  # the other ranks start their own workers
+        elif processes > 1:
             command = worker.distributed_command(command, processes)
         try:
             proc = worker.spawn(command, env, log_path)
@@ -350,7 +361,7 @@ class LocalScheduler:
             raise
         self.store.attach_process(run_id, attempt, proc.pid, log_path=str(log_path))
         child = _Child(run_id, attempt, proc, device, slots, log_path, time.monotonic(),
-                       processes, len(slots) + len(places))
+                       processes if self.group is None else 1, len(slots) + len(places))
         self._children[run_id] = child
         self._exclusive.discard(run_id)
         self._report.launched += 1

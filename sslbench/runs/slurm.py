@@ -19,6 +19,11 @@ store URL goes into the task files without its password, which reaches the tasks
 environment Slurm propagates (``SSLBENCH_DB_PASSWORD``, or the file ``SSLBENCH_DB_PASSWORD_FILE``
 names), and the sweep folder's files are created readable by their owner only.
 
+A run of several processes (a sweep's ``devices_per_run``) is one task group: its array task has
+one Slurm task per process (one job array per task shape, :func:`task_arrays`; the ``#SBATCH``
+lines from :func:`sslbench.runs.sbatch.task_shape`). Rank 0 owns its runs as above, the other
+ranks follow its attempts (:mod:`sslbench.runs.taskgroup`).
+
 Requeue: a task is checkpointable (submitit's ``Checkpointable`` protocol). When Slurm warns it
 before a timeout or a preemption (SIGUSR2, submitit's ``--signal``), the task stops its
 scheduler -- the workers get SIGTERM, finish their step, checkpoint and end as 'interrupted' --
@@ -31,12 +36,13 @@ tests exercise it.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import os
 import shutil
 import signal
 import subprocess
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -74,13 +80,15 @@ class SweepTask:
 
     def __init__(self, run_ids: Sequence[str], store_url: str, home: str, *,
                  max_attempts: int = 3, transient: Sequence[str] = (), per_device: int = 1,
-                 worker: Sequence[str] | None = None, umask: int | None = None) -> None:
+                 worker: Sequence[str] | None = None, umask: int | None = None,
+                 processes: Mapping[str, int] | None = None) -> None:
         self.run_ids = list(run_ids)
         self.store_url, self.home = store_url, home
         self.max_attempts, self.transient = max_attempts, tuple(transient)
         self.per_device = per_device
         self.worker = list(worker) if worker else None  # argv before the run id (tests)
         self.umask = umask
+        self.processes = dict(processes or {})  # runs of several processes: one task group
 
     def __call__(self) -> dict[str, str]:
         from sslbench.db import Store
@@ -89,12 +97,17 @@ class SweepTask:
         from sslbench.runs.scheduler import LocalScheduler
 
         os.environ["SSLBENCH_HOME"] = self.home
+        group = self._group()
         with Store.open(self.store_url) as store:
+            if group is not None and group.rank != 0:
+                return self._follow(store, group)
             reap(store)
             self._resume(store)
-            scheduler = LocalScheduler(store, self._pool(), backend="slurm",
-                                       install_signals=False, command=self._command,
-                                       policy=RetryPolicy(self.max_attempts, self.transient))
+            scheduler = LocalScheduler(
+                store, self._pool(group), backend="slurm", install_signals=False,
+                command=self._command, policy=RetryPolicy(self.max_attempts, self.transient),
+                processes=self.processes, group=group,
+                scheduler_id=group.scheduler_id() if group is not None else None)
             warned: list[int] = []
 
             def _usr2(*_: Any) -> None:
@@ -118,11 +131,36 @@ class SweepTask:
                     for r, s in failed.items()))
         return dict(report.outcomes)
 
-    def _pool(self) -> Any:
-        """This Slurm allocation's devices; outside Slurm (submitit-local) this machine's."""
+    def _group(self) -> Any:
+        """This task's place in its task group (None: a task of one process)."""
+        if max(getattr(self, "processes", {}).values(), default=1) == 1:  # older pickles: {}
+            return None
+        from sslbench.runs.taskgroup import RankGroup
+
+        return RankGroup.from_environment()
+
+    def _follow(self, store: Any, group: Any) -> dict[str, str]:
+        """A rank other than 0: run this rank of each attempt rank 0 starts (see taskgroup)."""
+        from sslbench.runs.taskgroup import follow
+        from sslbench.runs.worker import attempt_log
+
+        (run_id,) = self.processes
+        pool = self._pool(group)  # this task's devices, all of them for its one process
+        with _umask(self.umask):
+            codes = follow(store, run_id, group, self._command(run_id), lambda attempt: (
+                attempt_log(run_id, attempt).with_suffix(f".rank{group.rank}.log")),
+                env=pool.worker_env(",".join(pool.devices)))
+        return {run_id: f"rank {group.rank}: worker exit codes {codes}"}
+
+    def _pool(self, group: Any = None) -> Any:
+        """This Slurm allocation's devices; outside Slurm (submitit-local) this machine's.
+        Rank 0 of a CPU task group books one slot for each task of its node."""
         from sslbench.runs.devices import allocation_pool, build_pool, visible_cuda_devices
 
         pool = allocation_pool(os.environ, self.per_device)
+        if pool is not None and group is not None and pool.is_cpu:
+            return dataclasses.replace(pool, per_device=group.per_node,
+                                       cores=pool.cores * group.per_node)
         if pool is not None:
             return pool
         count = visible_cuda_devices()
@@ -184,6 +222,27 @@ def task_groups(plan: Any) -> list[list[str]]:
     return list(groups.values())
 
 
+def task_arrays(plan: Any) -> list[tuple[int, list[list[str]]]]:
+    """:func:`task_groups` by the processes of their runs, fewest first: one job array per
+    task shape (each task of an array has as many Slurm tasks as its run has processes)."""
+    arrays: dict[int, list[list[str]]] = {}
+    for group in task_groups(plan):
+        arrays.setdefault(max(plan.processes.get(r, 1) for r in group), []).append(group)
+    return sorted(arrays.items())
+
+
+def _shape(executor: Any, options: Mapping[str, Any], processes: int) -> None:
+    """Set ``executor`` up for task groups of ``processes`` processes."""
+    import submitit
+
+    if isinstance(executor, submitit.SlurmExecutor):
+        from sslbench.runs.sbatch import task_shape
+
+        executor.update_parameters(**task_shape(options, processes).parameters(options))
+    else:  # submitit's LocalExecutor: one node
+        executor.update_parameters(tasks_per_node=processes)
+
+
 @contextlib.contextmanager
 def _importable() -> Iterator[None]:
     """Make this sslbench importable by the task processes (submitit copies the environment)."""
@@ -196,9 +255,11 @@ def _importable() -> Iterator[None]:
 # ------------------------------------------------------------------------------ submission
 
 def make_executor(backend: str, folder: Path, options: Mapping[str, Any], *,
-                  max_num_timeout: int = 3, hold: bool = False) -> Any:
+                  max_num_timeout: int = 3, hold: bool = False,
+                  processes: Iterable[int] = ()) -> Any:
     """A submitit executor: ``slurm`` (sbatch, with the checked ``[slurm]`` ``options``) or
-    ``submitit-local`` (this machine). Checks what only the cluster can tell first."""
+    ``submitit-local`` (this machine). Checks what only the cluster can tell first: among it,
+    that task groups of each of ``processes`` (the runs' process counts) fit."""
     require_submitit()
     import submitit
 
@@ -208,7 +269,7 @@ def make_executor(backend: str, folder: Path, options: Mapping[str, Any], *,
                               "--backend local, or submitit-local to try the Slurm path here")
         from sslbench.runs.sbatch import check_cluster, executor_parameters
 
-        check_cluster(options)
+        check_cluster(options, processes)
         executor = submitit.SlurmExecutor(folder=folder, max_num_timeout=max_num_timeout)
         executor.update_parameters(**executor_parameters(options, hold=hold))
         return executor
@@ -253,27 +314,38 @@ def _private_submission(folder: Path, secret: str | None) -> Iterator[None]:
 
 
 def submit(plan: Any, store_url: str, home: str, executor: Any, *, max_attempts: int,
-           transient: Sequence[str] = (), per_device: int = 1) -> list[Any]:
-    """Submit the plan's queue as one job array; returns the submitit jobs. sbatch's refusal
-    is a one-line ConfigError, and leaves no file behind."""
-    groups = task_groups(plan)
-    if not groups:
+           transient: Sequence[str] = (), per_device: int = 1,
+           options: Mapping[str, Any] | None = None) -> list[Any]:
+    """Submit the plan's queue as one job array per task shape (:func:`task_arrays`, with the
+    ``[slurm]`` ``options``); returns the submitit jobs in :func:`task_arrays`' order. sbatch's
+    refusal is a one-line ConfigError, and leaves no file and no job behind."""
+    arrays = task_arrays(plan)
+    if not arrays:
         return []
     from sslbench.db.engine import split_password
 
     url, secret = split_password(store_url)
     umask = os.umask(0o077)
     os.umask(umask)
-    tasks = [SweepTask(ids, url, home, max_attempts=max_attempts, transient=transient,
-                       per_device=per_device, umask=umask) for ids in groups]
     from submitit.core.utils import FailedJobError
 
+    jobs: list[Any] = []
     try:
         with _private_submission(Path(executor.folder), secret), _importable():
-            return list(executor.submit_array(tasks))
+            for processes, groups in arrays:
+                if processes > 1 or len(arrays) > 1:
+                    _shape(executor, options or {}, processes)
+                jobs += executor.submit_array([SweepTask(
+                    ids, url, home, max_attempts=max_attempts, transient=transient,
+                    per_device=per_device, umask=umask,
+                    processes={r: plan.processes[r] for r in ids if r in plan.processes})
+                    for ids in groups])
+            return jobs
     except FailedJobError as err:
         from sslbench.runs.sbatch import refusal
 
+        if jobs:
+            _scontrol("cancel", jobs)
         raise ConfigError(refusal(str(err))) from None
 
 
@@ -285,7 +357,8 @@ def _scontrol(verb: str, jobs: Sequence[Any]) -> None:
 
 def submit_sweep(plan: Any, store: Any, executor: Any, *, held: bool,
                  queue: Callable[[], list[str]], max_attempts: int,
-                 transient: Sequence[str] = (), per_device: int = 1) -> list[Any]:
+                 transient: Sequence[str] = (), per_device: int = 1,
+                 options: Mapping[str, Any] | None = None) -> list[Any]:
     """Submit ``plan`` and ``queue()`` its runs in the store: with a ``held`` executor (sbatch)
     the array first, so a refusal leaves the store untouched, then the runs, then the release;
     otherwise (submitit-local, which cannot hold) the runs first. Each run is tagged with its
@@ -295,7 +368,7 @@ def submit_sweep(plan: Any, store: Any, executor: Any, *, held: bool,
     if not held:
         queue()
     jobs = submit(plan, store.url, str(paths.home()), executor, max_attempts=max_attempts,
-                  transient=transient, per_device=per_device)
+                  transient=transient, per_device=per_device, options=options)
     try:
         if held:
             queue()
@@ -311,7 +384,8 @@ def submit_sweep(plan: Any, store: Any, executor: Any, *, held: bool,
 
 def tag_jobs(store: Any, plan: Any, jobs: Sequence[Any]) -> None:
     """Record each run's job: a ``slurm:JOBID`` tag (the latest one is its current job)."""
-    for job, group in zip(jobs, task_groups(plan)):
+    groups = [group for _, shaped in task_arrays(plan) for group in shaped]
+    for job, group in zip(jobs, groups):
         for run_id in group:
             store.add_tags(run_id, [f"{JOB_TAG}{job.job_id}"])
 
