@@ -254,12 +254,13 @@ def recipe_runs(session: Session, *, params: Sequence[str], summaries: Sequence[
     firsts: list[tuple[Any, ...]] = []
     codes: list[int] = []
     numbers: list[tuple[Any, ...]] = []
-    for row in session.connection().execute(stmt):
-        code = index.setdefault(tuple(row[:4]), len(index))
-        if code == len(firsts):
-            firsts.append(row[1:5])
-        codes.append(code)
-        numbers.append(row[5:])
+    for rows in session.connection().execute(stmt).tuples().partitions(10_000):
+        for row in rows:
+            code = index.setdefault(row[:4], len(index))
+            if code == len(firsts):
+                firsts.append(row[1:5])
+            codes.append(code)
+            numbers.append(row[5:])
     recipes = pd.DataFrame(firsts, columns=["method", "dataset", "tags", "run_id"])
     recipes["tags"] = [json.loads(text) if text else [] for text in recipes["tags"]]
     recipes["runs"] = pd.Series(codes, dtype="int64").value_counts().reindex(
