@@ -45,7 +45,7 @@ def _recipe(rng: random.Random) -> dict:
     return cfg
 
 
-def _fill(store: Store, rng: random.Random, n_runs: int) -> None:
+def fill(store: Store, rng: random.Random, n_runs: int) -> None:
     """Runs of a few recipes (several seeds each), tagged, on several days, some failed, some
     without a value or with NaN; an evaluation or two, which the grid never reads."""
     recipes = [(_recipe(rng), sorted(rng.sample(TAGS, rng.randint(0, 2))))
@@ -71,29 +71,34 @@ def _sorted(stats: pd.DataFrame) -> pd.DataFrame:
     return stats.sort_values(keys).reset_index(drop=True)[[*keys, "mean", "std", "n"]]
 
 
+def check_recipes_against_runs(store: Store) -> None:
+    """grid_stats (a recipe at a time) against seed_stats over grid_cells (every run), under
+    each of FILTERS, both selects, with and without a method filter."""
+    for filters in FILTERS:
+        for select in ("final", "best"):
+            for methods in (None, ("simclr", "simclr-sq")):
+                try:
+                    cells, runs = grid_cells(store, filters, "online_top1", select)
+                except EmptyReportError as err:
+                    with pytest.raises(EmptyReportError, match=re.escape(str(err))):
+                        grid_stats(store, filters, "online_top1", select)
+                    continue
+                stats, recipes = grid_stats(store, filters, "online_top1", select,
+                                            methods=methods)
+                if methods is not None:
+                    cells, runs = (f[f["method_name"].isin(methods)] for f in (cells, runs))
+                expected = seed_stats(cells, (*GRID_ROWS, "dim"))
+                pd.testing.assert_frame_equal(_sorted(stats), _sorted(expected),
+                                              check_exact=True, check_dtype=False)
+                assert recipes["runs"].sum() == len(runs)
+                assert set(recipes.loc[recipes["valued"] > 0, "method_name"]) == set(
+                    cells["method_name"])
+                for caption in (settings_text, augment_text, simclr_note):
+                    assert caption(recipes) == caption(runs)
+
+
 @pytest.mark.parametrize("seed", range(4))
 def test_recipe_statistics_equal_the_per_run_cells(tmp_path, seed):
-    rng = random.Random(seed)
     with Store.open(f"sqlite:///{tmp_path / 's.sqlite'}") as store:
-        _fill(store, rng, 120)
-        for filters in FILTERS:
-            for select in ("final", "best"):
-                for methods in (None, ("simclr", "simclr-sq")):
-                    try:
-                        cells, runs = grid_cells(store, filters, "online_top1", select)
-                    except EmptyReportError as err:
-                        with pytest.raises(EmptyReportError, match=re.escape(str(err))):
-                            grid_stats(store, filters, "online_top1", select)
-                        continue
-                    stats, recipes = grid_stats(store, filters, "online_top1", select,
-                                                methods=methods)
-                    if methods is not None:
-                        cells, runs = (f[f["method_name"].isin(methods)] for f in (cells, runs))
-                    expected = seed_stats(cells, (*GRID_ROWS, "dim"))
-                    pd.testing.assert_frame_equal(_sorted(stats), _sorted(expected),
-                                                  check_exact=True, check_dtype=False)
-                    assert recipes["runs"].sum() == len(runs)
-                    assert set(recipes.loc[recipes["valued"] > 0, "method_name"]) == set(
-                        cells["method_name"])
-                    for caption in (settings_text, augment_text, simclr_note):
-                        assert caption(recipes) == caption(runs)
+        fill(store, random.Random(seed), 120)
+        check_recipes_against_runs(store)

@@ -255,7 +255,7 @@ def recipe_runs(session: Session, *, params: Sequence[str], summaries: Sequence[
     firsts: list[tuple[Any, ...]] = []
     codes: list[int] = []
     numbers: list[tuple[Any, ...]] = []
-    for rows in session.connection().execute(stmt).tuples().partitions(10_000):
+    for rows in session.connection().execute(stmt).partitions(10_000):
         for row in rows:
             code = index.setdefault(row[:4], len(index))
             if code == len(firsts):
