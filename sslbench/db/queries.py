@@ -233,11 +233,12 @@ def recipe_runs(session: Session, *, params: Sequence[str], summaries: Sequence[
 
     A recipe is a distinct (config without its ``seed``, method, dataset, tags). ``recipes``
     has one row per recipe: ``run_id`` (its first run in listing order), ``method``,
-    ``dataset``, ``tags`` (a list), ``runs`` (how many) and ``param.<key>`` for ``params``
-    (but ``seed``), which every run of a recipe shares: a run's params are its config
-    flattened, both written once when it is created. ``runs`` has one row per run, in listing
+    ``dataset``, ``tags`` (a list), ``runs`` (how many) and ``param.<key>`` for ``params``,
+    which every run of a recipe shares: a run's params are its config flattened, both written
+    once when it is created. ``runs`` has one row per run, in listing
     order (oldest first): ``recipe`` (the row of ``recipes``) and ``final.<key>`` /
     ``best.<key>`` for ``summaries``. ``since`` / ``before``: created at or after / before.
+    A ``seed`` param (or ``seed.*``) differs between the runs of a recipe: it is left out.
 
     One query over the runs (served by the index of their kind and status, or of their
     method), one summary lookup a run and metric; the params are read for one run a recipe.
@@ -266,7 +267,7 @@ def recipe_runs(session: Session, *, params: Sequence[str], summaries: Sequence[
     recipes["tags"] = [json.loads(text) if text else [] for text in recipes["tags"]]
     recipes["runs"] = pd.Series(codes, dtype="int64").value_counts().reindex(
         range(len(recipes))).to_numpy()
-    keys = [k for k in params if k != "seed"]
+    keys = [k for k in params if k != "seed" and not k.startswith("seed.")]
     shared = pd.concat([_params_wide(session, chunk, keys) for chunk in _chunks(
         list(recipes["run_id"]), 500)]) if keys and len(recipes) else None
     if shared is not None:
