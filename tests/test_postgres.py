@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import glob
 import os
+import random
 import secrets
 import shutil
 import socket
@@ -436,3 +437,11 @@ def test_a_password_comes_from_the_environment_or_an_owner_only_file(postgres_pa
     with pytest.raises(StoreError, match=r"readable by others \(mode 0640\): chmod 600 ") as err:
         Store.open(url)
     assert "\n" not in str(err.value)
+
+
+def test_recipe_statistics_on_postgres(pg_store):
+    """The recipe query (config without its seed: jsonb there) gives the per-run numbers."""
+    from tests.test_report_recipes import check_recipes_against_runs, fill
+
+    fill(pg_store, random.Random(0), 80)
+    check_recipes_against_runs(pg_store)

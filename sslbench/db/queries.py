@@ -6,11 +6,14 @@ Nothing here formats for display (that is ``sslbench.report``) and nothing here 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from datetime import datetime
 from typing import Any
 
+import numpy as np
 import pandas as pd
-from sqlalchemy import ColumnElement, Select, exists, func, select
+from sqlalchemy import ColumnElement, Select, Text, cast, exists, func, select
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Session, aliased
 
 from sslbench.db.models import (
@@ -206,8 +209,9 @@ def runs_frame(session: Session, *, params: Sequence[str] | None = None,
     if limit is not None or offset:
         ids = _paged(ids, limit, offset, newest)
     columns = [getattr(Run, c) for c in RUN_COLUMNS] + [Run.tags_json]
-    rows = session.execute(_paged(select(*columns).where(*conditions), limit, offset,
-                                  newest)).all()
+    # Core, not the ORM's execute: the ORM's loading costs more than the query on many rows.
+    stmt = _paged(select(*columns).where(*conditions), limit, offset, newest)
+    rows = session.connection().execute(stmt).all()
     base = pd.DataFrame(rows[::-1] if newest else rows, columns=[*RUN_COLUMNS, "tags"])
     base["tags"] = [json.loads(text) if text else [] for text in base["tags"]]
     for column in ("created_at", "started_at", "ended_at", "heartbeat_at"):
@@ -221,13 +225,79 @@ def runs_frame(session: Session, *, params: Sequence[str] | None = None,
     return base.reset_index(drop=True)
 
 
-def _params_wide(session: Session, ids: Select[Any], keys: Sequence[str] | None) -> pd.DataFrame:
+def recipe_runs(session: Session, *, params: Sequence[str], summaries: Sequence[str],
+                since: datetime | None = None, before: datetime | None = None,
+                **filters: Any) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The matching runs grouped by recipe, for reports over very many runs: ``(recipes,
+    runs)``.
+
+    A recipe is a distinct (config without its ``seed``, method, dataset, tags). ``recipes``
+    has one row per recipe: ``run_id`` (its first run in listing order), ``method``,
+    ``dataset``, ``tags`` (a list), ``runs`` (how many) and ``param.<key>`` for ``params``,
+    which every run of a recipe shares: a run's params are its config flattened, both written
+    once when it is created. ``runs`` has one row per run, in listing
+    order (oldest first): ``recipe`` (the row of ``recipes``) and ``final.<key>`` /
+    ``best.<key>`` for ``summaries``. ``since`` / ``before``: created at or after / before.
+    A ``seed`` param (or ``seed.*``) differs between the runs of a recipe: it is left out.
+
+    One query over the runs (served by the index of their kind and status, or of their
+    method), one summary lookup a run and metric; the params are read for one run a recipe.
+    """
+    where = run_conditions(**filters)
+    where += [Run.created_at >= since] if since is not None else []
+    where += [Run.created_at < before] if before is not None else []
+    found = [aliased(Summary) for _ in summaries]
+    stmt = select(_config_without_seed(session), Run.method, Run.dataset, Run.tags_json,
+                  Run.run_id, *[c for s in found for c in (s.final, s.best)])
+    for summary, key in zip(found, summaries):
+        stmt = stmt.outerjoin(summary, (summary.run_id == Run.run_id) & (summary.key == key))
+    stmt = _paged(stmt.where(*where), None, 0)
+    index: dict[tuple[Any, ...], int] = {}
+    firsts: list[tuple[Any, ...]] = []
+    codes: list[int] = []
+    numbers: list[tuple[Any, ...]] = []
+    for rows in session.connection().execute(stmt).partitions(10_000):
+        for row in rows:
+            code = index.setdefault(row[:4], len(index))
+            if code == len(firsts):
+                firsts.append(row[1:5])
+            codes.append(code)
+            numbers.append(row[5:])
+    recipes = pd.DataFrame(firsts, columns=["method", "dataset", "tags", "run_id"])
+    recipes["tags"] = [json.loads(text) if text else [] for text in recipes["tags"]]
+    recipes["runs"] = pd.Series(codes, dtype="int64").value_counts().reindex(
+        range(len(recipes))).to_numpy()
+    keys = [k for k in params if k != "seed" and not k.startswith("seed.")]
+    shared = pd.concat([_params_wide(session, chunk, keys) for chunk in _chunks(
+        list(recipes["run_id"]), 500)]) if keys and len(recipes) else None
+    if shared is not None:
+        recipes = recipes.merge(shared, how="left", left_on="run_id", right_index=True)
+    columns = [f"{p}.{k}" for k in summaries for p in ("final", "best")]
+    runs = pd.DataFrame(np.array(numbers, dtype="float64").reshape(len(codes), len(columns)),
+                        columns=columns)
+    runs.insert(0, "recipe", np.array(codes, dtype="int64"))
+    return recipes.reset_index(drop=True), runs
+
+
+def _config_without_seed(session: Session) -> ColumnElement[Any]:
+    if session.get_bind().dialect.name == "sqlite":
+        return func.json_remove(Run.config_json, "$.seed")
+    return cast(cast(Run.config_json, JSONB).op("-")("seed"), Text)
+
+
+def _chunks(items: list[str], size: int) -> Iterator[list[str]]:
+    for i in range(0, len(items), size):
+        yield items[i:i + size]
+
+
+def _params_wide(session: Session, ids: Select[Any] | Sequence[str],
+                 keys: Sequence[str] | None) -> pd.DataFrame:
     stmt = select(Param.run_id, Param.key, Param.value_type, Param.value_text).where(
         Param.run_id.in_(ids))
     if keys is not None:
         stmt = stmt.where(Param.key.in_(keys))
     wide: dict[str, dict[str, Any]] = {}
-    for run_id, key, vtype, text in session.execute(stmt):
+    for run_id, key, vtype, text in session.connection().execute(stmt):
         wide.setdefault(run_id, {})[f"param.{key}"] = decode_param(vtype, text)
     columns = [f"param.{k}" for k in keys] if keys is not None else None
     return _wide_frame(wide, columns)
@@ -240,7 +310,7 @@ def _summaries_wide(session: Session, ids: Select[Any], keys: Sequence[str] | No
     if keys is not None:
         stmt = stmt.where(Summary.key.in_(keys))
     wide: dict[str, dict[str, Any]] = {}
-    for run_id, key, final, best in session.execute(stmt):
+    for run_id, key, final, best in session.connection().execute(stmt):
         row = wide.setdefault(run_id, {})
         row[f"final.{key}"] = from_db_float(final)
         row[f"best.{key}"] = from_db_float(best)

@@ -25,6 +25,7 @@ import json
 import os
 import socket
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any, cast
 
@@ -419,6 +420,15 @@ class Store(SchedulingMixin):
                 session, params=None if params is None else list(params),
                 summaries=None if summaries is None else list(summaries), limit=limit,
                 offset=offset, **filters)
+
+    def recipe_runs(self, *, params: Iterable[str], summaries: Iterable[str],
+                    since: datetime | None = None, before: datetime | None = None,
+                    **filters: Any) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """The runs grouped by recipe (config without its seed, method, dataset, tags);
+        see :func:`sslbench.db.queries.recipe_runs`."""
+        with self._session() as session:
+            return queries.recipe_runs(session, params=list(params), summaries=list(summaries),
+                                       since=since, before=before, **filters)
 
     def metrics_frame(self, run_id: str, key: str | None = None) -> pd.DataFrame:
         """The metric history: columns run_id, key, step, epoch, value, sorted by key, step."""

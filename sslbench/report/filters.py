@@ -70,7 +70,8 @@ class ReportFilters:
         return "; ".join(parts)
 
     def keep(self, runs: pd.DataFrame) -> pd.Series:
-        """Boolean mask over a frame with columns dataset, backbone, epochs, tags, created_at."""
+        """Boolean mask over a frame with columns dataset, backbone, epochs, tags and (with
+        ``since`` or ``until``) created_at."""
         mask = pd.Series(True, index=runs.index)
         if runs.empty:
             return mask
@@ -82,6 +83,8 @@ class ReportFilters:
             mask &= runs["epochs"] == self.epochs
         for tag in self.tags:
             mask &= runs["tags"].map(lambda tags, t=tag: t in (tags or ()))
+        if self.since is None and self.until is None:
+            return mask
         day = runs["created_at"].dt.tz_convert("UTC").dt.date
         if self.since is not None:
             mask &= day >= self.since

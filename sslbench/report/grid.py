@@ -14,7 +14,7 @@ settings that are the paper's, so the cells no run has filled show as missing.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
@@ -53,6 +53,7 @@ from sslbench.report.query import (
     pretrain_runs,
     settings_text,
 )
+from sslbench.report.recipes import pretrain_recipes, recipe_seed_stats
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -106,20 +107,50 @@ def grid_cells(store: Store, filters: ReportFilters, metric: str, select: str
     return cells.astype({"dim": "int64"}), runs
 
 
+def grid_stats(store: Store, filters: ReportFilters, metric: str, select: str, *,
+               methods: Sequence[str] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(stats, runs): the seed statistics of :func:`grid_cells` (``seed_stats`` over
+    :data:`GRID_ROWS` and dim) and the runs that passed the filters, with the errors of
+    :func:`grid_cells`; then, with ``methods``, of the runs of those registry methods only.
+    An online metric is read a recipe at a time (:mod:`sslbench.report.recipes`): ``runs``
+    has one row per recipe (``runs`` of them, ``valued`` with a cell)."""
+    if not is_online(metric):
+        cells, runs = grid_cells(store, filters, metric, select)
+        if methods is not None:
+            cells, runs = (f[f["method_name"].isin(list(methods))] for f in (cells, runs))
+        return seed_stats(cells, (*GRID_ROWS, "dim")), runs.assign(runs=1, valued=(
+            runs["run_id"].isin(set(cells["run_id"])).astype("int64")))
+    recipes, runs = pretrain_recipes(store, filters, (metric,))
+    if recipes.empty:
+        raise no_runs(store, filters)
+    value = f"{select}.{metric}"
+    stats, valued = recipe_seed_stats(recipes, runs, value, GRID_ROWS)
+    if stats.empty:
+        command = COMMANDS.get(metric, "sslbench eval RUN_ID")
+        raise EmptyReportError(f"none of the {recipes['runs'].sum()} completed pretraining "
+                               f"runs{where(filters)} has a value for {metric!r}: run "
+                               f"`{command}`")
+    if methods is not None:
+        recipes = recipes[recipes["method_name"].isin(list(methods))]
+        runs = runs[runs["recipe"].isin(recipes.index)]
+        stats, valued = recipe_seed_stats(recipes, runs, value, GRID_ROWS)
+    return stats, recipes.assign(valued=valued)
+
+
 def is_comparable(key: tuple[Any, ...]) -> bool:
     """Whether a row keyed (dataset, backbone, epochs, ...) is in the paper's setting."""
     return comparable(*key[:3])
 
 
-def grid_frame(cells: pd.DataFrame, paper: Mapping[tuple[str, str, int], float] | None,
+def grid_frame(stats: pd.DataFrame, paper: Mapping[tuple[str, str, int], float] | None,
                complete: bool) -> pd.DataFrame:
-    """The stat frame of the grid (rows :data:`GRID_ROWS`, columns dims); with ``paper``, the
-    paper's rows and the Δ rows beside ours (:func:`sslbench.report.frames.with_paper`), and
-    with ``complete`` the paper's whole grid listed for our settings that are the paper's."""
-    stats = seed_stats(cells, (*GRID_ROWS, "dim"))
+    """The stat frame of the grid (rows :data:`GRID_ROWS`, columns dims) from its seed
+    statistics (:func:`grid_stats`); with ``paper``, the paper's rows and the Δ rows beside
+    ours (:func:`sslbench.report.frames.with_paper`), and with ``complete`` the paper's whole
+    grid listed for our settings that are the paper's."""
     extra_rows: list[tuple[Any, ...]] = []
     extra_columns: tuple[int, ...] = ()
-    settings = [s for s in cells[list(SETTING)].drop_duplicates().itertuples(index=False)
+    settings = [s for s in stats[list(SETTING)].drop_duplicates().itertuples(index=False)
                 if comparable(*s)]
     if paper and complete and settings:
         pairs = list(dict.fromkeys((m, f) for m, f, _ in paper))
@@ -164,8 +195,8 @@ def table_s5_report(store: Store, *, select: str = "final", filters: ReportFilte
                     complete: bool = True) -> Report:
     """Table S5: online top-1 by method x projector family x embedding dimension."""
     filters, select = filters or ReportFilters(), check_select(select)
-    cells, runs = grid_cells(store, filters, "online_top1", select)
-    frame = grid_frame(cells, table_s5(), complete)
+    stats, runs = grid_stats(store, filters, "online_top1", select)
+    frame = grid_frame(stats, table_s5(), complete)
     summary = agreement(frame, TOLERANCE)
     notes = {"metric": "online_top1", "protocol": PROTOCOLS["online_top1"], "select": select,
              "ours": settings_text(runs), "paper": PAPER_SETTING_TEXT, "agreement": summary,
@@ -256,8 +287,8 @@ def knn_report(store: Store, *, select: str = "final", filters: ReportFilters | 
     """Figure S1: k-NN top-1 (best cell of the k x temperature sweep) by method, projector
     family and embedding dimension."""
     filters, select = filters or ReportFilters(), check_select(select)
-    cells, runs = grid_cells(store, filters, "knn_top1", select)
-    frame = grid_frame(cells, None, complete=False)
+    stats, runs = grid_stats(store, filters, "knn_top1", select)
+    frame = grid_frame(stats, None, complete=False)
     gap = knn_gap(frame)
     gap_text = ("SimCLR-Orig or SimCLR-Tuned has no run, so the paper's gap cannot be checked"
                 if gap is None else f"ours {gap:+.2f}")

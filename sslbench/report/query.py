@@ -112,7 +112,7 @@ def normalize_runs(frame: pd.DataFrame) -> pd.DataFrame:
     out["projector"] = specs
     out["dim"] = pd.array([_embedding_dim(s, d) for s, d in zip(specs, dims)], dtype="Int64")
     out["families"] = [_families(s, d) for s, d in zip(specs, dims)]
-    out["seed"] = frame["param.seed"]
+    out["seed"] = frame["param.seed"] if "param.seed" in frame else None  # recipes: none
     return out
 
 

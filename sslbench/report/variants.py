@@ -22,8 +22,8 @@ from sslbench.report.frames import agreement, agreement_text, only
 from sslbench.report.grid import (
     FAMILIES_NOTE,
     TOLERANCE,
-    grid_cells,
     grid_frame,
+    grid_stats,
     random_baseline,
     simclr_note,
     where,
@@ -50,16 +50,17 @@ FIG_S3_METHODS = ("simclr-sq", "simclr-abs", "simclr")
 
 def variant_cells(store: Store, filters: ReportFilters, select: str,
                   names: Sequence[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(cells, runs) of the online top-1 grid for the runs of registry methods ``names``."""
-    cells, runs = grid_cells(store, filters, "online_top1", select)
-    cells, runs = (f[f["method_name"].isin(list(names))] for f in (cells, runs))
+    """(stats, runs) of the online top-1 grid (:func:`grid_stats`) for the runs of registry
+    methods ``names``."""
+    stats, runs = grid_stats(store, filters, "online_top1", select, methods=names)
     variants = [n for n in names if n != "simclr"]
-    if not cells["method_name"].isin(variants).any():  # SimCLR alone is not the figure
+    if not runs.loc[runs["valued"] > 0, "method_name"].isin(variants).any():
+        # SimCLR alone is not the figure
         raise EmptyReportError(f"no completed pretraining run of {', '.join(variants)}"
                                f"{where(filters)} in the store {store.display_url}: run "
                                f"`sslbench train --method {variants[0]}` (and --method simclr "
                                "to compare)")
-    return cells, runs
+    return stats, runs
 
 
 def peaks(frame: pd.DataFrame) -> dict[str, float]:
@@ -80,8 +81,8 @@ def _report(store: Store, select: str, filters: ReportFilters | None, *, name: s
             names: Sequence[str], paper: Mapping[tuple[str, str, int], float] | None,
             title: str, stated: str) -> Report:
     filters, select = filters or ReportFilters(), check_select(select)
-    cells, runs = variant_cells(store, filters, select, names)
-    frame = grid_frame(cells, paper, complete=False)
+    stats, runs = variant_cells(store, filters, select, names)
+    frame = grid_frame(stats, paper, complete=False)
     summary = agreement(frame, TOLERANCE) if paper else None
     found = peaks(frame)
     parts = [f"Top-1 (%) of the {PROTOCOLS['online_top1']}; "
@@ -95,7 +96,7 @@ def _report(store: Store, select: str, filters: ReportFilters | None, *, name: s
     notes = {"metric": "online_top1", "select": select, "ours": settings_text(runs),
              "paper": PAPER_SETTING_TEXT, "peaks": found, "filters": filters.describe(),
              **({"agreement": summary, "tolerance": TOLERANCE} if summary else {})}
-    order = sorted(dict.fromkeys(cells["method"]), key=method_key)
+    order = sorted(dict.fromkeys(stats["method"]), key=method_key)
 
     def draw() -> Figure:
         from sslbench.report.curves import grid_figure

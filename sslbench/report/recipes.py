@@ -1,0 +1,100 @@
+"""Seed statistics of the completed pretraining runs without a frame of every run: the store
+groups the runs by recipe (config without its seed, method, dataset, tags; see
+:func:`sslbench.db.queries.recipe_runs`), the report columns are computed once a recipe, and
+only each run's recipe and summary values reach pandas.
+
+The statistics are those of :func:`sslbench.report.frames.seed_stats` over the per-run cells of
+:func:`sslbench.report.query.pretrain_runs`, to the bit: the same values, in the same order
+within each group, through the same pandas aggregations. The filters on the runs' dataset and
+creation day are applied by the query; the others, which read the recipe, to the recipes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from sslbench.report.filters import ReportFilters
+from sslbench.report.query import PRETRAIN_METRICS, PRETRAIN_PARAMS, _shared, normalize_runs
+
+if TYPE_CHECKING:
+    from sslbench.db import Store
+
+
+def _midnight(day: dt.date | None, days: int = 0) -> dt.datetime | None:
+    if day is None:
+        return None
+    return dt.datetime.combine(day + dt.timedelta(days=days), dt.time(), dt.timezone.utc)
+
+
+def pretrain_recipes(store: Store, filters: ReportFilters, metrics: Sequence[str] = ()
+                     ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``(recipes, runs)`` of the completed pretraining runs passing ``filters``: ``recipes``
+    normalized (:func:`sslbench.report.query.normalize_runs`; ``runs`` counts the runs of
+    each), ``runs`` one row per run, oldest first: ``recipe`` (a row of ``recipes``) and
+    ``final.<m>`` / ``best.<m>`` of the online probe's metric and ``metrics``."""
+    wanted = tuple(dict.fromkeys((*PRETRAIN_METRICS, *metrics)))
+
+    def query() -> tuple[pd.DataFrame, pd.DataFrame]:
+        recipes, runs = store.recipe_runs(
+            params=PRETRAIN_PARAMS, summaries=wanted, kind="pretrain", status="completed",
+            dataset=filters.dataset, since=_midnight(filters.since),
+            before=_midnight(filters.until, days=1))
+        if recipes.empty:
+            return recipes, runs
+        recipes = normalize_runs(recipes)
+        undated = dataclasses.replace(filters, since=None, until=None)
+        kept = undated.keep(recipes).to_numpy()
+        runs = runs[kept[runs["recipe"].to_numpy()]]
+        return recipes[kept], runs
+
+    found: Any = _shared(("recipes", id(store), filters, wanted), query)
+    return found
+
+
+def recipe_seed_stats(recipes: pd.DataFrame, runs: pd.DataFrame, value: str,
+                      keys: Sequence[str]) -> tuple[pd.DataFrame, pd.Series]:
+    """``seed_stats(cells, (*keys, "dim"))`` where the cells would be each run with its
+    ``value`` column, once per projector family (``projector`` the family), runs without a
+    value or an embedding dim left out; and, per recipe, how many of its runs have cells."""
+    table, cells = _cell_codes(recipes, keys)
+    codes = table[runs["recipe"].to_numpy()]
+    values = runs[value].to_numpy(dtype="float64")
+    codes[np.isnan(values)] = -1
+    flat, repeated = codes.ravel(), np.repeat(values, codes.shape[1])
+    used = flat >= 0
+    # pandas' grouped sums depend on the group numbers (not only on each group's values):
+    # number the cells as a groupby on their keys does, in the sorted order of the keys.
+    present = sorted(set(flat[used].tolist()), key=lambda code: cells[code])
+    rank = np.zeros(len(cells), dtype="int64")
+    rank[present] = np.arange(len(present))
+    stats = pd.Series(repeated[used]).groupby(rank[flat[used]]).agg(mean="mean", std="std",
+                                                                    n="count")
+    long = pd.DataFrame([cells[present[i]] for i in stats.index], columns=[*keys, "dim"])
+    long = long.astype({"dim": "int64"})
+    for column in ("mean", "std", "n"):
+        long[column] = stats[column].to_numpy()
+    valued = pd.Series(codes[:, 0] >= 0).groupby(runs["recipe"].to_numpy()).sum()
+    return long, valued.reindex(recipes.index, fill_value=0)
+
+
+def _cell_codes(recipes: pd.DataFrame, keys: Sequence[str]
+                ) -> tuple[np.ndarray, list[tuple[Any, ...]]]:
+    """(table, cells): ``table[recipe, j]`` the cell of the recipe's j-th projector family
+    (-1: none), ``cells[code]`` the keys of that cell."""
+    width = max((len(f) for f in recipes["families"]), default=1)
+    table = np.full((max(recipes.index, default=-1) + 1, width), -1, dtype="int64")
+    index: dict[tuple[Any, ...], int] = {}
+    for row, (_, recipe) in zip(recipes.index, recipes.iterrows()):
+        if pd.isna(recipe["dim"]):
+            continue
+        for j, family in enumerate(recipe["families"]):
+            named = {**recipe.to_dict(), "projector": family}
+            cell = (*(named[k] for k in keys), int(recipe["dim"]))
+            table[row, j] = index.setdefault(cell, len(index))
+    return table, list(index)

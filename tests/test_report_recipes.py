@@ -1,0 +1,104 @@
+"""The grid's seed statistics read a recipe at a time (sslbench.report.recipes) against the
+per-run path they replace (every run's frame, its cells, seed_stats), on seeded random stores:
+the same numbers to the bit, the same runs behind the captions, the same errors."""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import random
+import re
+
+import pandas as pd
+import pytest
+from sqlalchemy import update
+
+from sslbench.db import Store
+from sslbench.db.models import Run
+from sslbench.db.records import NewRun
+from sslbench.report.base import EmptyReportError
+from sslbench.report.filters import ReportFilters
+from sslbench.report.frames import seed_stats
+from sslbench.report.grid import GRID_ROWS, grid_cells, grid_stats, simclr_note
+from sslbench.report.query import augment_text, settings_text
+
+METHODS = ("vicreg", "simclr", "simclr", "simclr-sq", "simclr-center")
+PROJECTORS = ("8192-8192-d", "2048-d", "d-d-d", "2048-2048-d", "8192-8192-512", "512-d", None)
+TAGS = ("simclr-orig", "simclr-tuned", "sweep:s1", "x")
+DAY0 = dt.datetime(2024, 3, 1, 12, tzinfo=dt.timezone.utc)
+FILTERS = (ReportFilters(), ReportFilters(dataset="imagenet"), ReportFilters(sweep="s1"),
+           ReportFilters(backbone="resnet18"), ReportFilters(epochs=100),
+           ReportFilters(tag="simclr-orig"), ReportFilters(since=dt.date(2024, 3, 2)),
+           ReportFilters(until=dt.date(2024, 3, 2)), ReportFilters(dataset="none"))
+
+
+def _recipe(rng: random.Random) -> dict:
+    method = rng.choice(METHODS)
+    cfg = {"method": method, "dataset": rng.choice(("imagenet", "cifar10")),
+           "backbone": rng.choice(("resnet50", "resnet18")), "projector": rng.choice(PROJECTORS),
+           "dim": rng.choice((256, 512, 2048, 8192, 8192.0, None)),
+           "batch_size": rng.choice((2048, 1024)), "lr": rng.choice((0.5, 0.3)),
+           "optimizer": "lars", "weight_decay": 1e-6, "augment": rng.choice(("byol", "small")),
+           "loss": {"temperature": rng.choice((0.15, 0.5))} if method != "vicreg" else {}}
+    if rng.random() < 0.8:
+        cfg["epochs"] = rng.choice((100, 200))
+    return cfg
+
+
+def fill(store: Store, rng: random.Random, n_runs: int) -> None:
+    """Runs of a few recipes (several seeds each), tagged, on several days, some failed, some
+    without a value or with NaN; an evaluation or two, which the grid never reads."""
+    recipes = [(_recipe(rng), sorted(rng.sample(TAGS, rng.randint(0, 2))))
+               for _ in range(n_runs // 4)]
+    for i in range(n_runs):
+        cfg, tags = rng.choice(recipes)
+        run_id = f"r{i:05d}"
+        store.upsert_runs([NewRun(run_id=run_id, kind="pretrain", config={**cfg, "seed": i},
+                                  command=[], env={}, tags=tags)])
+        for step in range(rng.choice((0, 1, 3))):
+            value = math.nan if rng.random() < 0.1 else rng.uniform(40, 70)
+            store.log_metrics(run_id, step, {"online_top1": value})
+        status = "completed" if rng.random() < 0.85 else "failed"
+        with store._session(write=True) as session:
+            session.execute(update(Run).where(Run.run_id == run_id).values(
+                status=status, created_at=DAY0 + dt.timedelta(hours=7 * rng.randint(0, 8))))
+    store.upsert_runs([NewRun(run_id="e0", kind="eval", config={"protocol": "knn"},
+                              command=[], env={}, parent_id="r00000")])
+
+
+def _sorted(stats: pd.DataFrame) -> pd.DataFrame:
+    keys = [*GRID_ROWS, "dim"]
+    return stats.sort_values(keys).reset_index(drop=True)[[*keys, "mean", "std", "n"]]
+
+
+def check_recipes_against_runs(store: Store) -> None:
+    """grid_stats (a recipe at a time) against seed_stats over grid_cells (every run), under
+    each of FILTERS, both selects, with and without a method filter."""
+    for filters in FILTERS:
+        for select in ("final", "best"):
+            for methods in (None, ("simclr", "simclr-sq")):
+                try:
+                    cells, runs = grid_cells(store, filters, "online_top1", select)
+                except EmptyReportError as err:
+                    with pytest.raises(EmptyReportError, match=re.escape(str(err))):
+                        grid_stats(store, filters, "online_top1", select)
+                    continue
+                stats, recipes = grid_stats(store, filters, "online_top1", select,
+                                            methods=methods)
+                if methods is not None:
+                    cells, runs = (f[f["method_name"].isin(methods)] for f in (cells, runs))
+                expected = seed_stats(cells, (*GRID_ROWS, "dim"))
+                pd.testing.assert_frame_equal(_sorted(stats), _sorted(expected),
+                                              check_exact=True, check_dtype=False)
+                assert recipes["runs"].sum() == len(runs)
+                assert set(recipes.loc[recipes["valued"] > 0, "method_name"]) == set(
+                    cells["method_name"])
+                for caption in (settings_text, augment_text, simclr_note):
+                    assert caption(recipes) == caption(runs)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_recipe_statistics_equal_the_per_run_cells(tmp_path, seed):
+    with Store.open(f"sqlite:///{tmp_path / 's.sqlite'}") as store:
+        fill(store, random.Random(seed), 120)
+        check_recipes_against_runs(store)
