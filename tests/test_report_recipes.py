@@ -1,6 +1,8 @@
-"""The grid's seed statistics read a recipe at a time (sslbench.report.recipes) against the
-per-run path they replace (every run's frame, its cells, seed_stats), on seeded random stores:
-the same numbers to the bit, the same runs behind the captions, the same errors."""
+"""The reports read the runs a recipe at a time (sslbench.report.recipes) against the per-run
+path they replace (every run's frame, its cells, seed_stats), on seeded random stores: the grid's
+seed statistics the same to the bit, the same runs behind the captions, the same errors; and
+every report's text the same from the recipes broadcast to their runs as from every run's
+params and summaries."""
 
 from __future__ import annotations
 
@@ -16,11 +18,21 @@ from sqlalchemy import update
 from sslbench.db import Store
 from sslbench.db.models import Run
 from sslbench.db.records import NewRun
+from sslbench.report import capacity, cka, dims, grid, hparams, probes, query
 from sslbench.report.base import EmptyReportError
 from sslbench.report.filters import ReportFilters
 from sslbench.report.frames import seed_stats
 from sslbench.report.grid import GRID_ROWS, grid_cells, grid_stats, simclr_note
-from sslbench.report.query import augment_text, settings_text
+from sslbench.report.output import report_text
+from sslbench.report.query import (
+    PRETRAIN_METRICS,
+    PRETRAIN_PARAMS,
+    augment_text,
+    normalize_runs,
+    pretrain_runs,
+    settings_text,
+)
+from sslbench.report.registry import REPORTS, build_report
 
 METHODS = ("vicreg", "simclr", "simclr", "simclr-sq", "simclr-center")
 PROJECTORS = ("8192-8192-d", "2048-d", "d-d-d", "2048-2048-d", "8192-8192-512", "512-d", None)
@@ -102,3 +114,45 @@ def test_recipe_statistics_equal_the_per_run_cells(tmp_path, seed):
     with Store.open(f"sqlite:///{tmp_path / 's.sqlite'}") as store:
         fill(store, random.Random(seed), 120)
         check_recipes_against_runs(store)
+
+
+def per_run_frame(store: Store, filters: ReportFilters, *, metrics=(), params=()) -> pd.DataFrame:
+    """The frame pretrain_runs built before it read recipes: every run's params and summaries
+    (runs_frame), normalized run by run, filtered in pandas."""
+    keys = tuple(dict.fromkeys((*PRETRAIN_PARAMS, *params)))
+    wanted = tuple(dict.fromkeys((*PRETRAIN_METRICS, *metrics)))
+    frame = normalize_runs(store.runs_frame(kind="pretrain", status="completed",
+                                            dataset=filters.dataset, params=keys,
+                                            summaries=wanted))
+    return frame[filters.keep(frame)].reset_index(drop=True)
+
+
+def _texts(store: Store, filters: ReportFilters) -> dict[str, str]:
+    out = {}
+    for name in REPORTS:
+        try:
+            report = build_report(name, store, filters=filters)
+        except EmptyReportError as err:
+            out[name] = f"empty: {err}"
+            continue
+        out[name] = "\n".join(report_text(report, fmt) for fmt in ("markdown", "json", "csv"))
+    return out
+
+
+@pytest.mark.parametrize("seed", range(2))
+def test_every_report_reads_the_runs_as_the_per_run_frame_did(tmp_path, seed, monkeypatch):
+    """pretrain_runs (recipes broadcast to their runs) holds the per-run frame's values in its
+    columns, and every report renders the same text from either."""
+    with Store.open(f"sqlite:///{tmp_path / 's.sqlite'}") as store:
+        fill(store, random.Random(seed), 120)
+        for filters in (FILTERS[0], FILTERS[2], FILTERS[6]):
+            for metrics, params in (((), ()), (("online_top1",), ()), ((), ("lr", "momentum"))):
+                ours = pretrain_runs(store, filters, metrics=metrics, params=params)
+                theirs = per_run_frame(store, filters, metrics=metrics, params=params)
+                pd.testing.assert_frame_equal(ours, theirs[ours.columns], check_exact=True)
+            new = _texts(store, filters)
+            for module in (capacity, dims, grid, hparams, probes, query, cka):
+                if hasattr(module, "pretrain_runs"):
+                    monkeypatch.setattr(module, "pretrain_runs", per_run_frame)
+            assert _texts(store, filters) == new
+            monkeypatch.undo()

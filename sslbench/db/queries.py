@@ -236,7 +236,7 @@ def recipe_runs(session: Session, *, params: Sequence[str], summaries: Sequence[
     ``dataset``, ``tags`` (a list), ``runs`` (how many) and ``param.<key>`` for ``params``,
     which every run of a recipe shares: a run's params are its config flattened, both written
     once when it is created. ``runs`` has one row per run, in listing
-    order (oldest first): ``recipe`` (the row of ``recipes``) and ``final.<key>`` /
+    order (oldest first): ``recipe`` (the row of ``recipes``), ``run_id`` and ``final.<key>`` /
     ``best.<key>`` for ``summaries``. ``since`` / ``before``: created at or after / before.
     A ``seed`` param (or ``seed.*``) differs between the runs of a recipe: it is left out.
 
@@ -255,6 +255,7 @@ def recipe_runs(session: Session, *, params: Sequence[str], summaries: Sequence[
     index: dict[tuple[Any, ...], int] = {}
     firsts: list[tuple[Any, ...]] = []
     codes: list[int] = []
+    ids: list[str] = []
     numbers: list[tuple[Any, ...]] = []
     for rows in session.connection().execute(stmt).partitions(10_000):
         for row in rows:
@@ -262,20 +263,23 @@ def recipe_runs(session: Session, *, params: Sequence[str], summaries: Sequence[
             if code == len(firsts):
                 firsts.append(row[1:5])
             codes.append(code)
+            ids.append(row[4])
             numbers.append(row[5:])
     recipes = pd.DataFrame(firsts, columns=["method", "dataset", "tags", "run_id"])
     recipes["tags"] = [json.loads(text) if text else [] for text in recipes["tags"]]
     recipes["runs"] = pd.Series(codes, dtype="int64").value_counts().reindex(
         range(len(recipes))).to_numpy()
     keys = [k for k in params if k != "seed" and not k.startswith("seed.")]
-    shared = pd.concat([_params_wide(session, chunk, keys) for chunk in _chunks(
-        list(recipes["run_id"]), 500)]) if keys and len(recipes) else None
-    if shared is not None:
+    if keys:
+        shared = pd.concat([_params_wide(session, chunk, keys) for chunk in _chunks(
+            list(recipes["run_id"]), 500)]) if len(recipes) else _wide_frame(
+                {}, [f"param.{k}" for k in keys])
         recipes = recipes.merge(shared, how="left", left_on="run_id", right_index=True)
     columns = [f"{p}.{k}" for k in summaries for p in ("final", "best")]
     runs = pd.DataFrame(np.array(numbers, dtype="float64").reshape(len(codes), len(columns)),
                         columns=columns)
     runs.insert(0, "recipe", np.array(codes, dtype="int64"))
+    runs.insert(1, "run_id", pd.Series(ids, dtype=object))
     return recipes.reset_index(drop=True), runs
 
 

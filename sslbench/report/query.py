@@ -118,17 +118,12 @@ def normalize_runs(frame: pd.DataFrame) -> pd.DataFrame:
 
 def pretrain_runs(store: Store, filters: ReportFilters, *, metrics: Sequence[str] = (),
                   params: Sequence[str] = ()) -> pd.DataFrame:
-    """Completed pretraining runs passing ``filters``, normalized (:func:`normalize_runs`)."""
-    keys = tuple(dict.fromkeys((*PRETRAIN_PARAMS, *params)))
-    wanted = tuple(dict.fromkeys((*PRETRAIN_METRICS, *metrics)))
+    """Completed pretraining runs passing ``filters``, oldest first: the normalized columns of
+    their recipes (:func:`sslbench.report.recipes.pretrain_recipes`, read and normalized once
+    a recipe) with each run's ``run_id`` and summaries."""
+    from sslbench.report.recipes import pretrain_recipes, recipe_rows
 
-    def query() -> pd.DataFrame:
-        frame = runs_frame(store, kind="pretrain", status="completed", dataset=filters.dataset,
-                           params=keys, summaries=wanted)
-        runs = normalize_runs(frame)
-        return runs[filters.keep(runs)].reset_index(drop=True)
-
-    return _shared(("pretrain", id(store), filters, frozenset(keys), frozenset(wanted)), query)
+    return recipe_rows(*pretrain_recipes(store, filters, metrics, params))
 
 
 def is_baseline(evals: pd.DataFrame) -> pd.Series:

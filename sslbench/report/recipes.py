@@ -32,29 +32,39 @@ def _midnight(day: dt.date | None, days: int = 0) -> dt.datetime | None:
     return dt.datetime.combine(day + dt.timedelta(days=days), dt.time(), dt.timezone.utc)
 
 
-def pretrain_recipes(store: Store, filters: ReportFilters, metrics: Sequence[str] = ()
-                     ) -> tuple[pd.DataFrame, pd.DataFrame]:
+def pretrain_recipes(store: Store, filters: ReportFilters, metrics: Sequence[str] = (),
+                     params: Sequence[str] = ()) -> tuple[pd.DataFrame, pd.DataFrame]:
     """``(recipes, runs)`` of the completed pretraining runs passing ``filters``: ``recipes``
     normalized (:func:`sslbench.report.query.normalize_runs`; ``runs`` counts the runs of
-    each), ``runs`` one row per run, oldest first: ``recipe`` (a row of ``recipes``) and
-    ``final.<m>`` / ``best.<m>`` of the online probe's metric and ``metrics``."""
+    each) with :data:`PRETRAIN_PARAMS` and ``params``, ``runs`` one row per run, oldest first:
+    ``recipe`` (a row of ``recipes``), ``run_id`` and ``final.<m>`` / ``best.<m>`` of the
+    online probe's metric and ``metrics``."""
     wanted = tuple(dict.fromkeys((*PRETRAIN_METRICS, *metrics)))
+    keys = tuple(dict.fromkeys((*PRETRAIN_PARAMS, *params)))
 
     def query() -> tuple[pd.DataFrame, pd.DataFrame]:
         recipes, runs = store.recipe_runs(
-            params=PRETRAIN_PARAMS, summaries=wanted, kind="pretrain", status="completed",
+            params=keys, summaries=wanted, kind="pretrain", status="completed",
             dataset=filters.dataset, since=_midnight(filters.since),
             before=_midnight(filters.until, days=1))
-        if recipes.empty:
-            return recipes, runs
         recipes = normalize_runs(recipes)
         undated = dataclasses.replace(filters, since=None, until=None)
         kept = undated.keep(recipes).to_numpy()
         runs = runs[kept[runs["recipe"].to_numpy()]]
         return recipes[kept], runs
 
-    found: Any = _shared(("recipes", id(store), filters, wanted), query)
+    found: Any = _shared(("recipes", id(store), filters, wanted, keys), query)
     return found
+
+
+def recipe_rows(recipes: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
+    """One row per run of ``runs`` (from :func:`pretrain_recipes`): its recipe's columns, its
+    ``run_id`` and its summaries; no seed (the reports group the seeds of a recipe)."""
+    shared = recipes.drop(columns=["run_id", "runs", "seed"])
+    frame = shared.loc[runs["recipe"].to_numpy()].reset_index(drop=True)
+    frame.insert(0, "run_id", runs["run_id"].to_numpy())
+    summaries = [c for c in runs.columns if c not in ("recipe", "run_id")]
+    return pd.concat([frame, runs[summaries].reset_index(drop=True)], axis=1)
 
 
 def recipe_seed_stats(recipes: pd.DataFrame, runs: pd.DataFrame, value: str,
