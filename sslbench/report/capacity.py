@@ -80,8 +80,9 @@ def fig_s7_report(store: Store, *, select: str = "final", filters: ReportFilters
     runs = pretrain_runs(store, filters, metrics=("online_top1",))
     if runs.empty:
         raise no_runs(store, filters)
-    counted = [_parameters(s, d, b) for s, d, b in zip(runs["projector"], runs["dim"],
-                                                        runs["backbone"])]
+    nets = list(zip(runs["projector"], runs["dim"], runs["backbone"]))
+    known = {net: _parameters(*net) for net in set(nets)}  # a few architectures, many runs
+    counted = [known[net] for net in nets]
     cells = runs.assign(projector=[w for w, _ in counted], parameters=[c for _, c in counted],
                         value=runs[f"{select}.online_top1"], column=COLUMN)
     unknown = sorted(set(cells.loc[cells["parameters"].isna(), "backbone"]))

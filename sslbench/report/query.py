@@ -154,7 +154,7 @@ def latest_children(evals: pd.DataFrame, parents: pd.Series, metric: str,
     children = evals[~is_baseline(evals)]
     parent = children["parent_id"].fillna(children["param.source_run"])
     children = children.assign(parent=parent, value=children[column])
-    children = children[children["parent"].isin(set(parents))].dropna(subset=["value"])
+    children = children[children["parent"].isin(parents)].dropna(subset=["value"])
     children = children.sort_values(["ended_at", "created_at", "run_id"], na_position="first")
     return children.drop_duplicates("parent", keep="last").set_index("parent")
 
@@ -304,7 +304,8 @@ def random_beside_trained(nets: pd.DataFrame) -> pd.DataFrame:
 def augment_text(runs: pd.DataFrame) -> str:
     """``"; pretraining augmentations small (paper: BYOL's, Table S1)"`` when some run did not
     use the paper's recipe, else ``""``."""
-    used = sorted({str(v) for v in runs.get("param.augment", pd.Series(dtype=object)).dropna()})
+    used = sorted({str(v) for v in runs.get("param.augment",
+                                            pd.Series(dtype=object)).dropna().unique()})
     if not used or used == ["byol"]:
         return ""
     return f"; pretraining augmentations {', '.join(used)} (paper: BYOL's, Table S1)"
