@@ -80,9 +80,10 @@ def fig_s7_report(store: Store, *, select: str = "final", filters: ReportFilters
     runs = pretrain_runs(store, filters, metrics=("online_top1",))
     if runs.empty:
         raise no_runs(store, filters)
-    nets = list(zip(runs["projector"], runs["dim"], runs["backbone"]))
-    known = {net: _parameters(*net) for net in set(nets)}  # a few architectures, many runs
-    counted = [known[net] for net in nets]
+    nets = runs[["projector", "dim", "backbone"]]  # a few architectures, many runs
+    codes = nets.groupby(list(nets.columns), dropna=False, sort=False).ngroup().to_numpy()
+    known = [_parameters(*net) for net in nets.drop_duplicates().itertuples(index=False)]
+    counted = [known[code] for code in codes.tolist()]
     cells = runs.assign(projector=[w for w, _ in counted], parameters=[c for _, c in counted],
                         value=runs[f"{select}.online_top1"], column=COLUMN)
     unknown = sorted(set(cells.loc[cells["parameters"].isna(), "backbone"]))

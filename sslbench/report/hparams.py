@@ -43,7 +43,8 @@ PAPER_RECIPE = "LARS, weight decay 1e-6, 10 warm-up epochs"
 
 def distinct(values: pd.Series) -> str:
     """Distinct values, sorted, as ``"0.3, 0.5"`` (numbers with ``g``); ``"–"`` when none."""
-    found = sorted({v for v in values if not _missing(v)}, key=lambda v: (str(type(v)), v))
+    found = sorted({v for v in values.drop_duplicates() if not _missing(v)},
+                   key=lambda v: (str(type(v)), v))
     if not found:
         return "–"
     return ", ".join(f"{v:g}" if isinstance(v, float) else str(v) for v in found)

@@ -154,7 +154,9 @@ def latest_children(evals: pd.DataFrame, parents: pd.Series, metric: str,
     children = evals[~is_baseline(evals)]
     parent = children["parent_id"].fillna(children["param.source_run"])
     children = children.assign(parent=parent, value=children[column])
-    children = children[children["parent"].isin(parents)].dropna(subset=["value"])
+    # membership looked up among the evaluations, which are fewer than the runs
+    evaluated = parents[parents.isin(children["parent"])]
+    children = children[children["parent"].isin(evaluated)].dropna(subset=["value"])
     children = children.sort_values(["ended_at", "created_at", "run_id"], na_position="first")
     return children.drop_duplicates("parent", keep="last").set_index("parent")
 
@@ -263,7 +265,8 @@ def evaluated_runs(store: Store, filters: ReportFilters, metrics: Sequence[str],
     finals = [f"final.{m}" for m in metrics]
     children = latest_children(evals, runs["run_id"], metrics[0])
     children = children[["run_id", *finals]].rename(columns={"run_id": "eval_id"})
-    trained = runs.drop(columns=[c for c in finals if c in runs.columns]).merge(
+    trained = runs[runs["run_id"].isin(children.index)]
+    trained = trained.drop(columns=[c for c in finals if c in runs.columns]).merge(
         children, left_on="run_id", right_index=True)
     if not with_baselines or evals.empty:
         return trained.reset_index(drop=True)
