@@ -127,6 +127,27 @@ def per_run_frame(store: Store, filters: ReportFilters, *, metrics=(), params=()
     return frame[filters.keep(frame)].reset_index(drop=True)
 
 
+EVAL_METRICS = ("linear_top1", "fast_linear_top1", "knn_top1", "rankme_emb", "rankme_repr",
+                "neg_cos_var", "neg_cos_mean")
+
+
+def evaluate_some(store: Store, rng: random.Random, n_evals: int) -> None:
+    """Completed evaluations of random pretraining runs (some evaluated twice, some failed)
+    holding a random subset of the metrics the evaluation reports read."""
+    parents = [r for r in store.runs_frame(kind="pretrain", params=(), summaries=())["run_id"]]
+    for i in range(n_evals):
+        run_id, parent = f"e{i + 1:04d}", rng.choice(parents)
+        store.upsert_runs([NewRun(run_id=run_id, kind="eval", parent_id=parent, command=[],
+                                  env={}, config={"protocol": "linear", "seed": i,
+                                                  "linear_epochs": rng.choice((3, 100))})])
+        metrics = {m: rng.uniform(10, 70) for m in EVAL_METRICS if rng.random() < 0.7}
+        store.log_metrics(run_id, 0, metrics)
+        with store._session(write=True) as session:
+            session.execute(update(Run).where(Run.run_id == run_id).values(
+                status="completed" if rng.random() < 0.9 else "failed",
+                ended_at=DAY0 + dt.timedelta(hours=i)))
+
+
 def _texts(store: Store, filters: ReportFilters) -> dict[str, str]:
     out = {}
     for name in REPORTS:
@@ -145,6 +166,7 @@ def test_every_report_reads_the_runs_as_the_per_run_frame_did(tmp_path, seed, mo
     columns, and every report renders the same text from either."""
     with Store.open(f"sqlite:///{tmp_path / 's.sqlite'}") as store:
         fill(store, random.Random(seed), 120)
+        evaluate_some(store, random.Random(seed), 60)
         for filters in (FILTERS[0], FILTERS[2], FILTERS[6]):
             for metrics, params in (((), ()), (("online_top1",), ()), ((), ("lr", "momentum"))):
                 ours = pretrain_runs(store, filters, metrics=metrics, params=params)

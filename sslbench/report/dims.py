@@ -54,6 +54,7 @@ from sslbench.report.query import (
     probe_columns,
     probe_text,
     settings_text,
+    with_children,
 )
 from sslbench.report.render import DELTA, OURS, PAPER, SOURCE, STATS
 
@@ -98,11 +99,13 @@ def dims_frame(store: Store, *, metric: str = DEFAULT_METRIC, dataset: str | Non
                                "first")
     evals = None if online else completed_evals(store, (metric,), dataset=filters.dataset)
     if evals is None:
-        values, probes = runs[f"{select}.{metric}"], {}
+        valued, values, probes = runs, runs[f"{select}.{metric}"], {}
     else:
         chosen = latest_children(evals, runs["run_id"], metric)
-        values, probes = runs["run_id"].map(chosen["value"]), probe_columns(runs, chosen)
-    cells = runs.assign(**probes, value=values.astype("float64")).dropna(subset=["dim", "value"])
+        valued = with_children(runs, chosen)
+        values, probes = valued["run_id"].map(chosen["value"]), probe_columns(valued, chosen)
+    cells = valued.assign(**probes, value=values.astype("float64")).dropna(
+        subset=["dim", "value"])
     if cells.empty:
         hint = (f"run `{COMMANDS['online_top1']}` to completion" if online else
                 f"evaluate them with `{COMMANDS.get(metric, 'sslbench eval RUN_ID')}`, or pass "

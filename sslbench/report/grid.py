@@ -52,6 +52,7 @@ from sslbench.report.query import (
     latest_children,
     pretrain_runs,
     settings_text,
+    with_children,
 )
 from sslbench.report.recipes import pretrain_recipes, recipe_seed_stats
 
@@ -93,12 +94,15 @@ def grid_cells(store: Store, filters: ReportFilters, metric: str, select: str
     runs = pretrain_runs(store, filters, metrics=(metric,) if online else ())
     if runs.empty:
         raise no_runs(store, filters)
+    valued = runs
     if online:
         values = runs[f"{select}.{metric}"]
     else:
         evals = completed_evals(store, (metric,), dataset=filters.dataset)
-        values = runs["run_id"].map(latest_children(evals, runs["run_id"], metric)["value"])
-    cells = runs.assign(value=values.astype("float64")).dropna(subset=["value", "dim"])
+        chosen = latest_children(evals, runs["run_id"], metric)
+        valued = with_children(runs, chosen)
+        values = valued["run_id"].map(chosen["value"])
+    cells = valued.assign(value=values.astype("float64")).dropna(subset=["value", "dim"])
     if cells.empty:
         command = COMMANDS.get(metric, "sslbench eval RUN_ID")
         raise EmptyReportError(f"none of the {len(runs)} completed pretraining runs"

@@ -57,6 +57,7 @@ from sslbench.report.query import (
     probe_columns,
     probe_text,
     settings_text,
+    with_children,
 )
 
 if TYPE_CHECKING:
@@ -72,9 +73,10 @@ def paired_runs(store: Store, filters: ReportFilters, select: str) -> pd.DataFra
         raise no_runs(store, filters)
     evals = completed_evals(store, ("linear_top1",), dataset=filters.dataset)
     chosen = latest_children(evals, runs["run_id"], "linear_top1")
-    offline = runs["run_id"].map(chosen["value"])
-    paired = runs.assign(online=runs[f"{select}.online_top1"], offline=offline.astype(float),
-                         **probe_columns(runs, chosen))
+    evaluated = with_children(runs, chosen)
+    offline = evaluated["run_id"].map(chosen["value"])
+    paired = evaluated.assign(online=evaluated[f"{select}.online_top1"],
+                              offline=offline.astype(float), **probe_columns(evaluated, chosen))
     paired = paired.dropna(subset=["online", "offline", "dim"])
     if paired.empty:
         raise EmptyReportError(f"none of the {len(runs)} completed pretraining runs"

@@ -161,6 +161,12 @@ def latest_children(evals: pd.DataFrame, parents: pd.Series, metric: str,
     return children.drop_duplicates("parent", keep="last").set_index("parent")
 
 
+def with_children(runs: pd.DataFrame, chosen: pd.DataFrame) -> pd.DataFrame:
+    """The rows of ``runs`` that have an evaluation in ``chosen`` (from
+    :func:`latest_children`), the only ones a value can be mapped to."""
+    return runs[runs["run_id"].isin(chosen.index)]
+
+
 def probe_columns(runs: pd.DataFrame, chosen: pd.DataFrame) -> dict[str, pd.Series]:
     """The probe settings of ``chosen`` (from :func:`latest_children`) aligned with ``runs``:
     ``{"eval.probe_augment": ..., "eval.probe_standardize": ...}``."""
@@ -265,9 +271,9 @@ def evaluated_runs(store: Store, filters: ReportFilters, metrics: Sequence[str],
     finals = [f"final.{m}" for m in metrics]
     children = latest_children(evals, runs["run_id"], metrics[0])
     children = children[["run_id", *finals]].rename(columns={"run_id": "eval_id"})
-    trained = runs[runs["run_id"].isin(children.index)]
-    trained = trained.drop(columns=[c for c in finals if c in runs.columns]).merge(
-        children, left_on="run_id", right_index=True)
+    trained = with_children(runs, children).drop(
+        columns=[c for c in finals if c in runs.columns]).merge(children, left_on="run_id",
+                                                                right_index=True)
     if not with_baselines or evals.empty:
         return trained.reset_index(drop=True)
     random = evals[is_baseline(evals)].dropna(subset=[finals[0]])
