@@ -445,3 +445,12 @@ def test_recipe_statistics_on_postgres(pg_store):
 
     fill(pg_store, random.Random(0), 80)
     check_recipes_against_runs(pg_store)
+
+
+def test_every_report_on_postgres_reads_the_runs_as_the_per_run_frame_did(pg_store,
+                                                                          monkeypatch):
+    from tests.test_report_recipes import check_reports_against_runs, evaluate_some, fill
+
+    fill(pg_store, random.Random(1), 80)
+    evaluate_some(pg_store, random.Random(1), 40)
+    check_reports_against_runs(pg_store, monkeypatch)

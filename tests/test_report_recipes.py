@@ -160,21 +160,25 @@ def _texts(store: Store, filters: ReportFilters) -> dict[str, str]:
     return out
 
 
-@pytest.mark.parametrize("seed", range(2))
-def test_every_report_reads_the_runs_as_the_per_run_frame_did(tmp_path, seed, monkeypatch):
+def check_reports_against_runs(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
     """pretrain_runs (recipes broadcast to their runs) holds the per-run frame's values in its
     columns, and every report renders the same text from either."""
+    for filters in (FILTERS[0], FILTERS[2], FILTERS[6]):
+        for metrics, params in (((), ()), (("online_top1",), ()), ((), ("lr", "momentum"))):
+            ours = pretrain_runs(store, filters, metrics=metrics, params=params)
+            theirs = per_run_frame(store, filters, metrics=metrics, params=params)
+            pd.testing.assert_frame_equal(ours, theirs[ours.columns], check_exact=True)
+        new = _texts(store, filters)
+        for module in (capacity, dims, grid, hparams, probes, query, cka):
+            if hasattr(module, "pretrain_runs"):
+                monkeypatch.setattr(module, "pretrain_runs", per_run_frame)
+        assert _texts(store, filters) == new
+        monkeypatch.undo()
+
+
+@pytest.mark.parametrize("seed", range(2))
+def test_every_report_reads_the_runs_as_the_per_run_frame_did(tmp_path, seed, monkeypatch):
     with Store.open(f"sqlite:///{tmp_path / 's.sqlite'}") as store:
         fill(store, random.Random(seed), 120)
         evaluate_some(store, random.Random(seed), 60)
-        for filters in (FILTERS[0], FILTERS[2], FILTERS[6]):
-            for metrics, params in (((), ()), (("online_top1",), ()), ((), ("lr", "momentum"))):
-                ours = pretrain_runs(store, filters, metrics=metrics, params=params)
-                theirs = per_run_frame(store, filters, metrics=metrics, params=params)
-                pd.testing.assert_frame_equal(ours, theirs[ours.columns], check_exact=True)
-            new = _texts(store, filters)
-            for module in (capacity, dims, grid, hparams, probes, query, cka):
-                if hasattr(module, "pretrain_runs"):
-                    monkeypatch.setattr(module, "pretrain_runs", per_run_frame)
-            assert _texts(store, filters) == new
-            monkeypatch.undo()
+        check_reports_against_runs(store, monkeypatch)
