@@ -17,7 +17,6 @@ from sqlalchemy import update
 
 from sslbench.db import Store
 from sslbench.db.models import Run
-from sslbench.db.queries import _numbered
 from sslbench.db.records import NewRun
 from sslbench.report import capacity, cka, dims, grid, hparams, probes, query
 from sslbench.report.base import EmptyReportError
@@ -183,25 +182,3 @@ def test_every_report_reads_the_runs_as_the_per_run_frame_did(tmp_path, seed, mo
         fill(store, random.Random(seed), 120)
         evaluate_some(store, random.Random(seed), 60)
         check_reports_against_runs(store, monkeypatch)
-
-
-class _Rows:
-    """A query result in partitions of two rows, as a long one comes."""
-
-    def __init__(self, rows):
-        self.rows = rows
-
-    def partitions(self, size):
-        return (self.rows[i:i + 2] for i in range(0, len(self.rows), 2))
-
-
-def test_recipes_are_numbered_across_partitions():
-    rows = [("c1", "m", "d", "[]", "r0", 1.0), ("c1", "m", "d", "[]", "r1", 2.0),
-            ("c1", "m", "d", "[]", "r2", None), ("c2", "m", "d", "[]", "r3", 4.0),
-            ("c3", "n", "d", "[]", "r4", 5.0), ("c2", "m", "d", "[]", "r5", 6.0),
-            ("c3", "n", "d", "[]", "r6", 7.0)]
-    firsts, codes, ids, values = _numbered(_Rows(rows), 1)
-    assert firsts == [("m", "d", "[]", "r0"), ("m", "d", "[]", "r3"), ("n", "d", "[]", "r4")]
-    assert codes == [0, 0, 0, 1, 2, 1, 2]
-    assert ids == [f"r{i}" for i in range(7)]
-    assert values == [[1.0, 2.0, None, 4.0, 5.0, 6.0, 7.0]]

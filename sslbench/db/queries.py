@@ -252,8 +252,19 @@ def recipe_runs(session: Session, *, params: Sequence[str], summaries: Sequence[
     for summary, key in zip(found, summaries):
         stmt = stmt.outerjoin(summary, (summary.run_id == Run.run_id) & (summary.key == key))
     stmt = _paged(stmt.where(*where), None, 0)
-    firsts, codes, ids, values = _numbered(session.connection().execute(stmt),
-                                           2 * len(summaries))
+    index: dict[tuple[Any, ...], int] = {}
+    firsts: list[tuple[Any, ...]] = []
+    codes: list[int] = []
+    ids: list[str] = []
+    numbers: list[tuple[Any, ...]] = []
+    for rows in session.connection().execute(stmt).partitions(10_000):
+        for row in rows:
+            code = index.setdefault(row[:4], len(index))
+            if code == len(firsts):
+                firsts.append(row[1:5])
+            codes.append(code)
+            ids.append(row[4])
+            numbers.append(row[5:])
     recipes = pd.DataFrame(firsts, columns=["method", "dataset", "tags", "run_id"])
     recipes["tags"] = [json.loads(text) if text else [] for text in recipes["tags"]]
     recipes["runs"] = pd.Series(codes, dtype="int64").value_counts().reindex(
@@ -265,36 +276,11 @@ def recipe_runs(session: Session, *, params: Sequence[str], summaries: Sequence[
                 {}, [f"param.{k}" for k in keys])
         recipes = recipes.merge(shared, how="left", left_on="run_id", right_index=True)
     columns = [f"{p}.{k}" for k in summaries for p in ("final", "best")]
-    runs = pd.DataFrame({c: np.array(v, dtype="float64") for c, v in zip(columns, values)},
-                        columns=columns, index=pd.RangeIndex(len(codes)))
+    runs = pd.DataFrame(np.array(numbers, dtype="float64").reshape(len(codes), len(columns)),
+                        columns=columns)
     runs.insert(0, "recipe", np.array(codes, dtype="int64"))
     runs.insert(1, "run_id", pd.Series(ids, dtype=object))
     return recipes.reset_index(drop=True), runs
-
-
-def _numbered(result: Any, width: int) -> tuple[list[tuple[Any, ...]], list[int], list[str],
-                                                list[list[Any]]]:
-    """(firsts, codes, ids, values) of the rows of :func:`recipe_runs`' query: the method,
-    dataset, tags and id of each recipe's first run; each run's recipe number (in order of
-    first appearance), id and the ``width`` summary columns. A column at a time, a partition
-    at a time: a loop over a million rows in Python costs more than the query."""
-    index: dict[tuple[Any, ...], int] = {}
-    firsts: list[tuple[Any, ...]] = []
-    codes: list[int] = []
-    ids: list[str] = []
-    values: list[list[Any]] = [[] for _ in range(width)]
-    for rows in result.partitions(10_000):
-        columns = list(zip(*rows))
-        part = [index.setdefault(key, len(index)) for key in zip(*columns[:4])]
-        if len(index) > len(firsts):  # a recipe first seen in this partition
-            for i, code in enumerate(part):
-                if code == len(firsts):
-                    firsts.append((columns[1][i], columns[2][i], columns[3][i], columns[4][i]))
-        codes += part
-        ids += columns[4]
-        for kept, column in zip(values, columns[5:]):
-            kept += column
-    return firsts, codes, ids, values
 
 
 def _config_without_seed(session: Session) -> ColumnElement[Any]:
