@@ -4,6 +4,7 @@ requeued after a timeout warning (SIGUSR2) and resume; grouping of runs into tas
 from __future__ import annotations
 
 import re
+import subprocess
 import sys
 
 import pytest
@@ -105,6 +106,18 @@ def test_a_cpu_task_owns_its_cpus_under_its_allocations_name():
     assert pool.ledger_key("cpu") == "slurm:c:17/cpu"
     assert pool.worker_env("cpu") == {"OMP_NUM_THREADS": "3", "MKL_NUM_THREADS": "3",
                                       "CUDA_VISIBLE_DEVICES": ""}
+
+
+def test_a_task_starts_without_torch_or_pandas():
+    """What a Slurm task imports before its worker starts (the scheduler, the store) is the
+    task's start-up on every wave of an array: neither torch nor pandas is among it."""
+    code = ("import sys\nimport sslbench.runs.slurm, sslbench.runs.scheduler, "
+            "sslbench.runs.control\nfrom sslbench.db import Store\n"
+            "assert 'torch' not in sys.modules, 'torch'\n"
+            "assert 'pandas' not in sys.modules, 'pandas'\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 0, out.stderr
 
 
 def test_a_cpu_tasks_cpus_become_its_runs_threads_unless_the_sweep_sets_them():

@@ -8,10 +8,8 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator, Sequence
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-import pandas as pd
 from sqlalchemy import ColumnElement, Select, Text, cast, exists, func, select
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Session, aliased
@@ -29,6 +27,9 @@ from sslbench.db.models import (
 from sslbench.db.records import RunRecord
 from sslbench.db.values import decode_param, from_db_float
 from sslbench.errors import ConfigError, UnknownRunError
+
+if TYPE_CHECKING:  # pandas is imported by the functions that build frames: opening a store
+    import pandas as pd  # (every task and command) does not pay for it
 
 #: Shortest prefix accepted in place of a full run id.
 MIN_PREFIX = 4
@@ -166,6 +167,8 @@ def summaries(session: Session, run_ids: Sequence[str] | Select[Any] | None = No
 
 
 def metrics_frame(session: Session, run_id: str, key: str | None = None) -> pd.DataFrame:
+    import pandas as pd
+
     stmt = select(Metric.run_id, Metric.key, Metric.step, Metric.epoch, Metric.value).where(
         Metric.run_id == run_id)
     if key is not None:
@@ -204,6 +207,8 @@ def runs_frame(session: Session, *, params: Sequence[str] | None = None,
     Params and summaries are fetched with two indexed queries joined on the filtered runs, never
     by pivoting the metric history.
     """
+    import pandas as pd
+
     conditions = run_conditions(**filters)
     ids = select(Run.run_id).where(*conditions)
     if limit is not None or offset:
@@ -243,6 +248,9 @@ def recipe_runs(session: Session, *, params: Sequence[str], summaries: Sequence[
     One query over the runs (served by the index of their kind and status, or of their
     method), one summary lookup a run and metric; the params are read for one run a recipe.
     """
+    import numpy as np
+    import pandas as pd
+
     where = run_conditions(**filters)
     where += [Run.created_at >= since] if since is not None else []
     where += [Run.created_at < before] if before is not None else []
@@ -324,6 +332,8 @@ def _summaries_wide(session: Session, ids: Select[Any], keys: Sequence[str] | No
 
 
 def _wide_frame(wide: dict[str, dict[str, Any]], columns: list[str] | None) -> pd.DataFrame:
+    import pandas as pd
+
     frame = pd.DataFrame.from_dict(wide, orient="index")
     if columns is not None:
         frame = frame.reindex(columns=columns)

@@ -27,9 +27,8 @@ import socket
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
-import pandas as pd
 from sqlalchemy import CursorResult, Engine, Table, delete, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -75,6 +74,9 @@ from sslbench.db.records import NewRun, RunRecord
 from sslbench.db.scheduling import SchedulingMixin
 from sslbench.db.values import encode_param, flatten, to_json, to_metric_value
 from sslbench.errors import StoreError, UnknownRunError
+
+if TYPE_CHECKING:  # the frames' functions import it (sslbench.db.queries)
+    import pandas as pd
 
 
 class Store(SchedulingMixin):
