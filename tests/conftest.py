@@ -161,6 +161,15 @@ def completed(result: Any, args: Any = ()) -> subprocess.CompletedProcess:
 TINY_SIMCLR = ["train", "--method", "simclr", *TINY_TRAIN]
 
 
+def assert_imports_none_of(code: str, *modules: str, timeout: float = 60) -> None:
+    """Runs ``code`` in a fresh interpreter, which must succeed without importing ``modules``
+    (what a command or a task pays for at start-up)."""
+    checks = "".join(f"assert {m!r} not in sys.modules, {m!r}\n" for m in modules)
+    done = subprocess.run([sys.executable, "-c", f"import sys\n{code}\n{checks}"],
+                          capture_output=True, text=True, timeout=timeout)
+    assert done.returncode == 0, done.stderr
+
+
 def tiny_simclr_sweep(*, epochs: int = 2, samples: int = 256, seeds: str = "[0]") -> str:
     """TINY_SIMCLR written as a sweep file (with the defaults, the same run: the tests that use
     it check that the ids agree)."""

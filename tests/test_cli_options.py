@@ -5,8 +5,6 @@ and the modules of ``sslbench.cli`` import no sibling's private names."""
 from __future__ import annotations
 
 import ast
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,6 +23,7 @@ from sslbench.config import (
     TrainConfig,
 )
 from sslbench.errors import ConfigError
+from tests.conftest import assert_imports_none_of
 from tests.test_cli_errors import assert_one_line_error
 
 CLI = Path(sslbench.cli.__file__).parent
@@ -176,26 +175,19 @@ def test_train_and_eval_share_the_defaults_their_help_names():
 
 
 def test_the_cli_imports_neither_torch_nor_pandas():
-    code = ("import sys\nfrom sslbench.cli import app\nimport typer\n"
-            "typer.main.get_command(app)\n"
-            "assert 'torch' not in sys.modules, 'torch'\nassert 'pandas' not in sys.modules\n")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         timeout=60)
-    assert out.returncode == 0, out.stderr
+    assert_imports_none_of("from sslbench.cli import app\nimport typer\n"
+                           "typer.main.get_command(app)", "torch", "pandas")
 
 
 @pytest.mark.parametrize(("command", "listed"), [("train", "vicreg-exp"), ("eval", "imagenet100"),
                                                  ("sweep", "--backend")])
 def test_help_listing_the_registries_names_imports_no_torch(command, listed):
     """The choices in ``--help`` come from the registries' torch-free name lists."""
-    code = ("import sys\nfrom typer.testing import CliRunner\nfrom sslbench.cli import app\n"
-            f"result = CliRunner().invoke(app, [{command!r}, '--help'], terminal_width=200)\n"
-            "assert result.exit_code == 0, result.output\n"
-            f"assert {listed!r} in result.output, result.output\n"
-            "assert 'torch' not in sys.modules, 'torch'\n")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         timeout=60)
-    assert out.returncode == 0, out.stderr
+    assert_imports_none_of(
+        "from typer.testing import CliRunner\nfrom sslbench.cli import app\n"
+        f"result = CliRunner().invoke(app, [{command!r}, '--help'], terminal_width=200)\n"
+        "assert result.exit_code == 0, result.output\n"
+        f"assert {listed!r} in result.output, result.output", "torch")
 
 
 def test_the_name_lists_are_the_registries_names():

@@ -4,12 +4,12 @@ requeued after a timeout warning (SIGUSR2) and resume; grouping of runs into tas
 from __future__ import annotations
 
 import re
-import subprocess
 import sys
 
 import pytest
 
 from sslbench.db import Store
+from tests.conftest import assert_imports_none_of
 
 submitit = pytest.importorskip("submitit", reason="the Slurm backend needs submitit "
                                "(pip install 'sslbench[slurm]')")
@@ -111,13 +111,9 @@ def test_a_cpu_task_owns_its_cpus_under_its_allocations_name():
 def test_a_task_starts_without_torch_or_pandas():
     """What a Slurm task imports before its worker starts (the scheduler, the store) is the
     task's start-up on every wave of an array: neither torch nor pandas is among it."""
-    code = ("import sys\nimport sslbench.runs.slurm, sslbench.runs.scheduler, "
-            "sslbench.runs.control\nfrom sslbench.db import Store\n"
-            "assert 'torch' not in sys.modules, 'torch'\n"
-            "assert 'pandas' not in sys.modules, 'pandas'\n")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         timeout=60)
-    assert out.returncode == 0, out.stderr
+    assert_imports_none_of("import sslbench.runs.slurm, sslbench.runs.scheduler, "
+                           "sslbench.runs.control\nfrom sslbench.db import Store",
+                           "torch", "pandas")
 
 
 def test_a_cpu_tasks_cpus_become_its_runs_threads_unless_the_sweep_sets_them():
