@@ -21,14 +21,23 @@ import pytest
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups it adds
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Modules with `slow` (end-to-end) tests first, the others after; each module's tests
     stay together and in order (module fixtures are set up once). pytest-xdist hands the tests
     out in this order, one or two at a time (``--maxschedchunk 1`` in pyproject.toml): the long
     tests are shared out first and the short ones even out the end, instead of one worker
-    finishing a long module alone while the other waits."""
+    finishing a long module alone while the other waits.
+
+    The tests on the real Slurm cluster run on one worker (``xdist_group``): each worker would
+    start a cluster of its own, and two clusters on one machine number their jobs alike, so
+    their task groups would meet at the same rendezvous port, and four nodes' worth of tasks
+    would share two cores."""
     slow = {item.nodeid.split("::")[0] for item in items if item.get_closest_marker("slow")}
     items.sort(key=lambda item: item.nodeid.split("::")[0] not in slow)  # stable
+    for item in items:
+        if "slurm_cluster" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.xdist_group("slurm"))
 
 
 def session_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
