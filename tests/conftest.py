@@ -268,8 +268,8 @@ def race(target, processes: int, *args) -> list[tuple]:
 
 
 @pytest.fixture(scope="session")
-def slurm_cluster():
-    """A real one-node Slurm cluster (2 CPUs, no GPU) for this test session, started from
+def _slurm_daemons():
+    """A real one-node Slurm cluster (2 CPUs, no GPU) for this test process, started from
     Debian's slurm-wlm and munge by :mod:`sslbench.bench.slurm_cluster` (its SLURM_CONF is this
     process's, and so the subprocesses', while it runs); stopped by pid at the end. Skipped,
     saying why, only where it cannot start: not root, or the packages are missing."""
@@ -280,3 +280,13 @@ def slurm_cluster():
         pytest.skip(f"real-Slurm tests: {why}")
     with cluster_module.running(cpus=2) as cluster:
         yield cluster
+
+
+@pytest.fixture
+def slurm_cluster(_slurm_daemons, tmp_path_factory):
+    """The cluster, for one test at a time across the xdist workers: the tests find their
+    workers among the machine's processes by run id, the same tiny runs in two tests at once
+    would take each other's, and two clusters number their jobs alike (the same rendezvous
+    port for two task groups)."""
+    with _session_lock(session_root(tmp_path_factory) / "slurm.lock"):
+        yield _slurm_daemons
