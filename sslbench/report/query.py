@@ -20,7 +20,7 @@ import contextlib
 import contextvars
 import functools
 from collections.abc import Callable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import pandas as pd
 
@@ -49,7 +49,9 @@ EVAL_PARAMS = ("protocol", "random_init", "source_run", "backbone", "projector",
                *PROBE_PARAMS)
 
 
-_SHARED: contextvars.ContextVar[dict[Any, pd.DataFrame] | None] = contextvars.ContextVar(
+T = TypeVar("T")
+
+_SHARED: contextvars.ContextVar[dict[Any, Any] | None] = contextvars.ContextVar(
     "sslbench_shared_queries", default=None)
 
 
@@ -64,7 +66,9 @@ def shared_queries() -> Iterator[None]:
         _SHARED.reset(token)
 
 
-def _shared(key: tuple[Any, ...], query: Callable[[], pd.DataFrame]) -> pd.DataFrame:
+def shared(key: tuple[Any, ...], query: Callable[[], T]) -> T:
+    """``query()``, or inside :func:`shared_queries` what it gave the first time ``key`` was
+    asked."""
     memo = _SHARED.get()
     if memo is None:
         return query()
@@ -78,8 +82,8 @@ def runs_frame(store: Store, *, params: Sequence[str] | None = None,
     """:meth:`Store.runs_frame`, shared inside :func:`shared_queries`."""
     key = ("runs", id(store), None if params is None else frozenset(params),
            None if summaries is None else frozenset(summaries), *sorted(filters.items()))
-    return _shared(key, lambda: store.runs_frame(params=params, summaries=summaries,
-                                                 **filters))
+    return shared(key, lambda: store.runs_frame(params=params, summaries=summaries,
+                                                **filters))
 
 
 @functools.lru_cache(maxsize=4096)

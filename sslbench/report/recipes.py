@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from sslbench.report.filters import ReportFilters
-from sslbench.report.query import PRETRAIN_METRICS, PRETRAIN_PARAMS, _shared, normalize_runs
+from sslbench.report.query import PRETRAIN_METRICS, PRETRAIN_PARAMS, normalize_runs, shared
 
 if TYPE_CHECKING:
     from sslbench.db import Store
@@ -53,8 +53,7 @@ def pretrain_recipes(store: Store, filters: ReportFilters, metrics: Sequence[str
         runs = runs[kept[runs["recipe"].to_numpy()]]
         return recipes[kept], runs
 
-    found: Any = _shared(("recipes", id(store), filters, wanted, keys), query)
-    return found
+    return shared(("recipes", id(store), filters, wanted, keys), query)
 
 
 def recipe_rows(recipes: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
