@@ -66,25 +66,32 @@ _CIFAR_METHOD = {
 }
 _CIFAR_DEFAULT = dict(projector="2048-2048-d", dim=2048, lr=0.3, weight_decay=1e-4)
 
-#: The demo's one definition, the shipped sweep file; the tiny preset is its ``[fixed]`` table.
+#: The demo's one definition, the shipped sweep file; the tiny preset is its cell at dim 64.
 DEMO_SWEEP_FILE = Path(__file__).parent / "runs" / "sweeps" / "demo.toml"
-# What the tiny preset adds to the demo's [fixed] settings: one dim of the demo's grid, and the
-# "small" augmentation recipe (shapes picks it anyway; explicit, it also holds on other datasets).
-_TINY_EXTRA = dict(dim=64, augment="small")
+TINY_DIM = 64  # the demo's grid cell the tiny preset names
 
 
-def demo_fixed() -> dict[str, Any]:
-    """The ``[fixed]`` settings of the demo's sweep file, read as data: presets sit below
-    ``sslbench.runs`` in the import layers, so they cannot use its sweep loader, which checks
-    the same file whenever the demo runs. Integers given for float fields become floats, as
-    the loader reads them: ``lr = 1`` and ``lr = 1.0`` must name the same run."""
+def demo_values(method: str) -> dict[str, Any]:
+    """The settings of the demo's cell (``method``, dim 64), read from the demo's sweep file as
+    data: its ``[fixed]`` table, then each ``[[override]]`` whose ``where`` that cell matches, as
+    the sweep applies them. Presets sit below ``sslbench.runs`` in the import layers, so they
+    cannot use its sweep loader, which checks the same file whenever the demo runs. Integers
+    given for float fields become floats, as the loader reads them: ``lr = 1`` and ``lr = 1.0``
+    must name the same run. Keys that are not TrainConfig fields are the loss's (``loss``)."""
     import tomllib
 
     from sslbench.config import TrainConfig
 
-    fixed = tomllib.loads(DEMO_SWEEP_FILE.read_text(encoding="utf-8")).get("fixed", {})
-    floats = {f.name for f in dataclasses.fields(TrainConfig) if str(f.type) == "float"}
-    return {k: float(v) if k in floats and isinstance(v, int) else v for k, v in fixed.items()}
+    data = tomllib.loads(DEMO_SWEEP_FILE.read_text(encoding="utf-8"))
+    cell = {**data.get("fixed", {}), "method": method, "dim": TINY_DIM}
+    for override in data.get("override", []):
+        if all(cell.get(k) == v for k, v in override.get("where", {}).items()):
+            cell.update(override.get("set", {}))
+    fields = {f.name: str(f.type) for f in dataclasses.fields(TrainConfig)}
+    values = {k: float(v) if fields[k] == "float" and isinstance(v, int) else v
+              for k, v in cell.items() if k in fields}
+    loss = {k: v for k, v in cell.items() if k not in fields}
+    return {**values, "loss": loss} if loss else values
 
 
 PRESETS = ("paper", "cifar", "tiny")
@@ -98,5 +105,5 @@ def preset_values(name: str, method: str, dim: int | None) -> dict[str, Any]:
     if name == "cifar":
         return {**_CIFAR_BASE, **_CIFAR_METHOD.get(method, _CIFAR_DEFAULT)}
     if name == "tiny":
-        return {**demo_fixed(), **_TINY_EXTRA}
+        return demo_values(method)
     raise ConfigError(f"unknown --preset {name!r}: choose one of {', '.join(PRESETS)}")

@@ -144,6 +144,10 @@ def test_small_recipe_keeps_the_shape_in_the_crop(shapes_train):
     # Why "small" exists: with crops down to 8% of the image, far more views lose the shape.
     cifar = _kept_fraction(cover, "cifar")
     assert (cifar >= 0.5).double().mean() < 0.85  # measured 0.77
+    # The demo's "shapes" recipe (crops of half the image or more) keeps most of the object in
+    # nearly every view.
+    shapes = _kept_fraction(cover, "shapes")
+    assert (shapes >= 0.8).double().mean() > 0.9 > (small >= 0.8).double().mean()  # 0.94, 0.70
 
 
 def test_shapes_options_are_validated():

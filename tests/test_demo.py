@@ -13,7 +13,7 @@ from sslbench.runs import demo
 
 @pytest.fixture
 def edited_demo_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """The shipped sweep folder, copied with the demo's learning rate changed to 0.005."""
+    """The shipped sweep folder, copied with the demo's weight decay changed to 5e-4."""
     import sslbench.runs.sweepfile as sweepfile
     from sslbench import presets
 
@@ -21,8 +21,8 @@ def edited_demo_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     for path in sweepfile.SHIPPED_DIR.glob("*.toml"):
         (tmp_path / path.name).write_text(path.read_text())
     text = (tmp_path / "demo.toml").read_text()
-    assert text.count("lr = 0.002") == 1
-    (tmp_path / "demo.toml").write_text(text.replace("lr = 0.002", "lr = 0.005"))
+    assert text.count("weight_decay = 1e-4") == 1
+    (tmp_path / "demo.toml").write_text(text.replace("weight_decay = 1e-4", "weight_decay = 5e-4"))
     # Both readers look where the package ships the file; point both at the copy.
     monkeypatch.setattr(sweepfile, "SHIPPED_DIR", tmp_path)
     monkeypatch.setattr(presets, "DEMO_SWEEP_FILE", tmp_path / "demo.toml")
@@ -33,19 +33,20 @@ def test_an_edit_of_the_sweep_file_reaches_the_demo_and_the_tiny_preset(edited_d
     from sslbench.train.setup import resolve_train_config
 
     demo_runs = {(c.method, c.dim): c for c in demo.demo_configs(demo.demo_spec())}
-    assert {c.lr for c in demo_runs.values()} == {0.005}
-    tiny = resolve_train_config({"preset": "tiny", "method": "vicreg"})
-    assert tiny.lr == 0.005 and tiny.run_id == demo_runs[("vicreg", 64)].run_id
+    assert {c.weight_decay for c in demo_runs.values()} == {5e-4}
+    for method in ("simclr", "vicreg"):  # each with its own [[override]]: lr and loss weights
+        tiny = resolve_train_config({"preset": "tiny", "method": method})
+        assert tiny.weight_decay == 5e-4 and tiny.run_id == demo_runs[(method, 64)].run_id
 
 
 def test_integers_in_the_file_name_the_same_runs_through_both_readers(edited_demo_file):
     from sslbench.train.setup import resolve_train_config
 
-    text = edited_demo_file.read_text().replace("lr = 0.005", "lr = 1")
+    text = edited_demo_file.read_text().replace("epochs = 15", "epochs = 15\nmomentum = 1")
     edited_demo_file.write_text(text)
     demo_run = {c.dim: c for c in demo.demo_configs(demo.demo_spec()) if c.method == "simclr"}[64]
     tiny = resolve_train_config({"preset": "tiny", "method": "simclr"})
-    assert tiny.lr == demo_run.lr == 1.0 and tiny.run_id == demo_run.run_id
+    assert tiny.momentum == demo_run.momentum == 1.0 and tiny.run_id == demo_run.run_id
 
 
 def test_the_commands_flags_override_the_file():
@@ -53,13 +54,35 @@ def test_the_commands_flags_override_the_file():
     configs = demo.demo_configs(spec)
     assert [(c.method, c.dim) for c in configs] == [
         ("simclr", 64), ("simclr", 16), ("vicreg", 64), ("vicreg", 16)]  # a repeat is one run
-    assert {(c.epochs, c.device, c.lr, c.backbone) for c in configs} == {(2, "cpu", 0.002, "tiny")}
+    assert {(c.epochs, c.device, c.backbone) for c in configs} == {(2, "cpu", "tiny")}
     defaults = demo.demo_configs(demo.demo_spec())
-    assert {c.epochs for c in defaults} == {10} and len(defaults) == 6
+    assert {c.epochs for c in defaults} == {15} and len(defaults) == 6
 
 
-def test_one_baseline_per_backbone_with_the_commands_device():
-    spec = demo.demo_spec(device="cpu")
-    bases = demo.demo_baselines(spec, demo.demo_configs(spec), "cpu")
-    assert [(b.method, b.backbone, b.dataset, b.device) for b in bases] == [
-        ("random", "tiny", "shapes", "cpu")]
+@pytest.mark.slow
+def test_the_demo_runs_through_the_scheduler_and_a_rerun_reuses_every_run(tmp_path: Path):
+    """`sslbench demo` as a user types it: its runs and evaluations go through the local
+    scheduler (two workers), it prints each pretraining run's top-1s beside the random-init
+    backbone's, then the dims table; a second call trains nothing."""
+    from tests.conftest import run_cli
+
+    args = ["demo", "--epochs", "1", "--dims", "16", "--device", "cpu", "--workers", "2"]
+    first = run_cli(args, tmp_path, timeout=600)
+    assert first.returncode == 0, first.stderr[-2000:]
+    spec = demo.demo_spec(epochs=1, dims=[16], device="cpu")
+    configs = demo.demo_configs(spec)
+    assert "demo: 8 runs (8 to run, 0 reused) on cpu:0, cpu:1" in first.stdout
+    lines = first.stdout.splitlines()
+    for cfg in configs:  # method, dim, run id and three percentages
+        row = next(line.split() for line in lines if cfg.run_id in line)
+        assert row[:3] == [cfg.method, "16", cfg.run_id]
+        assert all(0 <= float(v) <= 100 for v in row[3:]) and len(row) == 6
+    base = next(line.split() for line in lines if line.startswith("random-init backbone"))
+    assert len(base) == 4 and all(0 <= float(v) <= 100 for v in base[2:])
+    assert "fast_linear_top1 (%) by embedding dimension" in first.stdout
+    assert "random init" in first.stdout
+    again = run_cli(args, tmp_path, timeout=300)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "demo: 8 runs (0 to run, 8 reused)" in again.stdout
+    assert [line for line in again.stdout.splitlines() if configs[0].run_id in line] == \
+        [line for line in lines if configs[0].run_id in line]

@@ -142,13 +142,16 @@ def demo(
     epochs: int = typer.Option(None, help="Pretraining epochs per run (default: the demo's)."),
     dims: str = typer.Option(None, help="Comma-separated embedding dims (default: the demo's)."),
     device: Device = "auto",
+    workers: int | None = typer.Option(None, help="Runs at once: CPU worker processes, or runs "
+                                       "per CUDA device [min(4, cores) on CPU, 1 per GPU]."),
 ) -> None:
     """Train SimCLR and VICReg at several embedding dims on the embedded data, evaluate, report."""
     from sslbench.runs.demo import run_demo
 
     dim_list = _parse_ints(dims, "--dims") if dims else None
-    run_demo(open_store(), epochs=epochs, dims=dim_list, device=device, command=command_line(),
-             echo=typer.echo)
+    if not run_demo(open_store(), epochs=epochs, dims=dim_list, device=device, workers=workers,
+                    command=command_line(), echo=typer.echo):
+        raise typer.Exit(1)
 
 
 def _parse_ints(text: str, flag: str) -> list[int]:

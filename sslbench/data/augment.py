@@ -59,6 +59,7 @@ class Recipe:
 
 _EVAL_VIEW = ViewRecipe(crop_scale=None, flip_p=0.0, jitter_p=0.0, gray_p=0.0)
 _SMALL_VIEW = ViewRecipe(crop_scale=(0.25, 1.0))
+_SHAPES_VIEW = ViewRecipe(crop_scale=(0.5, 1.0))
 
 RECIPES: dict[str, Recipe] = {
     "byol": Recipe(
@@ -78,6 +79,12 @@ RECIPES: dict[str, Recipe] = {
     "digits": Recipe(
         (replace(_SMALL_VIEW, flip_p=0.0), replace(_SMALL_VIEW, flip_p=0.0, solarize_p=0.1)),
         "small recipe without flips (a mirrored digit is not the same digit)",
+    ),
+    "shapes": Recipe(
+        (_SHAPES_VIEW, replace(_SHAPES_VIEW, solarize_p=0.1)),
+        "small recipe with crop scale 0.5-1, for the embedded shapes data: a shapes object covers "
+        "9-18% of the image, and two views cut from a quarter of it often share too little of "
+        "the object for a short CPU budget to learn from",
     ),
     "eval": Recipe((_EVAL_VIEW, _EVAL_VIEW), "no randomness: centre square resized, normalised"),
 }

@@ -6,4 +6,4 @@ from __future__ import annotations
 
 DATASET_NAMES: tuple[str, ...] = ("cifar10", "cifar100", "stl10", "imagefolder", "imagenet100",
                                   "digits", "shapes", "synthetic")
-RECIPE_NAMES: tuple[str, ...] = ("byol", "cifar", "small", "digits", "eval")
+RECIPE_NAMES: tuple[str, ...] = ("byol", "cifar", "small", "digits", "shapes", "eval")

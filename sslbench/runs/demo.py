@@ -1,22 +1,27 @@
 """The demo, sslbench's main job on a fresh machine: SimCLR and VICReg at several embedding
 dimensions on the embedded ``shapes`` data, each evaluated (linear probe + k-NN on frozen
-features) beside a randomly initialised backbone, then the dims table. About 5 minutes on 2 CPU
-cores, no network. Every run is an ordinary run in the store: re-running the demo reuses them.
+features) beside a randomly initialised backbone, then the dims table. No network; see the README
+for its time on 2 CPU cores. Every run is an ordinary run in the store: re-running the demo reuses
+them.
 
 The settings are defined once, in the shipped sweep file ``sslbench/runs/sweeps/demo.toml``:
 this command reads it and resolves its cells the way ``sslbench sweep demo`` does, so the two
-name the same runs and either reuses the other's results.
+name the same runs and either reuses the other's results. It runs them the same way too: queued
+in the store, then through the local scheduler (:class:`~sslbench.runs.scheduler.LocalScheduler`),
+a worker process per run, several at once.
 """
 
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from sslbench.config import EvalConfig, TrainConfig
+    from sslbench.config import TrainConfig
+    from sslbench.db import Store
+    from sslbench.runs.devices import DevicePool
+    from sslbench.runs.plan import Plan
     from sslbench.runs.sweepfile import SweepSpec
 
 DEMO_SWEEP = "demo"  # the shipped sweep file sweeps/demo.toml
@@ -43,59 +48,72 @@ def demo_configs(spec: SweepSpec) -> list[TrainConfig]:
     return [cfg for _, cfg in resolve_sweep(spec)]
 
 
-def demo_baselines(spec: SweepSpec, configs: Sequence[TrainConfig],
-                   device: str) -> list[EvalConfig]:
-    """The sweep's random-init baselines, one per backbone and dataset (protocols apart: the
-    caller evaluates every protocol on each, sharing the extracted features)."""
-    from sslbench.config import replace
-    from sslbench.runs.plan import baseline_configs
+def demo_pool(device: str, workers: int | None) -> DevicePool:
+    """The devices the demo's scheduler owns: CPU workers (``workers``, default one per core up
+    to the scheduler's usual cap) for ``--device cpu`` or a machine without CUDA, else the CUDA
+    device asked for (``cuda:N``) or every visible one, ``workers`` runs at once on each."""
+    from sslbench.runs.devices import build_pool, visible_cuda_devices
 
-    bases: dict[tuple[str, str], EvalConfig] = {}
-    for cfg in baseline_configs(spec, configs):
-        bases.setdefault((cfg.backbone, cfg.dataset), replace(cfg, device=device))
-    return list(bases.values())
+    count = 0 if device == "cpu" else visible_cuda_devices()
+    if count == 0 or device == "cpu":
+        return build_pool(None, workers=workers)
+    chosen = device.partition(":")[2] if device.startswith("cuda:") else None
+    return build_pool(chosen or ",".join(map(str, range(count))), per_device=workers or 1)
 
 
-def run_demo(store, *, epochs: int | None, dims: list[int] | None, device: str,
-             command: list[str], echo: Callable[[str], None] = print) -> str:
-    """Trains, evaluates and reports; returns the rendered dims table."""
-    from sslbench.db.models import RunStatus
-    from sslbench.evaluate.run import eval_config_for
+def run_demo(store: Store, *, epochs: int | None, dims: list[int] | None, device: str,
+             workers: int | None, command: list[str],
+             echo: Callable[[str], None] = print) -> str:
+    """Queues the demo's runs and evaluations, runs them through the local scheduler (as
+    ``sslbench sweep demo`` does: done runs are reused, ``workers`` at once), then prints each
+    pretraining run's three top-1s and the dims table; returns the rendered table, or "" when a
+    run did not complete."""
     from sslbench.report.dims import dims_report
     from sslbench.report.render import render
-    from sslbench.train.loop import pretrain
+    from sslbench.runs.plan import apply_plan, build_plan, with_statuses
+    from sslbench.runs.policy import RetryPolicy
+    from sslbench.runs.scheduler import LocalScheduler
 
     spec = demo_spec(epochs, dims, device)
-    configs = demo_configs(spec)
-    total = len(configs)
-    for i, cfg in enumerate(configs, 1):
-        t0 = time.perf_counter()
-        result = pretrain(cfg, store, command=command, progress=False)
-        if result.status != RunStatus.COMPLETED:
-            return ""
-        base = eval_config_for(store, result.run_id, **{**spec.eval_options, "device": device})
-        lin, knn = _evaluate(store, base, spec.protocols, command)
-        echo(f"[{i}/{total}] {cfg.method:<7} dim {cfg.dim:<4} run {result.run_id}: online "
-             f"{result.summary.get('online_top1', float('nan')):5.1f}%  linear {lin:5.1f}%  "
-             f"k-NN {knn:5.1f}%  ({time.perf_counter() - t0:.0f} s"
-             f"{', reused' if result.reused else ''})")
-    for baseline in demo_baselines(spec, configs, device):
-        lin, knn = _evaluate(store, baseline, spec.protocols, command)
-        echo(f"[baseline] random-init {baseline.backbone}: linear {lin:5.1f}%  "
-             f"k-NN {knn:5.1f}%")
-    report = dims_report(store, metric="fast_linear_top1", dataset=configs[0].dataset)
-    table = render(report.frame, "table", title=report.title, caption=report.caption)
+    pool = demo_pool(device, workers)  # checked before anything is queued
+    plan = with_statuses(build_plan(spec), store)
+    policy = RetryPolicy()
+    queued = apply_plan(plan, store, max_attempts=policy.max_attempts, command=command)
+    reused = len(plan.runs) - len(queued)
+    echo(f"demo: {len(plan.runs)} runs ({len(queued)} to run, {reused} reused) on "
+         f"{', '.join(pool.describe())}")
+    report = LocalScheduler(store, pool, policy=policy, echo=echo,
+                            processes=plan.processes).run(queued)
+    failed = {r: s for r, s in report.outcomes.items() if s != "completed"}
+    for run_id, status in failed.items():
+        echo(f"  {run_id} {status}: {report.reasons.get(run_id, '')}")
+    if failed:
+        return ""
+    echo(_results(store, plan))
+    dataset = next(r.config.dataset for r in plan.runs if r.kind == "pretrain")
+    found = dims_report(store, metric="fast_linear_top1", dataset=dataset)
+    table = render(found.frame, "table", title=found.title, caption=found.caption)
     echo(table)
     return table
 
 
-def _evaluate(store, cfg: EvalConfig, protocols: tuple[str, ...],
-              command: list[str]) -> tuple[float, float]:
-    """(fast linear top-1, k-NN top-1) of one backbone; NaN for a protocol the sweep file
-    does not list."""
-    from sslbench.evaluate.run import evaluate_protocols
-
-    results = evaluate_protocols(store, cfg, protocols, command=command)
-    summary = {k: v for r in results for k, v in r.summary.items()}
+def _results(store: Store, plan: Plan) -> str:
+    """One line per pretraining run (online, fast-linear and k-NN top-1), then the random-init
+    baseline's: the numbers the dims table summarises, by run id."""
+    children: dict[str | None, dict[str, float]] = {}
+    for run in plan.runs:
+        if run.kind == "eval":
+            children.setdefault(run.parent_id, {}).update(store.summary(run.run_id))
     nan = float("nan")
-    return summary.get("fast_linear_top1", nan), summary.get("knn_top1", nan)
+    lines = [f"{'method':<8}{'dim':>5}  {'run':<13}{'online':>7}{'linear':>8}{'k-NN':>7}"]
+    for run in plan.runs:
+        if run.kind == "pretrain":
+            evals, online = children.get(run.run_id, {}), store.summary(run.run_id)
+            lines.append(f"{run.config.method:<8}{run.config.dim:>5}  {run.run_id:<13}"
+                         f"{online.get('online_top1', nan):7.1f}"
+                         f"{evals.get('fast_linear_top1', nan):8.1f}"
+                         f"{evals.get('knn_top1', nan):7.1f}")
+    base = children.get(None, {})
+    lines.append(f"{'random-init backbone':<26}{'':>7}{base.get('fast_linear_top1', nan):8.1f}"
+                 f"{base.get('knn_top1', nan):7.1f}")
+    return "\n".join(lines)
