@@ -86,3 +86,22 @@ def test_the_demo_runs_through_the_scheduler_and_a_rerun_reuses_every_run(tmp_pa
     assert "demo: 8 runs (0 to run, 8 reused)" in again.stdout
     assert [line for line in again.stdout.splitlines() if configs[0].run_id in line] == \
         [line for line in lines if configs[0].run_id in line]
+
+
+@pytest.mark.parametrize("method", ["simclr", "vicreg"])
+def test_the_demos_recipe_is_a_trial_of_its_shipped_study(method: str):
+    """Each method's [[override]] in demo.toml is a point of the shipped study demo-<method>
+    (inside its space, on its base): the demo's d = 64 run is that trial's run, so the demo
+    reuses the study's result and the study the demo's."""
+    from sslbench.runs.plan import resolve_sweep
+    from sslbench.runs.tune import as_sweep
+    from sslbench.runs.tunespec import load_tune
+
+    spec = load_tune(f"demo-{method}")
+    demo_run = {c.dim: c for c in demo.demo_configs(demo.demo_spec()) if c.method == method}[64]
+    values = {**demo_run.to_dict(), **demo_run.loss}
+    point = {param.name: values[param.name] for param in spec.space}
+    for param in spec.space:
+        assert param.low <= point[param.name] <= param.high, (param.name, point[param.name])
+    [(_, trial)] = resolve_sweep(as_sweep(spec, point))
+    assert trial.run_id == demo_run.run_id
