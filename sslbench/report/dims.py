@@ -174,12 +174,14 @@ _SHOWN = {"param.dataset", "param.backbone", "param.epochs", "param.projector", 
 def _recipes_apart(cells: pd.DataFrame) -> pd.DataFrame:
     """A cell averages seeds of one recipe, never different recipes: where the runs of one cell
     differ in another hyperparameter (a tuning study's trials, say), each recipe gets its own
-    row, labelled with what differs (``VICReg lr=0.002 std_coeff=25``). A weight that changes
-    with the dimension only (the paper's per-dim weights) is the same row."""
+    row, labelled with what differs (``VICReg lr=0.002 std_coeff=25``), at every dimension of
+    the row, so that one recipe stays one row across the dimensions. A weight that changes with
+    the dimension only (the paper's per-dim weights) is the same row."""
     params = [c for c in cells.columns if c.startswith("param.") and c not in _SHOWN]
     out = []
-    for _, group in cells.groupby([*ROW_LEVELS, "dim"], dropna=False, sort=False):
-        varying = [c for c in params if group[c].astype("string").nunique(dropna=False) > 1]
+    for _, group in cells.groupby(list(ROW_LEVELS), dropna=False, sort=False):
+        text = group[params].astype("string").fillna("<NA>")
+        varying = [c for c in params if text.groupby(group["dim"])[c].nunique().max() > 1]
         if varying:
             group = group.assign(method=[
                 f"{label} " + " ".join(f"{c.rsplit('.', 1)[-1]}={_short(row[c])}"
