@@ -27,6 +27,7 @@ from sqlalchemy.engine import Connection
 from sslbench.db import SCHEMA_VERSION, Store, migrations
 from sslbench.db.migrations import VERSION_TABLE
 from sslbench.db.models import Base
+from sslbench.db.values import recipe
 from sslbench.errors import StoreError
 from tests.conftest import race, run_cli
 from tests.fixtures.make_stores import RUN_IDS as FIXTURE_RUN_IDS  # in every fixture
@@ -114,7 +115,16 @@ def test_old_store_is_upgraded_in_place_with_every_row(tmp_path, version):
         old_columns = set(rows[0]) if rows else set()
         assert [{k: r[k] for k in old_columns} for r in after[table]] == rows, table
         added = {k for r in after[table] for k in r} - old_columns
-        assert all(r[k] is None for r in after[table] for k in added), table
+        filled = {"recipe_id"} if table == "runs" else set()  # from the stored config
+        assert all(r[k] is None for r in after[table] for k in added - filled), table
+    # Every run names its recipe: the one of its config without the seed, method and dataset.
+    recipes = {r["recipe_id"]: r for r in after["recipes"]}
+    for run in after["runs"]:
+        config = json.loads(run["config_json"])
+        key, text = recipe(config, run["method"], run["dataset"])
+        assert recipes[run["recipe_id"]]["key"] == key
+        assert json.loads(recipes[run["recipe_id"]]["config_json"]) == {
+            k: v for k, v in config.items() if k != "seed"} == json.loads(text)
     # The backup is the store as it was: a valid store of the old version.
     (backup,) = _backups(path)
     assert backup == store.backup_path

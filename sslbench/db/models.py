@@ -41,7 +41,9 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 #: 4: Alembic's revision kept in sslbench_alembic_version (Optuna's studies share the database).
 #: 5: metrics clustered on their key (SQLite WITHOUT ROWID, no key-only index); runs indexed in
 #:    listing order (created_at, run_id), also per kind and status, and per method and dataset.
-SCHEMA_VERSION = 5
+#: 6: recipes (a run's config without its seed, with its method and dataset) and runs.recipe_id,
+#:    which ix_runs_kind_status covers with the runs' tags.
+SCHEMA_VERSION = 6
 #: The value of ``sslbench_meta.app``: what tells an sslbench store from a foreign database.
 APP_NAME = "sslbench"
 META_TABLE = "sslbench_meta"
@@ -131,6 +133,20 @@ class Meta(Base):
     value: Mapped[str] = mapped_column(Text)
 
 
+class Recipe(Base):
+    """What the seeds of a sweep share: a config without its ``seed``, with the method and
+    dataset of the run. ``key`` is the SHA-256 of the three (:func:`sslbench.db.values.recipe`);
+    a row is written when the first run of the recipe is created and never changed or deleted.
+    The reports group runs by it (with their tags) instead of reading every run's config."""
+
+    __tablename__ = "recipes"
+    recipe_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    key: Mapped[str] = mapped_column(String(64), unique=True)
+    method: Mapped[str | None] = mapped_column(String(64))
+    dataset: Mapped[str | None] = mapped_column(String(64))
+    config_json: Mapped[str] = mapped_column(Text)
+
+
 class Run(Base):
     """One pretraining or evaluation run; ``run_id`` is the hash of its resolved identity."""
 
@@ -161,9 +177,16 @@ class Run(Base):
     #: precision/determinism flags), recorded as JSON at the run's first start and applied on
     #: every resume, so a resumed run computes as it began (NULL: not started since version 3).
     numerics_json: Mapped[str | None] = mapped_column(Text)
+    #: The run's recipe, set when the run is created, from its config, method and dataset, none
+    #: of which ever changes. Nullable only because SQLite adds a column to an older store so;
+    #: the upgrade fills it for every run.
+    recipe_id: Mapped[int | None] = mapped_column(Integer, ForeignKey("recipes.recipe_id"))
 
     __table_args__ = (
-        Index("ix_runs_kind_status", "kind", "status", "created_at", "run_id"),
+        # Pages of a kind and status in listing order; with the recipe and tags, also the
+        # reports' scan of the completed pretraining runs, without reading the table.
+        Index("ix_runs_kind_status", "kind", "status", "created_at", "run_id", "recipe_id",
+              "tags_json"),
         # Covers counting (runs list's footer) under any filter on these four, and sorting a
         # method's runs for a page without reading the table.
         Index("ix_runs_method_dataset", "method", "dataset", "kind", "status", "created_at",

@@ -64,6 +64,7 @@ from sslbench.db.models import (
     Attempt,
     Metric,
     Param,
+    Recipe,
     Run,
     RunKind,
     RunStatus,
@@ -197,12 +198,15 @@ class Store(SchedulingMixin):
             ours = {run.run_id for run in runs}
             parents = {r.parent_id for r in runs if r.parent_id is not None} - ours
             self._require_parents(session, parents, runs)
+            recipes = [run.recipe_row() for run in runs]
+            ids = self._recipe_ids(session, recipes)
             new: set[str] = set()
             stmt = insert(table).on_conflict_do_nothing().returning(table.c.run_id)
             for i in range(0, len(runs), CHUNK // 4):
                 # RETURNING (one row per run created), not rowcount: psycopg reports -1 for
                 # INSERT ... ON CONFLICT DO NOTHING.
-                rows = [run.row(now) for run in runs[i:i + CHUNK // 4]]
+                rows = [run.row(now, ids[recipe["key"]]) for run, recipe in zip(
+                    runs[i:i + CHUNK // 4], recipes[i:i + CHUNK // 4])]
                 new.update(session.scalars(stmt, rows))
             param_rows = [dict(zip(("value_type", "value_text", "value_num"),
                                    encode_param(leaf)), run_id=run.run_id, key=key)
@@ -211,6 +215,22 @@ class Store(SchedulingMixin):
             for i in range(0, len(param_rows), CHUNK):
                 session.execute(cast(Table, Param.__table__).insert(), param_rows[i:i + CHUNK])
         return [run.run_id in new for run in runs]
+
+    @staticmethod
+    def _recipe_ids(session: Session, recipes: Sequence[Mapping[str, Any]]) -> dict[str, int]:
+        """``{key: recipe_id}`` of ``recipes`` (``recipes`` rows), inserting those not stored
+        yet. A recipe row is never updated: its key is the hash of the other columns."""
+        table = cast(Table, Recipe.__table__)
+        insert = sqlite_insert if session.get_bind().dialect.name == "sqlite" else pg_insert
+        unique = list({recipe["key"]: recipe for recipe in recipes}.values())
+        ids: dict[str, int] = {}
+        for i in range(0, len(unique), 500):
+            chunk = unique[i:i + 500]
+            session.execute(insert(table).on_conflict_do_nothing(), chunk)
+            rows = session.execute(select(Recipe.key, Recipe.recipe_id).where(
+                Recipe.key.in_([recipe["key"] for recipe in chunk])))
+            ids.update((key, recipe_id) for key, recipe_id in rows)
+        return ids
 
     @staticmethod
     def _require_parents(session: Session, parents: set[str], runs: Sequence[NewRun]) -> None:
