@@ -27,7 +27,7 @@ from sqlalchemy.engine import Connection
 from sslbench.db import SCHEMA_VERSION, Store, migrations
 from sslbench.db.migrations import VERSION_TABLE
 from sslbench.db.models import Base
-from sslbench.db.values import recipe
+from sslbench.db.values import recipe, to_json
 from sslbench.errors import StoreError
 from tests.conftest import race, run_cli
 from tests.fixtures.make_stores import RUN_IDS as FIXTURE_RUN_IDS  # in every fixture
@@ -290,3 +290,25 @@ def test_the_cli_says_when_it_upgraded_a_store(home):
     assert {run["run_id"] for run in json.loads(result.stdout)} >= set(FIXTURE_RUN_IDS)
     again = run_cli(["--db", str(path), "runs", "list", "--format", "json"], home)
     assert again.returncode == 0 and again.stderr == ""  # once only
+
+
+def test_the_upgrade_keys_recipes_as_creating_a_run_does():
+    """Version 6's upgrade computes the recipes of the stored runs with a frozen copy of
+    sslbench.db.values.recipe, from the config read back from the store: the two agree, or a
+    run created after the upgrade would not join its recipe's older runs."""
+    import importlib.util
+    from pathlib import PurePath
+
+    path = migrations.SCRIPT_LOCATION / "versions" / "0006_recipes.py"
+    spec = importlib.util.spec_from_file_location("revision_0006", path)
+    assert spec is not None and spec.loader is not None
+    revision = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(revision)
+    configs = [{}, {"seed": 1}, {"method": "simclr", "lr": 0.3, "seed": 3, "dim": 8192.0},
+               {"loss": {"temperature": 0.1, "seed": 2}, "crops": (32, 16), "tags": {"b", "a"},
+                "path": PurePath("/data"), "nan": float("nan"), "none": None, "seed": {"x": 1}},
+               {"b": 1, "a": [1, 2.5, "x"], "e": {}, "n": 10**30}]
+    for config in configs:
+        for method, dataset in ((None, None), ("simclr", "cifar10")):
+            stored = json.loads(to_json(config))
+            assert revision.recipe(stored, method, dataset) == recipe(config, method, dataset)

@@ -42,7 +42,8 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 #: 5: metrics clustered on their key (SQLite WITHOUT ROWID, no key-only index); runs indexed in
 #:    listing order (created_at, run_id), also per kind and status, and per method and dataset.
 #: 6: recipes (a run's config without its seed, with its method and dataset) and runs.recipe_id,
-#:    which ix_runs_kind_status covers with the runs' tags.
+#:    which ix_runs_kind_status covers with the runs' tags; summaries clustered on their primary
+#:    key (SQLite WITHOUT ROWID).
 SCHEMA_VERSION = 6
 #: The value of ``sslbench_meta.app``: what tells an sslbench store from a foreign database.
 APP_NAME = "sslbench"
@@ -192,6 +193,8 @@ class Run(Base):
         Index("ix_runs_method_dataset", "method", "dataset", "kind", "status", "created_at",
               "run_id"),
         Index("ix_runs_parent", "parent_id"),
+        # A recipe's runs: the one whose params a report reads for the whole recipe.
+        Index("ix_runs_recipe", "recipe_id", "run_id"),
         Index("ix_runs_status_heartbeat", "status", "heartbeat_at"),
         Index("ix_runs_created", "created_at", "run_id"),
     )
@@ -231,7 +234,10 @@ class Metric(Base):
 
 
 class Summary(Base):
-    """Final and best value of one metric of one run, refreshed on every ``log_metrics``."""
+    """Final and best value of one metric of one run, refreshed on every ``log_metrics``.
+
+    Read by run and key (the primary key): on SQLite the table *is* that index (WITHOUT
+    ROWID), so a report's lookup of a run's summary is one B-tree search, not two."""
 
     __tablename__ = "summaries"
     run_id: Mapped[str] = mapped_column(
@@ -247,7 +253,8 @@ class Summary(Base):
     count: Mapped[int] = mapped_column(Integer)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
-    __table_args__ = (Index("ix_summaries_key_final", "key", "final"),)
+    __table_args__ = (Index("ix_summaries_key_final", "key", "final"),
+                      {"sqlite_with_rowid": False})
 
 
 class Artifact(Base):

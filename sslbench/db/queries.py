@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator, Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy import ColumnElement, Select, exists, func, select
 from sqlalchemy.orm import Session, aliased
@@ -37,6 +37,7 @@ RUN_COLUMNS = ("run_id", "kind", "status", "method", "dataset", "parent_id", "ho
                "attempts", "error", "created_at", "started_at", "ended_at", "heartbeat_at")
 METRIC_COLUMNS = ["run_id", "key", "step", "epoch", "value"]
 StrFilter = str | Sequence[str] | None
+T = TypeVar("T")
 
 
 def _as_tuple(value: StrFilter) -> tuple[str, ...] | None:
@@ -232,23 +233,23 @@ def runs_frame(session: Session, *, params: Sequence[str] | None = None,
 
 def recipe_runs(session: Session, *, params: Sequence[str], summaries: Sequence[str],
                 since: datetime | None = None, before: datetime | None = None,
-                **filters: Any) -> tuple[pd.DataFrame, pd.DataFrame]:
+                run_ids: bool = True, **filters: Any) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The matching runs grouped by recipe, for reports over very many runs: ``(recipes,
     runs)``.
 
-    A recipe is a distinct (config without its ``seed``, method, dataset, tags): the stored
-    recipe of the run (``runs.recipe_id``) and its tags. ``recipes`` has one row per recipe:
-    ``run_id`` (its first run in listing order), ``method``, ``dataset``, ``tags`` (a list),
-    ``runs`` (how many) and ``param.<key>`` for ``params``, which every run of a recipe shares:
-    a run's params are its config flattened, both written once when it is created. ``runs``
-    has one row per run, in listing order (oldest first): ``recipe`` (the row of ``recipes``),
-    ``run_id`` and ``final.<key>`` / ``best.<key>`` for ``summaries``. ``since`` / ``before``:
-    created at or after / before. A ``seed`` param (or ``seed.*``) differs between the runs of
-    a recipe: it is left out.
+    A recipe is a distinct (config without its ``seed``, method, dataset, tags): the run's
+    stored recipe (``runs.recipe_id``, see :class:`sslbench.db.models.Recipe`) and its tags.
+    ``recipes`` has one row per recipe, in the order of their first runs: ``method``,
+    ``dataset``, ``tags`` (a list), ``run_id`` (the recipe's smallest run id, whose params are
+    read), ``runs`` (how many) and ``param.<key>`` for ``params``, which every run of a recipe
+    shares: a run's params are its config flattened, both written once when it is created.
+    ``runs`` has one row per run, in listing order (oldest first): ``recipe`` (the row of
+    ``recipes``), ``run_id`` (only with ``run_ids``) and ``final.<key>`` / ``best.<key>`` for
+    ``summaries``. ``since`` / ``before``: created at or after / before. A ``seed`` param (or
+    ``seed.*``) differs between the runs of a recipe: it is left out.
 
-    One query over the runs (read off the index of their kind and status, which holds their
-    recipe and tags), one summary lookup a run and metric; the recipes' method and dataset,
-    and their params, are read for one run a recipe.
+    One query over the runs, read off the index of their kind and status (which holds their
+    recipe and tags) with one summary lookup a run and metric; then a few per recipe.
     """
     import numpy as np
     import pandas as pd
@@ -258,46 +259,57 @@ def recipe_runs(session: Session, *, params: Sequence[str], summaries: Sequence[
     where += [Run.created_at < before] if before is not None else []
     found = [aliased(Summary) for _ in summaries]
     # Untagged runs (nearly all) read their tags as NULL: no text to build for them.
-    stmt = select(Run.recipe_id, func.nullif(Run.tags_json, "[]"), Run.run_id,
+    stmt = select(Run.recipe_id, func.nullif(Run.tags_json, "[]"),
+                  *([Run.run_id] if run_ids else []),
                   *[c for s in found for c in (s.final, s.best)])
     for summary, key in zip(found, summaries):
         stmt = stmt.outerjoin(summary, (summary.run_id == Run.run_id) & (summary.key == key))
     columns = [f"{p}.{k}" for k in summaries for p in ("final", "best")]
-    # The DBAPI's rows as they are (no column here has a result type to apply): a million
-    # runs' rows cost a second less than as SQLAlchemy Rows.
+    # The DBAPI's rows as they are (no column here has a result type to apply): for a million
+    # runs, a second less than through SQLAlchemy's Rows.
     rows = session.connection().execute(_paged(stmt.where(*where), None, 0)).cursor.fetchall()
-    table = np.array(rows, dtype=object).reshape(len(rows), 3 + len(columns))
+    table = np.array(rows, dtype=object).reshape(len(rows), 2 + run_ids + len(columns))
     if pd.isna(table[:, 0]).any():
         raise StoreError("some runs have no recipe: the store's upgrade to schema version 6 "
-                         "did not finish; open it with this sslbench again")
+                         "did not finish; open the store with this sslbench again")
     recipe_ids = table[:, 0].astype("int64")
     tags, tag_texts = pd.factorize(table[:, 1], use_na_sentinel=False)
     codes = pd.factorize(recipe_ids * max(len(tag_texts), 1) + tags)[0]
-    firsts = np.unique(codes, return_index=True)[1]  # codes number first appearances
-    named = dict.fromkeys(recipe_ids[firsts].tolist(), (None, None))
-    for chunk in _chunks(list(named), 500):
-        named.update((recipe_id, (method, dataset)) for recipe_id, method, dataset in
-                     session.execute(select(Recipe.recipe_id, Recipe.method, Recipe.dataset)
-                                     .where(Recipe.recipe_id.in_(chunk))))
-    recipes = pd.DataFrame([named[r] for r in recipe_ids[firsts].tolist()],
-                           columns=["method", "dataset"], dtype=object)
-    recipes["tags"] = [json.loads(text) if isinstance(text, str) else []
-                       for text in tag_texts[tags[firsts]]]
-    recipes["run_id"] = pd.Series(table[firsts, 2], dtype=object)
+    firsts = np.unique(codes, return_index=True)[1]  # codes number their first appearances
+    recipes = _recipes(session, recipe_ids[firsts].tolist())
+    recipes.insert(2, "tags", [json.loads(text) if isinstance(text, str) else []
+                               for text in tag_texts[tags[firsts]]])
     recipes["runs"] = np.bincount(codes, minlength=len(firsts)).astype("int64")
     keys = [k for k in params if k != "seed" and not k.startswith("seed.")]
     if keys:
+        sources = list(dict.fromkeys(recipes["run_id"]))
         shared = pd.concat([_params_wide(session, chunk, keys) for chunk in _chunks(
-            list(recipes["run_id"]), 500)]) if len(recipes) else _wide_frame(
-                {}, [f"param.{k}" for k in keys])
+            sources, 500)]) if sources else _wide_frame({}, [f"param.{k}" for k in keys])
         recipes = recipes.merge(shared, how="left", left_on="run_id", right_index=True)
-    runs = pd.DataFrame(table[:, 3:].astype("float64"), columns=columns)
+    runs = pd.DataFrame(table[:, 2 + run_ids:].astype("float64"), columns=columns)
     runs.insert(0, "recipe", codes.astype("int64"))
-    runs.insert(1, "run_id", pd.Series(table[:, 2], dtype=object))
+    if run_ids:
+        runs.insert(1, "run_id", pd.Series(table[:, 2], dtype=object))
     return recipes.reset_index(drop=True), runs
 
 
-def _chunks(items: list[str], size: int) -> Iterator[list[str]]:
+def _recipes(session: Session, recipe_ids: list[int]) -> pd.DataFrame:
+    """``method``, ``dataset`` and ``run_id`` (the smallest run id, off ``ix_runs_recipe``) of
+    each of ``recipe_ids``, in that order."""
+    import pandas as pd
+
+    first = (select(func.min(Run.run_id)).where(Run.recipe_id == Recipe.recipe_id)
+             .scalar_subquery())
+    found: dict[int, tuple[Any, ...]] = {}
+    for chunk in _chunks(list(set(recipe_ids)), 500):
+        found.update((row[0], tuple(row[1:])) for row in session.execute(
+            select(Recipe.recipe_id, Recipe.method, Recipe.dataset, first)
+            .where(Recipe.recipe_id.in_(chunk))))
+    return pd.DataFrame([found[r] for r in recipe_ids], columns=["method", "dataset", "run_id"],
+                        dtype=object)
+
+
+def _chunks(items: list[T], size: int) -> Iterator[list[T]]:
     for i in range(0, len(items), size):
         yield items[i:i + size]
 
