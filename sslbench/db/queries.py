@@ -233,7 +233,8 @@ def runs_frame(session: Session, *, params: Sequence[str] | None = None,
 
 def recipe_runs(session: Session, *, params: Sequence[str], summaries: Sequence[str],
                 since: datetime | None = None, before: datetime | None = None,
-                run_ids: bool = True, **filters: Any) -> tuple[pd.DataFrame, pd.DataFrame]:
+                run_ids: bool = True, parts: Sequence[str] = ("final", "best"),
+                **filters: Any) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The matching runs grouped by recipe, for reports over very many runs: ``(recipes,
     runs)``.
 
@@ -245,8 +246,8 @@ def recipe_runs(session: Session, *, params: Sequence[str], summaries: Sequence[
     shares: a run's params are its config flattened, both written once when it is created.
     ``runs`` has one row per run, in listing order (oldest first): ``recipe`` (the row of
     ``recipes``), ``run_id`` (only with ``run_ids``) and ``final.<key>`` / ``best.<key>`` for
-    ``summaries``. ``since`` / ``before``: created at or after / before. A ``seed`` param (or
-    ``seed.*``) differs between the runs of a recipe: it is left out.
+    ``summaries`` (those of ``parts``). ``since`` / ``before``: created at or after / before.
+    A ``seed`` param (or ``seed.*``) differs between the runs of a recipe: it is left out.
 
     One query over the runs, read off the index of their kind and status (which holds their
     recipe and tags) with one summary lookup a run and metric; then a few per recipe.
@@ -261,10 +262,10 @@ def recipe_runs(session: Session, *, params: Sequence[str], summaries: Sequence[
     # Untagged runs (nearly all) read their tags as NULL: no text to build for them.
     stmt = select(Run.recipe_id, func.nullif(Run.tags_json, "[]"),
                   *([Run.run_id] if run_ids else []),
-                  *[c for s in found for c in (s.final, s.best)])
+                  *[getattr(s, p) for s in found for p in parts])
     for summary, key in zip(found, summaries):
         stmt = stmt.outerjoin(summary, (summary.run_id == Run.run_id) & (summary.key == key))
-    columns = [f"{p}.{k}" for k in summaries for p in ("final", "best")]
+    columns = [f"{p}.{k}" for k in summaries for p in parts]
     # The DBAPI's rows as they are (no column here has a result type to apply): for a million
     # runs, a second less than through SQLAlchemy's Rows.
     rows = session.connection().execute(_paged(stmt.where(*where), None, 0)).cursor.fetchall()
@@ -273,12 +274,13 @@ def recipe_runs(session: Session, *, params: Sequence[str], summaries: Sequence[
         raise StoreError("some runs have no recipe: the store's upgrade to schema version 6 "
                          "did not finish; open the store with this sslbench again")
     recipe_ids = table[:, 0].astype("int64")
-    tags, tag_texts = pd.factorize(table[:, 1], use_na_sentinel=False)
-    codes = pd.factorize(recipe_ids * max(len(tag_texts), 1) + tags)[0]
+    tags, tag_texts = (pd.factorize(table[:, 1], use_na_sentinel=False)
+                       if pd.notna(table[:, 1]).any() else (np.zeros(len(rows), "int64"), [None]))
+    codes = pd.factorize(recipe_ids * len(tag_texts) + tags)[0]
     firsts = np.unique(codes, return_index=True)[1]  # codes number their first appearances
     recipes = _recipes(session, recipe_ids[firsts].tolist())
-    recipes.insert(2, "tags", [json.loads(text) if isinstance(text, str) else []
-                               for text in tag_texts[tags[firsts]]])
+    recipes.insert(2, "tags", [json.loads(tag_texts[t]) if isinstance(tag_texts[t], str) else []
+                               for t in tags[firsts]])
     recipes["runs"] = np.bincount(codes, minlength=len(firsts)).astype("int64")
     keys = [k for k in params if k != "seed" and not k.startswith("seed.")]
     if keys:

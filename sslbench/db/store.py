@@ -445,12 +445,14 @@ class Store(SchedulingMixin):
 
     def recipe_runs(self, *, params: Iterable[str], summaries: Iterable[str],
                     since: datetime | None = None, before: datetime | None = None,
-                    run_ids: bool = True, **filters: Any) -> tuple[pd.DataFrame, pd.DataFrame]:
+                    run_ids: bool = True, parts: Sequence[str] = ("final", "best"),
+                    **filters: Any) -> tuple[pd.DataFrame, pd.DataFrame]:
         """The runs grouped by recipe (config without its seed, method, dataset, tags);
         see :func:`sslbench.db.queries.recipe_runs`."""
         with self._session() as session:
             return queries.recipe_runs(session, params=list(params), summaries=list(summaries),
-                                       since=since, before=before, run_ids=run_ids, **filters)
+                                       since=since, before=before, run_ids=run_ids,
+                                       parts=parts, **filters)
 
     def metrics_frame(self, run_id: str, key: str | None = None) -> pd.DataFrame:
         """The metric history: columns run_id, key, step, epoch, value, sorted by key, step."""
