@@ -166,3 +166,24 @@ def test_a_store_with_runs_without_recipe_is_refused_in_one_line(tmp_path):
                                  "FROM runs WHERE status = 'completed' LIMIT 1)"))
         with pytest.raises(StoreError, match="some runs have no recipe"):
             table_s5_report(store, filters=ReportFilters())
+
+
+def test_eval_pending_finds_a_run_s_children_by_their_parent(tmp_path):
+    """With ix_runs_kind_status holding recipes and tags, SQLite must still look a run's
+    evaluations up by parent (not read every completed evaluation for each run)."""
+    from sqlalchemy import event
+
+    from sslbench.db import queries
+
+    with Store.open(str(tmp_path / "s.sqlite")) as store:
+        fill(store, random.Random(0), 10)
+        with store._session() as session:
+            statements: list[tuple] = []
+            event.listen(session.connection(), "before_cursor_execute",
+                         lambda conn, cursor, sql, params, *_: statements.append((sql, params)))
+            queries.pending_evaluations(session, ["linear", "knn"])
+            sql, params = statements[-1]
+            plan = [row[3] for row in session.connection().exec_driver_sql(
+                f"EXPLAIN QUERY PLAN {sql}", params)]
+    children = [step for step in plan if step.startswith("SEARCH runs_1")]
+    assert children and all("ix_runs_parent (parent_id=?" in step for step in children), plan

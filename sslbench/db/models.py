@@ -42,8 +42,8 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 #: 5: metrics clustered on their key (SQLite WITHOUT ROWID, no key-only index); runs indexed in
 #:    listing order (created_at, run_id), also per kind and status, and per method and dataset.
 #: 6: recipes (a run's config without its seed, with its method and dataset) and runs.recipe_id,
-#:    which ix_runs_kind_status covers with the runs' tags; summaries clustered on their primary
-#:    key (SQLite WITHOUT ROWID).
+#:    which ix_runs_kind_status covers with the runs' tags; ix_runs_parent holds the children's
+#:    kind and status; summaries clustered on their primary key (SQLite WITHOUT ROWID).
 SCHEMA_VERSION = 6
 #: The value of ``sslbench_meta.app``: what tells an sslbench store from a foreign database.
 APP_NAME = "sslbench"
@@ -192,7 +192,10 @@ class Run(Base):
         # method's runs for a page without reading the table.
         Index("ix_runs_method_dataset", "method", "dataset", "kind", "status", "created_at",
               "run_id"),
-        Index("ix_runs_parent", "parent_id"),
+        # A run's children of a kind and status (eval --pending asks it of every completed
+        # pretraining run): all three, or SQLite may pick ix_runs_kind_status, read every
+        # completed evaluation for each run, and take seconds.
+        Index("ix_runs_parent", "parent_id", "kind", "status"),
         # A recipe's runs: the one whose params a report reads for the whole recipe.
         Index("ix_runs_recipe", "recipe_id", "run_id"),
         Index("ix_runs_status_heartbeat", "status", "heartbeat_at"),

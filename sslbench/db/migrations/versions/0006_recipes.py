@@ -4,7 +4,10 @@ The reports group the runs of a sweep by recipe (the config without its ``seed``
 the dataset). Version 5 stripped the seed from every run's config in the query, a million JSON
 rewrites at a million runs; from version 6 each run names its recipe, set once when it is
 created from columns that never change; ``ix_runs_kind_status`` covers it with the tags, and
-``ix_runs_recipe`` finds a recipe's runs.
+``ix_runs_recipe`` finds a recipe's runs. ``ix_runs_parent`` adds the children's kind and
+status: with the wider ``ix_runs_kind_status``, SQLite's planner could prefer that one for
+``eval --pending``'s question (this run's completed evaluations) and read every evaluation for
+each run.
 
 A report reads one summary per run and metric, by primary key: on SQLite ``summaries`` is
 rebuilt WITHOUT ROWID (as ``metrics`` in version 5), so that lookup is one B-tree search instead
@@ -92,11 +95,15 @@ def upgrade() -> None:
     op.drop_index("ix_runs_kind_status", table_name="runs")
     op.create_index("ix_runs_kind_status", "runs", [*LISTING, "recipe_id", "tags_json"])
     op.create_index("ix_runs_recipe", "runs", ["recipe_id", "run_id"])
+    op.drop_index("ix_runs_parent", table_name="runs")
+    op.create_index("ix_runs_parent", "runs", ["parent_id", "kind", "status"])
     _summaries(with_rowid=False)
 
 
 def downgrade() -> None:
     _summaries(with_rowid=True)
+    op.drop_index("ix_runs_parent", table_name="runs")
+    op.create_index("ix_runs_parent", "runs", ["parent_id"])
     op.drop_index("ix_runs_recipe", table_name="runs")
     op.drop_index("ix_runs_kind_status", table_name="runs")
     op.create_index("ix_runs_kind_status", "runs", LISTING)
