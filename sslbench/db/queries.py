@@ -28,8 +28,9 @@ from sslbench.db.records import RunRecord
 from sslbench.db.values import decode_param, from_db_float
 from sslbench.errors import ConfigError, StoreError, UnknownRunError
 
-if TYPE_CHECKING:  # pandas is imported by the functions that build frames: opening a store
-    import pandas as pd  # (every task and command) does not pay for it
+if TYPE_CHECKING:  # numpy and pandas are imported by the functions that build frames:
+    import numpy as np  # opening a store (every task and command) does not pay for them
+    import pandas as pd
 
 #: Shortest prefix accepted in place of a full run id.
 MIN_PREFIX = 4
@@ -273,14 +274,9 @@ def recipe_runs(session: Session, *, params: Sequence[str], summaries: Sequence[
     if pd.isna(table[:, 0]).any():
         raise StoreError("some runs have no recipe: the store's upgrade to schema version 6 "
                          "did not finish; open the store with this sslbench again")
-    recipe_ids = table[:, 0].astype("int64")
-    tags, tag_texts = (pd.factorize(table[:, 1], use_na_sentinel=False)
-                       if pd.notna(table[:, 1]).any() else (np.zeros(len(rows), "int64"), [None]))
-    codes = pd.factorize(recipe_ids * len(tag_texts) + tags)[0]
-    firsts = np.unique(codes, return_index=True)[1]  # codes number their first appearances
-    recipes = _recipes(session, recipe_ids[firsts].tolist())
-    recipes.insert(2, "tags", [json.loads(tag_texts[t]) if isinstance(tag_texts[t], str) else []
-                               for t in tags[firsts]])
+    codes, firsts, tags = _numbered(table[:, 0].astype("int64"), table[:, 1])
+    recipes = _recipes(session, table[firsts, 0].astype("int64").tolist())
+    recipes.insert(2, "tags", tags)
     recipes["runs"] = np.bincount(codes, minlength=len(firsts)).astype("int64")
     keys = [k for k in params if k != "seed" and not k.startswith("seed.")]
     if keys:
@@ -293,6 +289,22 @@ def recipe_runs(session: Session, *, params: Sequence[str], summaries: Sequence[
     if run_ids:
         runs.insert(1, "run_id", pd.Series(table[:, 2], dtype=object))
     return recipes.reset_index(drop=True), runs
+
+
+def _numbered(recipe_ids: np.ndarray, tags: np.ndarray) -> tuple[np.ndarray, np.ndarray,
+                                                                 list[list[str]]]:
+    """``(codes, firsts, tags)`` of the runs with these recipes and tags (JSON, None for none):
+    each run's recipe number (numbered in the order of their first runs), the row of each
+    recipe's first run and its tags."""
+    import numpy as np
+    import pandas as pd
+
+    numbers, texts = (pd.factorize(tags, use_na_sentinel=False) if pd.notna(tags).any()
+                      else (np.zeros(len(tags), "int64"), np.array([None])))
+    codes = pd.factorize(recipe_ids * len(texts) + numbers)[0]
+    firsts = np.unique(codes, return_index=True)[1]  # codes number their first appearances
+    return codes, firsts, [json.loads(texts[n]) if isinstance(texts[n], str) else []
+                           for n in numbers[firsts]]
 
 
 def _recipes(session: Session, recipe_ids: list[int]) -> pd.DataFrame:
