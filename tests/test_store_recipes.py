@@ -16,12 +16,11 @@ import pytest
 from alembic import command
 from sqlalchemy import create_engine, inspect, text, update
 
-from sslbench.db import Store, migrations
+from sslbench.db import Store, migrations, queries
 from sslbench.db.models import Meta, Recipe, Run
 from sslbench.db.records import NewRun
 from sslbench.errors import StoreError
 from sslbench.report.base import EmptyReportError
-from sslbench.report.filters import ReportFilters
 from sslbench.report.grid import table_s5_report
 from sslbench.report.output import report_text
 from tests.test_report_recipes import FILTERS, check_recipes_against_runs, fill
@@ -156,24 +155,35 @@ def test_a_version_5_store_upgrades_to_the_same_table_s5(tmp_path, seed):
     check_upgrade_keeps_table_s5(f"sqlite:///{tmp_path / 's.sqlite'}", random.Random(seed))
 
 
-def test_a_store_with_runs_without_recipe_is_refused_in_one_line(tmp_path):
-    """What a run without a recipe would make of the reports (none can exist after the
-    upgrade): an error, never a wrong number."""
+def test_runs_an_older_sslbench_creates_after_the_upgrade_get_their_recipe(tmp_path):
+    """An sslbench of schema 5 still running when the store was upgraded creates runs without
+    a recipe (it does not know the column): the next report gives them theirs, never a wrong
+    number; where the store cannot be written, the report says so in one line."""
     with Store.open(str(tmp_path / "s.sqlite")) as store:
-        fill(store, random.Random(0), 20)
+        fill(store, random.Random(0), 40)
+        before = table_s5_texts(store)
         with store._session(write=True) as session:
             session.execute(text("UPDATE runs SET recipe_id = NULL WHERE run_id IN (SELECT run_id "
-                                 "FROM runs WHERE status = 'completed' LIMIT 1)"))
-        with pytest.raises(StoreError, match="some runs have no recipe"):
-            table_s5_report(store, filters=ReportFilters())
+                                 "FROM runs WHERE status = 'completed' LIMIT 5)"))
+            session.execute(text("DELETE FROM recipes WHERE recipe_id NOT IN (SELECT recipe_id "
+                                 "FROM runs WHERE recipe_id IS NOT NULL)"))
+        with store._session() as session:
+            with pytest.raises(StoreError, match="some runs have no recipe yet"):
+                queries.recipe_runs(session, params=(), summaries=("online_top1",))
+        assert table_s5_texts(store) == before
+        old, new = partitions(store)
+        assert old == new and None not in {recipe_id for recipe_id, _ in _recipe_tags(store)}
+
+
+def _recipe_tags(store: Store) -> list[tuple]:
+    with store._engine.connect() as conn:
+        return [tuple(row) for row in conn.execute(text("SELECT recipe_id, tags_json FROM runs"))]
 
 
 def test_eval_pending_finds_a_run_s_children_by_their_parent(tmp_path):
     """With ix_runs_kind_status holding recipes and tags, SQLite must still look a run's
     evaluations up by parent (not read every completed evaluation for each run)."""
     from sqlalchemy import event
-
-    from sslbench.db import queries
 
     with Store.open(str(tmp_path / "s.sqlite")) as store:
         fill(store, random.Random(0), 10)

@@ -272,8 +272,8 @@ def recipe_runs(session: Session, *, params: Sequence[str], summaries: Sequence[
     rows = session.connection().execute(_paged(stmt.where(*where), None, 0)).cursor.fetchall()
     table = np.array(rows, dtype=object).reshape(len(rows), 2 + run_ids + len(columns))
     if pd.isna(table[:, 0]).any():
-        raise StoreError("some runs have no recipe: the store's upgrade to schema version 6 "
-                         "did not finish; open the store with this sslbench again")
+        raise StoreError("some runs have no recipe yet (created by an sslbench older than "
+                         "schema 6): run this report once where the store can be written")
     codes, firsts, tags = _numbered(table[:, 0].astype("int64"), table[:, 1])
     recipes = _recipes(session, table[firsts, 0].astype("int64").tolist())
     recipes.insert(2, "tags", tags)

@@ -73,7 +73,7 @@ from sslbench.db.models import (
 )
 from sslbench.db.records import NewRun, RunRecord
 from sslbench.db.scheduling import SchedulingMixin
-from sslbench.db.values import encode_param, flatten, to_json, to_metric_value
+from sslbench.db.values import encode_param, flatten, recipe, to_json, to_metric_value
 from sslbench.errors import StoreError, UnknownRunError
 
 if TYPE_CHECKING:  # the frames' functions import it (sslbench.db.queries)
@@ -215,6 +215,25 @@ class Store(SchedulingMixin):
             for i in range(0, len(param_rows), CHUNK):
                 session.execute(cast(Table, Param.__table__).insert(), param_rows[i:i + CHUNK])
         return [run.run_id in new for run in runs]
+
+    def _fill_recipes(self) -> None:
+        """Give runs without a recipe theirs: runs that an sslbench older than schema 6, still
+        running when the store was upgraded, created since (it does not know the column). One
+        indexed look (``ix_runs_recipe`` holds them first) when there are none."""
+        missing = select(Run.run_id).where(Run.recipe_id.is_(None))
+        with self._session() as session:
+            if session.scalar(missing.limit(1)) is None:
+                return
+        with self._session(write=True) as session:
+            rows = session.execute(select(Run.run_id, Run.config_json, Run.method, Run.dataset)
+                                   .where(Run.recipe_id.is_(None))).all()
+            keys = [recipe(json.loads(config), method, dataset)
+                    for _, config, method, dataset in rows]
+            ids = self._recipe_ids(session, [
+                {"key": key, "config_json": text, "method": row.method, "dataset": row.dataset}
+                for (key, text), row in zip(keys, rows)])
+            session.execute(update(Run), [{"run_id": row.run_id, "recipe_id": ids[key]}
+                                          for (key, _), row in zip(keys, rows)])
 
     @staticmethod
     def _recipe_ids(session: Session, recipes: Sequence[Mapping[str, Any]]) -> dict[str, int]:
@@ -449,6 +468,7 @@ class Store(SchedulingMixin):
                     **filters: Any) -> tuple[pd.DataFrame, pd.DataFrame]:
         """The runs grouped by recipe (config without its seed, method, dataset, tags);
         see :func:`sslbench.db.queries.recipe_runs`."""
+        self._fill_recipes()
         with self._session() as session:
             return queries.recipe_runs(session, params=list(params), summaries=list(summaries),
                                        since=since, before=before, run_ids=run_ids,
