@@ -452,6 +452,12 @@ def test_recipe_statistics_on_postgres(pg_store):
     check_recipes_against_runs(pg_store)
 
 
+def test_runs_without_recipe_get_theirs_on_postgres(pg_store):
+    from tests.test_store_recipes import check_runs_without_recipe_get_theirs
+
+    check_runs_without_recipe_get_theirs(pg_store)
+
+
 def test_a_version_5_database_upgrades_to_the_same_table_s5_on_postgres(postgres_url):
     from tests.test_store_recipes import check_upgrade_keeps_table_s5
 

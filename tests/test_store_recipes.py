@@ -155,24 +155,28 @@ def test_a_version_5_store_upgrades_to_the_same_table_s5(tmp_path, seed):
     check_upgrade_keeps_table_s5(f"sqlite:///{tmp_path / 's.sqlite'}", random.Random(seed))
 
 
-def test_runs_an_older_sslbench_creates_after_the_upgrade_get_their_recipe(tmp_path):
+def check_runs_without_recipe_get_theirs(store: Store) -> None:
     """An sslbench of schema 5 still running when the store was upgraded creates runs without
     a recipe (it does not know the column): the next report gives them theirs, never a wrong
-    number; where the store cannot be written, the report says so in one line."""
+    number; the query alone (a store that cannot be written) refuses in one line."""
+    fill(store, random.Random(0), 40)
+    before = table_s5_texts(store)
+    with store._session(write=True) as session:
+        session.execute(text("UPDATE runs SET recipe_id = NULL WHERE run_id IN (SELECT run_id "
+                             "FROM runs WHERE status = 'completed' ORDER BY run_id LIMIT 5)"))
+        session.execute(text("DELETE FROM recipes WHERE recipe_id NOT IN (SELECT recipe_id "
+                             "FROM runs WHERE recipe_id IS NOT NULL)"))
+    with store._session() as session:
+        with pytest.raises(StoreError, match="some runs have no recipe yet"):
+            queries.recipe_runs(session, params=(), summaries=("online_top1",))
+    assert table_s5_texts(store) == before
+    old, new = partitions(store)
+    assert old == new and None not in {recipe_id for recipe_id, _ in _recipe_tags(store)}
+
+
+def test_runs_an_older_sslbench_creates_after_the_upgrade_get_their_recipe(tmp_path):
     with Store.open(str(tmp_path / "s.sqlite")) as store:
-        fill(store, random.Random(0), 40)
-        before = table_s5_texts(store)
-        with store._session(write=True) as session:
-            session.execute(text("UPDATE runs SET recipe_id = NULL WHERE run_id IN (SELECT run_id "
-                                 "FROM runs WHERE status = 'completed' LIMIT 5)"))
-            session.execute(text("DELETE FROM recipes WHERE recipe_id NOT IN (SELECT recipe_id "
-                                 "FROM runs WHERE recipe_id IS NOT NULL)"))
-        with store._session() as session:
-            with pytest.raises(StoreError, match="some runs have no recipe yet"):
-                queries.recipe_runs(session, params=(), summaries=("online_top1",))
-        assert table_s5_texts(store) == before
-        old, new = partitions(store)
-        assert old == new and None not in {recipe_id for recipe_id, _ in _recipe_tags(store)}
+        check_runs_without_recipe_get_theirs(store)
 
 
 def _recipe_tags(store: Store) -> list[tuple]:
