@@ -1,6 +1,7 @@
 """How fast ``sslbench report table-s5`` and ``sslbench report all`` are on a large store.
 
-``run()`` builds (once; it is cached in the temp folder) a synthetic SQLite store of ``n_runs``
+``run()`` builds (once; it is cached in the temp folder, and a cached store of an older schema
+is upgraded in place as any store is) a synthetic SQLite store of ``n_runs``
 completed pretraining runs and ``n_points`` metric points (:mod:`sslbench.bench.storegen`,
 which writes through the product's own bulk paths), then times building the ``table-s5`` report
 and rendering it as a rich table, from opening the store to the text, and (``report_all``)
