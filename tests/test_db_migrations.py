@@ -27,6 +27,7 @@ from sqlalchemy.engine import Connection
 from sslbench.db import SCHEMA_VERSION, Store, migrations
 from sslbench.db.migrations import VERSION_TABLE
 from sslbench.db.models import Base
+from sslbench.db.values import recipe, to_json
 from sslbench.errors import StoreError
 from tests.conftest import race, run_cli
 from tests.fixtures.make_stores import RUN_IDS as FIXTURE_RUN_IDS  # in every fixture
@@ -114,7 +115,16 @@ def test_old_store_is_upgraded_in_place_with_every_row(tmp_path, version):
         old_columns = set(rows[0]) if rows else set()
         assert [{k: r[k] for k in old_columns} for r in after[table]] == rows, table
         added = {k for r in after[table] for k in r} - old_columns
-        assert all(r[k] is None for r in after[table] for k in added), table
+        filled = {"recipe_id"} if table == "runs" else set()  # from the stored config
+        assert all(r[k] is None for r in after[table] for k in added - filled), table
+    # Every run names its recipe: the one of its config without the seed, method and dataset.
+    recipes = {r["recipe_id"]: r for r in after["recipes"]}
+    for run in after["runs"]:
+        config = json.loads(run["config_json"])
+        key, text = recipe(config, run["method"], run["dataset"])
+        assert recipes[run["recipe_id"]]["key"] == key
+        assert json.loads(recipes[run["recipe_id"]]["config_json"]) == {
+            k: v for k, v in config.items() if k != "seed"} == json.loads(text)
     # The backup is the store as it was: a valid store of the old version.
     (backup,) = _backups(path)
     assert backup == store.backup_path
@@ -280,3 +290,25 @@ def test_the_cli_says_when_it_upgraded_a_store(home):
     assert {run["run_id"] for run in json.loads(result.stdout)} >= set(FIXTURE_RUN_IDS)
     again = run_cli(["--db", str(path), "runs", "list", "--format", "json"], home)
     assert again.returncode == 0 and again.stderr == ""  # once only
+
+
+def test_the_upgrade_keys_recipes_as_creating_a_run_does():
+    """Version 6's upgrade computes the recipes of the stored runs with a frozen copy of
+    sslbench.db.values.recipe, from the config read back from the store: the two agree, or a
+    run created after the upgrade would not join its recipe's older runs."""
+    import importlib.util
+    from pathlib import PurePath
+
+    path = migrations.SCRIPT_LOCATION / "versions" / "0006_recipes.py"
+    spec = importlib.util.spec_from_file_location("revision_0006", path)
+    assert spec is not None and spec.loader is not None
+    revision = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(revision)
+    configs = [{}, {"seed": 1}, {"method": "simclr", "lr": 0.3, "seed": 3, "dim": 8192.0},
+               {"loss": {"temperature": 0.1, "seed": 2}, "crops": (32, 16), "tags": {"b", "a"},
+                "path": PurePath("/data"), "nan": float("nan"), "none": None, "seed": {"x": 1}},
+               {"b": 1, "a": [1, 2.5, "x"], "e": {}, "n": 10**30}]
+    for config in configs:
+        for method, dataset in ((None, None), ("simclr", "cifar10")):
+            stored = json.loads(to_json(config))
+            assert revision.recipe(stored, method, dataset) == recipe(config, method, dataset)

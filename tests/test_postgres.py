@@ -440,11 +440,32 @@ def test_a_password_comes_from_the_environment_or_an_owner_only_file(postgres_pa
 
 
 def test_recipe_statistics_on_postgres(pg_store):
-    """The recipe query (config without its seed: jsonb there) gives the per-run numbers."""
+    """The recipes stored with the runs group them as version 5's query did (config without
+    its seed: jsonb there), after every change to the runs, and give the per-run numbers."""
     from tests.test_report_recipes import check_recipes_against_runs, fill
+    from tests.test_store_recipes import change_runs, partitions
 
     fill(pg_store, random.Random(0), 80)
+    change_runs(pg_store, random.Random(0))
+    old, new = partitions(pg_store)
+    assert old == new
     check_recipes_against_runs(pg_store)
+
+
+def test_runs_without_recipe_get_theirs_on_postgres(pg_store):
+    from tests.test_store_recipes import check_runs_without_recipe_get_theirs
+
+    check_runs_without_recipe_get_theirs(pg_store)
+
+
+def test_a_version_5_database_upgrades_to_the_same_table_s5_on_postgres(postgres_url):
+    from tests.test_store_recipes import check_upgrade_keeps_table_s5
+
+    try:
+        check_upgrade_keeps_table_s5(postgres_url, random.Random(3))
+    finally:
+        with Store.open(postgres_url) as store:
+            _drop_store(store._engine)
 
 
 def test_every_report_on_postgres_reads_the_runs_as_the_per_run_frame_did(pg_store,

@@ -41,7 +41,10 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 #: 4: Alembic's revision kept in sslbench_alembic_version (Optuna's studies share the database).
 #: 5: metrics clustered on their key (SQLite WITHOUT ROWID, no key-only index); runs indexed in
 #:    listing order (created_at, run_id), also per kind and status, and per method and dataset.
-SCHEMA_VERSION = 5
+#: 6: recipes (a run's config without its seed, with its method and dataset) and runs.recipe_id,
+#:    which ix_runs_kind_status covers with the runs' tags; ix_runs_parent holds the children's
+#:    kind and status; summaries clustered on their primary key (SQLite WITHOUT ROWID).
+SCHEMA_VERSION = 6
 #: The value of ``sslbench_meta.app``: what tells an sslbench store from a foreign database.
 APP_NAME = "sslbench"
 META_TABLE = "sslbench_meta"
@@ -131,6 +134,20 @@ class Meta(Base):
     value: Mapped[str] = mapped_column(Text)
 
 
+class Recipe(Base):
+    """What the seeds of a sweep share: a config without its ``seed``, with the method and
+    dataset of the run. ``key`` is the SHA-256 of the three (:func:`sslbench.db.values.recipe`);
+    a row is written when the first run of the recipe is created and never changed or deleted.
+    The reports group runs by it (with their tags) instead of reading every run's config."""
+
+    __tablename__ = "recipes"
+    recipe_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    key: Mapped[str] = mapped_column(String(64), unique=True)
+    method: Mapped[str | None] = mapped_column(String(64))
+    dataset: Mapped[str | None] = mapped_column(String(64))
+    config_json: Mapped[str] = mapped_column(Text)
+
+
 class Run(Base):
     """One pretraining or evaluation run; ``run_id`` is the hash of its resolved identity."""
 
@@ -161,14 +178,26 @@ class Run(Base):
     #: precision/determinism flags), recorded as JSON at the run's first start and applied on
     #: every resume, so a resumed run computes as it began (NULL: not started since version 3).
     numerics_json: Mapped[str | None] = mapped_column(Text)
+    #: The run's recipe, set when the run is created, from its config, method and dataset, none
+    #: of which ever changes. Nullable only because SQLite adds a column to an older store so;
+    #: the upgrade fills it for every run.
+    recipe_id: Mapped[int | None] = mapped_column(Integer, ForeignKey("recipes.recipe_id"))
 
     __table_args__ = (
-        Index("ix_runs_kind_status", "kind", "status", "created_at", "run_id"),
+        # Pages of a kind and status in listing order; with the recipe and tags, also the
+        # reports' scan of the completed pretraining runs, without reading the table.
+        Index("ix_runs_kind_status", "kind", "status", "created_at", "run_id", "recipe_id",
+              "tags_json"),
         # Covers counting (runs list's footer) under any filter on these four, and sorting a
         # method's runs for a page without reading the table.
         Index("ix_runs_method_dataset", "method", "dataset", "kind", "status", "created_at",
               "run_id"),
-        Index("ix_runs_parent", "parent_id"),
+        # A run's children of a kind and status (eval --pending asks it of every completed
+        # pretraining run): all three, or SQLite may pick ix_runs_kind_status, read every
+        # completed evaluation for each run, and take seconds.
+        Index("ix_runs_parent", "parent_id", "kind", "status"),
+        # A recipe's runs: the one whose params a report reads for the whole recipe.
+        Index("ix_runs_recipe", "recipe_id", "run_id"),
         Index("ix_runs_status_heartbeat", "status", "heartbeat_at"),
         Index("ix_runs_created", "created_at", "run_id"),
     )
@@ -208,7 +237,10 @@ class Metric(Base):
 
 
 class Summary(Base):
-    """Final and best value of one metric of one run, refreshed on every ``log_metrics``."""
+    """Final and best value of one metric of one run, refreshed on every ``log_metrics``.
+
+    Read by run and key (the primary key): on SQLite the table *is* that index (WITHOUT
+    ROWID), so a report's lookup of a run's summary is one B-tree search, not two."""
 
     __tablename__ = "summaries"
     run_id: Mapped[str] = mapped_column(
@@ -224,7 +256,8 @@ class Summary(Base):
     count: Mapped[int] = mapped_column(Integer)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
-    __table_args__ = (Index("ix_summaries_key_final", "key", "final"),)
+    __table_args__ = (Index("ix_summaries_key_final", "key", "final"),
+                      {"sqlite_with_rowid": False})
 
 
 class Artifact(Base):

@@ -8,10 +8,9 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator, Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from sqlalchemy import ColumnElement, Select, Text, cast, exists, func, select
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy import ColumnElement, Select, exists, func, select
 from sqlalchemy.orm import Session, aliased
 
 from sslbench.db.models import (
@@ -21,15 +20,17 @@ from sslbench.db.models import (
     Attempt,
     Metric,
     Param,
+    Recipe,
     Run,
     Summary,
 )
 from sslbench.db.records import RunRecord
 from sslbench.db.values import decode_param, from_db_float
-from sslbench.errors import ConfigError, UnknownRunError
+from sslbench.errors import ConfigError, StoreError, UnknownRunError
 
-if TYPE_CHECKING:  # pandas is imported by the functions that build frames: opening a store
-    import pandas as pd  # (every task and command) does not pay for it
+if TYPE_CHECKING:  # numpy and pandas are imported by the functions that build frames:
+    import numpy as np  # opening a store (every task and command) does not pay for them
+    import pandas as pd
 
 #: Shortest prefix accepted in place of a full run id.
 MIN_PREFIX = 4
@@ -37,6 +38,7 @@ RUN_COLUMNS = ("run_id", "kind", "status", "method", "dataset", "parent_id", "ho
                "attempts", "error", "created_at", "started_at", "ended_at", "heartbeat_at")
 METRIC_COLUMNS = ["run_id", "key", "step", "epoch", "value"]
 StrFilter = str | Sequence[str] | None
+T = TypeVar("T")
 
 
 def _as_tuple(value: StrFilter) -> tuple[str, ...] | None:
@@ -232,21 +234,24 @@ def runs_frame(session: Session, *, params: Sequence[str] | None = None,
 
 def recipe_runs(session: Session, *, params: Sequence[str], summaries: Sequence[str],
                 since: datetime | None = None, before: datetime | None = None,
+                run_ids: bool = True, parts: Sequence[str] = ("final", "best"),
                 **filters: Any) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The matching runs grouped by recipe, for reports over very many runs: ``(recipes,
     runs)``.
 
-    A recipe is a distinct (config without its ``seed``, method, dataset, tags). ``recipes``
-    has one row per recipe: ``run_id`` (its first run in listing order), ``method``,
-    ``dataset``, ``tags`` (a list), ``runs`` (how many) and ``param.<key>`` for ``params``,
-    which every run of a recipe shares: a run's params are its config flattened, both written
-    once when it is created. ``runs`` has one row per run, in listing
-    order (oldest first): ``recipe`` (the row of ``recipes``), ``run_id`` and ``final.<key>`` /
-    ``best.<key>`` for ``summaries``. ``since`` / ``before``: created at or after / before.
+    A recipe is a distinct (config without its ``seed``, method, dataset, tags): the run's
+    stored recipe (``runs.recipe_id``, see :class:`sslbench.db.models.Recipe`) and its tags.
+    ``recipes`` has one row per recipe, in the order of their first runs: ``method``,
+    ``dataset``, ``tags`` (a list), ``run_id`` (the recipe's smallest run id, whose params are
+    read), ``runs`` (how many) and ``param.<key>`` for ``params``, which every run of a recipe
+    shares: a run's params are its config flattened, both written once when it is created.
+    ``runs`` has one row per run, in listing order (oldest first): ``recipe`` (the row of
+    ``recipes``), ``run_id`` (only with ``run_ids``) and ``final.<key>`` / ``best.<key>`` for
+    ``summaries`` (those of ``parts``). ``since`` / ``before``: created at or after / before.
     A ``seed`` param (or ``seed.*``) differs between the runs of a recipe: it is left out.
 
-    One query over the runs (served by the index of their kind and status, or of their
-    method), one summary lookup a run and metric; the params are read for one run a recipe.
+    One query over the runs, read off the index of their kind and status (which holds their
+    recipe and tags) with one summary lookup a run and metric; then a few per recipe.
     """
     import numpy as np
     import pandas as pd
@@ -255,49 +260,70 @@ def recipe_runs(session: Session, *, params: Sequence[str], summaries: Sequence[
     where += [Run.created_at >= since] if since is not None else []
     where += [Run.created_at < before] if before is not None else []
     found = [aliased(Summary) for _ in summaries]
-    stmt = select(_config_without_seed(session), Run.method, Run.dataset, Run.tags_json,
-                  Run.run_id, *[c for s in found for c in (s.final, s.best)])
+    # Untagged runs (nearly all) read their tags as NULL: no text to build for them.
+    stmt = select(Run.recipe_id, func.nullif(Run.tags_json, "[]"),
+                  *([Run.run_id] if run_ids else []),
+                  *[getattr(s, p) for s in found for p in parts])
     for summary, key in zip(found, summaries):
         stmt = stmt.outerjoin(summary, (summary.run_id == Run.run_id) & (summary.key == key))
-    stmt = _paged(stmt.where(*where), None, 0)
-    index: dict[tuple[Any, ...], int] = {}
-    firsts: list[tuple[Any, ...]] = []
-    codes: list[int] = []
-    ids: list[str] = []
-    numbers: list[tuple[Any, ...]] = []
-    for rows in session.connection().execute(stmt).partitions(10_000):
-        for row in rows:
-            code = index.setdefault(row[:4], len(index))
-            if code == len(firsts):
-                firsts.append(row[1:5])
-            codes.append(code)
-            ids.append(row[4])
-            numbers.append(row[5:])
-    recipes = pd.DataFrame(firsts, columns=["method", "dataset", "tags", "run_id"])
-    recipes["tags"] = [json.loads(text) if text else [] for text in recipes["tags"]]
-    recipes["runs"] = pd.Series(codes, dtype="int64").value_counts().reindex(
-        range(len(recipes))).to_numpy()
+    columns = [f"{p}.{k}" for k in summaries for p in parts]
+    # The DBAPI's rows as they are (no column here has a result type to apply): for a million
+    # runs, a second less than through SQLAlchemy's Rows.
+    rows = session.connection().execute(_paged(stmt.where(*where), None, 0)).cursor.fetchall()
+    table = np.array(rows, dtype=object).reshape(len(rows), 2 + run_ids + len(columns))
+    if pd.isna(table[:, 0]).any():
+        raise StoreError("some runs have no recipe yet (created by an sslbench older than "
+                         "schema 6): run this report once where the store can be written")
+    codes, firsts, tags = _numbered(table[:, 0].astype("int64"), table[:, 1])
+    recipes = _recipes(session, table[firsts, 0].astype("int64").tolist())
+    recipes.insert(2, "tags", tags)
+    recipes["runs"] = np.bincount(codes, minlength=len(firsts)).astype("int64")
     keys = [k for k in params if k != "seed" and not k.startswith("seed.")]
     if keys:
+        sources = list(dict.fromkeys(recipes["run_id"]))
         shared = pd.concat([_params_wide(session, chunk, keys) for chunk in _chunks(
-            list(recipes["run_id"]), 500)]) if len(recipes) else _wide_frame(
-                {}, [f"param.{k}" for k in keys])
+            sources, 500)]) if sources else _wide_frame({}, [f"param.{k}" for k in keys])
         recipes = recipes.merge(shared, how="left", left_on="run_id", right_index=True)
-    columns = [f"{p}.{k}" for k in summaries for p in ("final", "best")]
-    runs = pd.DataFrame(np.array(numbers, dtype="float64").reshape(len(codes), len(columns)),
-                        columns=columns)
-    runs.insert(0, "recipe", np.array(codes, dtype="int64"))
-    runs.insert(1, "run_id", pd.Series(ids, dtype=object))
+    runs = pd.DataFrame(table[:, 2 + run_ids:].astype("float64"), columns=columns)
+    runs.insert(0, "recipe", codes.astype("int64"))
+    if run_ids:
+        runs.insert(1, "run_id", pd.Series(table[:, 2], dtype=object))
     return recipes.reset_index(drop=True), runs
 
 
-def _config_without_seed(session: Session) -> ColumnElement[Any]:
-    if session.get_bind().dialect.name == "sqlite":
-        return func.json_remove(Run.config_json, "$.seed")
-    return cast(cast(Run.config_json, JSONB).op("-")("seed"), Text)
+def _numbered(recipe_ids: np.ndarray, tags: np.ndarray) -> tuple[np.ndarray, np.ndarray,
+                                                                 list[list[str]]]:
+    """``(codes, firsts, tags)`` of the runs with these recipes and tags (JSON, None for none):
+    each run's recipe number (numbered in the order of their first runs), the row of each
+    recipe's first run and its tags."""
+    import numpy as np
+    import pandas as pd
+
+    numbers, texts = (pd.factorize(tags, use_na_sentinel=False) if pd.notna(tags).any()
+                      else (np.zeros(len(tags), "int64"), np.array([None])))
+    codes = pd.factorize(recipe_ids * len(texts) + numbers)[0]
+    firsts = np.unique(codes, return_index=True)[1]  # codes number their first appearances
+    return codes, firsts, [json.loads(texts[n]) if isinstance(texts[n], str) else []
+                           for n in numbers[firsts]]
 
 
-def _chunks(items: list[str], size: int) -> Iterator[list[str]]:
+def _recipes(session: Session, recipe_ids: list[int]) -> pd.DataFrame:
+    """``method``, ``dataset`` and ``run_id`` (the smallest run id, off ``ix_runs_recipe``) of
+    each of ``recipe_ids``, in that order."""
+    import pandas as pd
+
+    first = (select(func.min(Run.run_id)).where(Run.recipe_id == Recipe.recipe_id)
+             .scalar_subquery())
+    found: dict[int, tuple[Any, ...]] = {}
+    for chunk in _chunks(list(set(recipe_ids)), 500):
+        found.update((row[0], tuple(row[1:])) for row in session.execute(
+            select(Recipe.recipe_id, Recipe.method, Recipe.dataset, first)
+            .where(Recipe.recipe_id.in_(chunk))))
+    return pd.DataFrame([found[r] for r in recipe_ids], columns=["method", "dataset", "run_id"],
+                        dtype=object)
+
+
+def _chunks(items: list[T], size: int) -> Iterator[list[T]]:
     for i in range(0, len(items), size):
         yield items[i:i + size]
 

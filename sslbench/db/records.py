@@ -10,7 +10,7 @@ from datetime import datetime
 from typing import Any
 
 from sslbench.db.models import Run, RunKind, RunStatus
-from sslbench.db.values import to_json
+from sslbench.db.values import recipe, to_json
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -112,12 +112,26 @@ class NewRun:
     dataset: str | None = None
     tags: list[str] | None = None
 
-    def row(self, now: datetime) -> dict[str, Any]:
-        """The ``runs`` row of the new run (status 'queued', no attempt yet)."""
+    @property
+    def method_name(self) -> str | None:
+        return self.method if self.method is not None else self.config.get("method")
+
+    @property
+    def dataset_name(self) -> str | None:
+        return self.dataset if self.dataset is not None else self.config.get("dataset")
+
+    def recipe_row(self) -> dict[str, Any]:
+        """The ``recipes`` row of the run's recipe (:func:`sslbench.db.values.recipe`)."""
+        key, text = recipe(self.config, self.method_name, self.dataset_name)
+        return {"key": key, "method": self.method_name, "dataset": self.dataset_name,
+                "config_json": text}
+
+    def row(self, now: datetime, recipe_id: int) -> dict[str, Any]:
+        """The ``runs`` row of the new run (status 'queued', no attempt yet) of recipe
+        ``recipe_id``."""
         return {
             "run_id": self.run_id, "kind": RunKind(self.kind), "status": RunStatus.QUEUED,
-            "method": self.method if self.method is not None else self.config.get("method"),
-            "dataset": self.dataset if self.dataset is not None else self.config.get("dataset"),
+            "method": self.method_name, "dataset": self.dataset_name, "recipe_id": recipe_id,
             "parent_id": self.parent_id, "config_json": to_json(self.config),
             "command_json": json.dumps(list(self.command)),
             "tags_json": json.dumps(list(self.tags or [])), "env_json": to_json(self.env),

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from collections.abc import Iterator, Mapping
@@ -100,3 +101,14 @@ def _json_default(obj: Any) -> Any:
 def to_json(value: Mapping[str, Any]) -> str:
     """A mapping as sorted-key JSON (sets sorted, tuples as lists, anything else as its text)."""
     return json.dumps(dict(value), sort_keys=True, default=_json_default)
+
+
+def recipe(config: Mapping[str, Any], method: str | None, dataset: str | None
+           ) -> tuple[str, str]:
+    """``(key, config_json)`` of a run's recipe: the config without its top-level ``seed`` as
+    :func:`to_json` writes it, and the SHA-256 (hex) of that text with the run's method and
+    dataset. Runs differing only in their seed share the key; a config read back from the store
+    (``json.loads``) gives the key it was created with."""
+    text = to_json({k: v for k, v in config.items() if k != "seed"})
+    key = hashlib.sha256(json.dumps([text, method, dataset]).encode()).hexdigest()
+    return key, text

@@ -124,7 +124,7 @@ def grid_stats(store: Store, filters: ReportFilters, metric: str, select: str, *
             cells, runs = (f[f["method_name"].isin(list(methods))] for f in (cells, runs))
         return seed_stats(cells, (*GRID_ROWS, "dim")), runs.assign(runs=1, valued=(
             runs["run_id"].isin(set(cells["run_id"])).astype("int64")))
-    recipes, runs = pretrain_recipes(store, filters, (metric,))
+    recipes, runs = pretrain_recipes(store, filters, (metric,), run_ids=False, parts=(select,))
     if recipes.empty:
         raise no_runs(store, filters)
     value = f"{select}.{metric}"

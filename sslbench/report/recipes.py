@@ -33,12 +33,15 @@ def _midnight(day: dt.date | None, days: int = 0) -> dt.datetime | None:
 
 
 def pretrain_recipes(store: Store, filters: ReportFilters, metrics: Sequence[str] = (),
-                     params: Sequence[str] = ()) -> tuple[pd.DataFrame, pd.DataFrame]:
+                     params: Sequence[str] = (), *, run_ids: bool = True,
+                     parts: tuple[str, ...] = ("final", "best")
+                     ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """``(recipes, runs)`` of the completed pretraining runs passing ``filters``: ``recipes``
     normalized (:func:`sslbench.report.query.normalize_runs`; ``runs`` counts the runs of
     each) with :data:`PRETRAIN_PARAMS` and ``params``, ``runs`` one row per run, oldest first:
-    ``recipe`` (a row of ``recipes``), ``run_id`` and ``final.<m>`` / ``best.<m>`` of the
-    online probe's metric and ``metrics``."""
+    ``recipe`` (a row of ``recipes``), ``run_id`` (with ``run_ids``: the statistics need none)
+    and ``final.<m>`` / ``best.<m>`` (those of ``parts``) of the online probe's metric and
+    ``metrics``."""
     wanted = tuple(dict.fromkeys((*PRETRAIN_METRICS, *metrics)))
     keys = tuple(dict.fromkeys((*PRETRAIN_PARAMS, *params)))
 
@@ -46,14 +49,14 @@ def pretrain_recipes(store: Store, filters: ReportFilters, metrics: Sequence[str
         recipes, runs = store.recipe_runs(
             params=keys, summaries=wanted, kind="pretrain", status="completed",
             dataset=filters.dataset, since=_midnight(filters.since),
-            before=_midnight(filters.until, days=1))
+            before=_midnight(filters.until, days=1), run_ids=run_ids, parts=parts)
         recipes = normalize_runs(recipes)
         undated = dataclasses.replace(filters, since=None, until=None)
         kept = undated.keep(recipes).to_numpy()
         runs = runs[kept[runs["recipe"].to_numpy()]]
         return recipes[kept], runs
 
-    return shared(("recipes", id(store), filters, wanted, keys), query)
+    return shared(("recipes", id(store), filters, wanted, keys, run_ids, parts), query)
 
 
 def recipe_rows(recipes: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:

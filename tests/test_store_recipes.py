@@ -1,0 +1,203 @@
+"""Schema 6's recipes (runs.recipe_id): the reports group the runs by the recipe stored with each
+run instead of stripping the seed from every config in the query.
+
+A run's recipe is computed once, when it is created, from its config, method and dataset, which
+never change: the tests check that the stored grouping is the one the version-5 query computed
+(``json_remove(config_json, '$.seed')``, method, dataset, tags) on stores built through the API,
+after every way a run changes (tags added, resumed, failed, deleted, new seeds), and on a store
+of the previous version upgraded in place -- whose table-s5 is then the one it had before.
+"""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from alembic import command
+from sqlalchemy import create_engine, inspect, text, update
+
+from sslbench.db import Store, migrations, queries
+from sslbench.db.models import Meta, Recipe, Run
+from sslbench.db.records import NewRun
+from sslbench.errors import StoreError
+from sslbench.report.base import EmptyReportError
+from sslbench.report.grid import table_s5_report
+from sslbench.report.output import report_text
+from tests.test_report_recipes import FILTERS, check_recipes_against_runs, fill
+
+#: The recipe of every run as version 5's query computed it, per dialect.
+OLD_KEY = {"sqlite": "json_remove(config_json, '$.seed')",
+           "postgresql": "(config_json::jsonb - 'seed')::text"}
+
+
+def as_version_5(url: str) -> None:
+    """Take a store back to schema version 5 (no recipes, runs without recipe_id): the store
+    an sslbench of that version would have written, holding the same rows."""
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        command.downgrade(migrations.alembic_config(conn), migrations.revision_of(5))
+        conn.execute(update(Meta).where(Meta.key == "schema_version").values(value="5"))
+    engine.dispose()
+
+
+def partitions(store: Store) -> tuple[set[frozenset[str]], set[frozenset[str]]]:
+    """The runs grouped by version 5's recipe key and by the stored recipe (with the tags)."""
+    old_key = OLD_KEY[store._engine.dialect.name]
+    old: dict[tuple, set[str]] = {}
+    new: dict[tuple, set[str]] = {}
+    with store._engine.connect() as conn:
+        for run_id, key, method, dataset, tags, recipe_id in conn.execute(text(
+                f"SELECT run_id, {old_key}, method, dataset, tags_json, recipe_id FROM runs")):
+            old.setdefault((key, method, dataset, tags), set()).add(run_id)
+            new.setdefault((recipe_id, tags), set()).add(run_id)
+    return {frozenset(v) for v in old.values()}, {frozenset(v) for v in new.values()}
+
+
+def table_s5_texts(store: Store) -> list[str]:
+    """table-s5 as JSON and markdown under each of the recipe tests' filters, both selects."""
+    out = []
+    for filters in FILTERS:
+        for select in ("final", "best"):
+            try:
+                report = table_s5_report(store, select=select, filters=filters)
+            except EmptyReportError as err:
+                out.append(f"empty: {err}")
+                continue
+            out.append("\n".join(report_text(report, fmt) for fmt in ("json", "markdown")))
+    return out
+
+
+def change_runs(store: Store, rng: random.Random) -> None:
+    """Everything that happens to runs after they are created: tags added, runs resumed (and
+    completed again, or failed), deleted, and new seeds of stored recipes."""
+    runs = store.find_runs(kind="pretrain")
+    for run in rng.sample(runs, 8):
+        store.add_tags(run.run_id, [rng.choice(("x", "simclr-orig", "late"))])
+    for run in rng.sample(runs, 8):
+        store.set_status(run.run_id, "running")
+        store.log_metrics(run.run_id, 10, {"online_top1": rng.uniform(40, 70)})
+        store.set_status(run.run_id, rng.choice(("completed", "failed", "interrupted")))
+    for run in rng.sample(runs, 5):
+        store.delete_run(run.run_id)
+    for i, run in enumerate(rng.sample(store.find_runs(kind="pretrain"), 6)):
+        config = {**run.config, "seed": 10_000 + i}
+        store.upsert_runs([NewRun(run_id=f"late{i}", kind="pretrain", config=config,
+                                  command=[], env={}, tags=run.tags)])
+        store.log_metrics(f"late{i}", 0, {"online_top1": rng.uniform(40, 70)})
+        store.set_status(f"late{i}", "completed")
+
+
+def test_a_run_s_recipe_is_its_config_without_the_seed_method_and_dataset(tmp_path):
+    with Store.open(str(tmp_path / "s.sqlite")) as store:
+        base = {"method": "simclr", "dataset": "cifar10", "lr": 0.3, "seed": {"data": 1}}
+        runs = [NewRun(run_id="a", kind="pretrain", config=base, command=[], env={}),
+                NewRun(run_id="b", kind="pretrain", config={**base, "seed": 2}, command=[],
+                       env={}, tags=["t"]),
+                NewRun(run_id="c", kind="pretrain", config={**base, "lr": 0.5}, command=[],
+                       env={}),
+                NewRun(run_id="d", kind="pretrain", config=base, command=[], env={},
+                       dataset="imagenet"),
+                NewRun(run_id="e", kind="pretrain", command=[], env={},
+                       config=dict(reversed(list({**base, "seed": 5}.items()))))]
+        store.upsert_runs(runs)
+        store.upsert_runs(runs[:1])  # a run stored again keeps its recipe
+        with store._session() as session:
+            ids = dict(session.execute(text("SELECT run_id, recipe_id FROM runs")).all())
+            stored = session.query(Recipe).count()
+        assert ids["a"] == ids["b"] and len({ids["a"], ids["c"], ids["d"]}) == 3
+        assert ids["e"] == ids["a"]  # the keys in another order: the same config
+        assert stored == 3
+        old, new = partitions(store)
+        assert old == new
+
+
+@pytest.mark.parametrize("seed", range(2))
+def test_the_stored_recipes_group_as_version_5_did_after_every_change(tmp_path, seed):
+    with Store.open(str(tmp_path / "s.sqlite")) as store:
+        fill(store, random.Random(seed), 100)
+        change_runs(store, random.Random(seed))
+        old, new = partitions(store)
+        assert old == new and len(new) > 10
+        check_recipes_against_runs(store)
+
+
+def check_upgrade_keeps_table_s5(url: str, rng: random.Random) -> None:
+    with Store.open(url) as store:
+        fill(store, rng, 100)
+        change_runs(store, rng)
+        before = table_s5_texts(store)
+    as_version_5(url)
+    engine = create_engine(url)
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM sslbench_meta WHERE key = "
+                                 "'schema_version' AND value = '5'")).scalar() == 1
+        assert "recipe_id" not in {c["name"] for c in inspect(conn).get_columns("runs")}
+        assert not inspect(conn).has_table("recipes")
+    engine.dispose()
+    with Store.open(url) as store:
+        assert store.upgraded_from == 5
+        with store._session() as session:
+            assert session.query(Run).filter(Run.recipe_id.is_(None)).count() == 0
+        assert table_s5_texts(store) == before
+        old, new = partitions(store)
+        assert old == new
+        check_recipes_against_runs(store)
+        # A new seed of an upgraded run joins its recipe.
+        run = store.find_runs(kind="pretrain", status="completed")[0]
+        store.upsert_runs([NewRun(run_id="after", kind="pretrain", command=[], env={},
+                                  config={**run.config, "seed": 99}, tags=run.tags)])
+        with store._session() as session:
+            assert session.get(Run, "after").recipe_id == session.get(Run, run.run_id).recipe_id
+
+
+@pytest.mark.parametrize("seed", range(2))
+def test_a_version_5_store_upgrades_to_the_same_table_s5(tmp_path, seed):
+    check_upgrade_keeps_table_s5(f"sqlite:///{tmp_path / 's.sqlite'}", random.Random(seed))
+
+
+def check_runs_without_recipe_get_theirs(store: Store) -> None:
+    """An sslbench of schema 5 still running when the store was upgraded creates runs without
+    a recipe (it does not know the column): the next report gives them theirs, never a wrong
+    number; the query alone (a store that cannot be written) refuses in one line."""
+    fill(store, random.Random(0), 40)
+    before = table_s5_texts(store)
+    with store._session(write=True) as session:
+        session.execute(text("UPDATE runs SET recipe_id = NULL WHERE run_id IN (SELECT run_id "
+                             "FROM runs WHERE status = 'completed' ORDER BY run_id LIMIT 5)"))
+        session.execute(text("DELETE FROM recipes WHERE recipe_id NOT IN (SELECT recipe_id "
+                             "FROM runs WHERE recipe_id IS NOT NULL)"))
+    with store._session() as session:
+        with pytest.raises(StoreError, match="some runs have no recipe yet"):
+            queries.recipe_runs(session, params=(), summaries=("online_top1",))
+    assert table_s5_texts(store) == before
+    old, new = partitions(store)
+    assert old == new and None not in {recipe_id for recipe_id, _ in _recipe_tags(store)}
+
+
+def test_runs_an_older_sslbench_creates_after_the_upgrade_get_their_recipe(tmp_path):
+    with Store.open(str(tmp_path / "s.sqlite")) as store:
+        check_runs_without_recipe_get_theirs(store)
+
+
+def _recipe_tags(store: Store) -> list[tuple]:
+    with store._engine.connect() as conn:
+        return [tuple(row) for row in conn.execute(text("SELECT recipe_id, tags_json FROM runs"))]
+
+
+def test_eval_pending_finds_a_run_s_children_by_their_parent(tmp_path):
+    """With ix_runs_kind_status holding recipes and tags, SQLite must still look a run's
+    evaluations up by parent (not read every completed evaluation for each run)."""
+    from sqlalchemy import event
+
+    with Store.open(str(tmp_path / "s.sqlite")) as store:
+        fill(store, random.Random(0), 10)
+        with store._session() as session:
+            statements: list[tuple] = []
+            event.listen(session.connection(), "before_cursor_execute",
+                         lambda conn, cursor, sql, params, *_: statements.append((sql, params)))
+            queries.pending_evaluations(session, ["linear", "knn"])
+            sql, params = statements[-1]
+            plan = [row[3] for row in session.connection().exec_driver_sql(
+                f"EXPLAIN QUERY PLAN {sql}", params)]
+    children = [step for step in plan if step.startswith("SEARCH runs_1")]
+    assert children and all("ix_runs_parent (parent_id=?" in step for step in children), plan
