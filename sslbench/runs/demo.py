@@ -69,6 +69,7 @@ def run_demo(store: Store, *, epochs: int | None, dims: list[int] | None, device
     pretraining run's three top-1s and the dims table; returns the rendered table, or "" when a
     run did not complete."""
     from sslbench.report.dims import dims_report
+    from sslbench.report.filters import ReportFilters
     from sslbench.report.render import render
     from sslbench.runs.plan import apply_plan, build_plan, with_statuses
     from sslbench.runs.policy import RetryPolicy
@@ -90,8 +91,11 @@ def run_demo(store: Store, *, epochs: int | None, dims: list[int] | None, device
     if failed:
         return ""
     echo(_results(store, plan))
-    dataset = next(r.config.dataset for r in plan.runs if r.kind == "pretrain")
-    found = dims_report(store, metric="fast_linear_top1", dataset=dataset)
+    first = next(r.config for r in plan.runs if r.kind == "pretrain")
+    # The demo's runs at this budget, not whatever else the store holds on the same data
+    # (`sslbench report dims --sweep demo --epochs N` shows the same table).
+    mine = ReportFilters(sweep=spec.name, dataset=first.dataset, epochs=first.epochs)
+    found = dims_report(store, metric="fast_linear_top1", filters=mine)
     table = render(found.frame, "table", title=found.title, caption=found.caption)
     echo(table)
     return table
