@@ -167,3 +167,36 @@ def test_tasks_whose_runs_fail_pull_nothing_and_each_fails(slurm_cluster, home, 
         assert [r.status for r in runs] == ["failed"] * 3
         assert sorted([t for t in r.tags if t.startswith("slurm:")][-1] for r in runs) == \
             sorted(f"slurm:{j}" for j in jobs)
+
+
+@pytest.mark.slow
+def test_the_time_limit_warning_requeues_a_task_that_pulled_and_its_pulled_run_completes_once(
+        slurm_cluster, home):
+    """The task that pulled the third run is warned (USR2) mid-run: the run checkpoints, the
+    task is requeued and resumes it; the third run's own task, started meanwhile, leaves it to
+    the requeued one and ends COMPLETED."""
+    import os
+    import signal
+
+    from tests.conftest import run_cli
+
+    h = _cluster_helpers()
+    sweep = h.sweep_file(home, "pullusr2", seeds="[0, 1, 2]", epochs=3, samples=256)
+    jobs = h.submitted(run_cli(["sweep", sweep, "--backend", "slurm"], home))
+    third = h.run_ids(home, "pullusr2")[2]
+    pid = h.stop_worker_at_first_checkpoint(home, third)
+    with h.store_of(home) as store:
+        puller = [t for t in store.get_run(third).tags if t.startswith("slurm:")][-1][6:]
+    assert puller in jobs[:2], (puller, jobs)  # the node was full: a first-wave task took it
+    slurm_cluster.run("scancel", "--signal=USR2", puller)
+    h._wait_for_pending_sigterm(pid)
+    os.kill(pid, signal.SIGCONT)
+    h.requeued_once(slurm_cluster, home, puller, third)  # [interrupted, completed], Restarts 1
+    assert (h.job(slurm_cluster, jobs[2])["JobState"],
+            h.job(slurm_cluster, jobs[2])["ExitCode"]) == ("COMPLETED", "0:0")
+    with h.store_of(home) as store:
+        runs = store.runs_tagged("sweep:pullusr2")
+        assert [r.status for r in runs] == ["completed"] * 3
+        assert [t for t in store.get_run(third).tags if t.startswith("slurm:")][-1] == \
+            f"slurm:{puller}"
+        assert sorted(store.metrics_frame(third, "epoch")["value"]) == [1.0, 2.0, 3.0]
