@@ -19,6 +19,10 @@ store URL goes into the task files without its password, which reaches the tasks
 environment Slurm propagates (``SSLBENCH_DB_PASSWORD``, or the file ``SSLBENCH_DB_PASSWORD_FILE``
 names), and the sweep folder's files are created readable by their owner only.
 
+A task of one process that has seen its own runs through pulls the runs of its array that no
+task has claimed yet (:mod:`sslbench.runs.pull`): each claim makes the task's job the run's last
+``slurm:`` tag, and a run a sibling claimed is left to that sibling.
+
 A run of several processes (a sweep's ``devices_per_run``) is one task group: its array task has
 one Slurm task per process (one job array per task shape, :func:`task_arrays`; the ``#SBATCH``
 lines from :func:`sslbench.runs.sbatch.task_shape`). Rank 0 owns its runs as above, the other
