@@ -9,7 +9,9 @@ The scripted worker behaves like ``runs exec``: it adopts the claimed attempt wi
 from __future__ import annotations
 
 import json
+import os
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -350,3 +352,20 @@ def test_reaper_frees_slots_of_a_dead_scheduler_but_not_a_live_ones(fake):
     assert store.get_run(a).status == "queued" and store.get_run(b).status == "running"
     assert store.reserved_slots() == {"cpu": {1: b}}
     assert [s.scheduler_id for s in store.schedulers()] == ["live"]
+
+
+def test_a_worker_ends_without_the_teardown_and_loses_nothing(tmp_path):
+    """end_process: the exit code, the atexit handlers and the unflushed output all survive;
+    outside a scheduler's worker (no SSLBENCH_ATTEMPT) it is an ordinary exit."""
+    marker = tmp_path / "atexit.txt"
+    code = (f"import atexit, sys\nfrom sslbench.runs.worker import end_process\n"
+            f"atexit.register(lambda: open({str(marker)!r}, 'w').write('ran'))\n"
+            "sys.stdout.write('last words')\nend_process(3)\n")
+    for attempt in ("1", None):
+        env = {k: v for k, v in os.environ.items() if k != "SSLBENCH_ATTEMPT"}
+        env.update({"SSLBENCH_ATTEMPT": attempt} if attempt else {})
+        done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                              text=True, timeout=60)
+        assert (done.returncode, done.stdout) == (3, "last words"), done.stderr
+        assert marker.read_text() == "ran"
+        marker.unlink()

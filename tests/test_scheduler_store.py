@@ -51,6 +51,18 @@ def test_claim_is_a_compare_and_set_and_reserves_slots(store):
     assert details[0]["log_path"] == "/l"
 
 
+def test_a_claim_makes_its_tag_the_runs_last_in_the_same_transaction(store):
+    run = _run(store, "tagged000001")
+    store.add_tags(run, ["sweep:s", "slurm:7_1", "slurm:7_0"])
+    assert store.claim_run(run, scheduler_id="s1", device="cpu", slots=[0], tag="slurm:7_1") == 1
+    assert store.get_run(run).tags == ["sweep:s", "slurm:7_0", "slurm:7_1"]  # moved, not doubled
+    other = _run(store, "tagged000002")
+    store.claim_run(run, scheduler_id="s2", device="cpu", slots=[1], tag="slurm:7_0")  # taken
+    assert store.claim_run(other, scheduler_id="s2", device="cpu", slots=[0],
+                           tag="slurm:7_0") is None  # its slot is taken: nothing written
+    assert store.get_run(run).tags[-1] == "slurm:7_1" and store.get_run(other).tags == []
+
+
 def test_claim_respects_the_attempt_budget(store):
     run = _run(store, "budget000001")
     store.set_attempt_limit(run, 1)

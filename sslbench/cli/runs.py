@@ -90,9 +90,11 @@ def runs_show(
 @runs_app.command("exec", hidden=True)
 def runs_exec(run_id: str = typer.Argument(..., help="Run to execute.")) -> None:
     """Execute one stored run in this process (what a scheduler's worker runs)."""
-    from sslbench.runs.worker import exec_run
+    from sslbench.runs.worker import end_process, exec_run
 
-    raise typer.Exit(exec_run(open_store(create=False), run_id, command=command_line()))
+    with open_store(create=False) as store:
+        code = exec_run(store, run_id, command=command_line())
+    end_process(code)
 
 
 @runs_app.command("stop")

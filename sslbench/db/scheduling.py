@@ -153,11 +153,13 @@ class SchedulingMixin:
     # ----------------------------------------------------------------------- claims, ledger
 
     def claim_run(self, run_id: str, *, scheduler_id: str, device: str, slots: Sequence[int],
-                  log_path: str | None = None,
-                  places: Sequence[tuple[str, int]] = ()) -> int | None:
+                  log_path: str | None = None, places: Sequence[tuple[str, int]] = (),
+                  tag: str | None = None) -> int | None:
         """Atomically take a queued run within its attempt budget and reserve ``slots`` of
         ``device`` on this host for it, and the (device, slot) ``places`` too (a run of several
         processes on several GPUs; ``device`` then names them all, e.g. "0,1", for the attempt).
+        ``tag`` becomes the run's last tag in the same transaction (a Slurm task's job: whoever
+        reads the run's tags sees the job that claimed it, never a moment without it).
         Returns the new attempt number, or None when the run is not claimable (not queued,
         claimed by someone else, out of attempts) or a slot is taken.
         """
@@ -182,6 +184,10 @@ class SchedulingMixin:
                                             .returning(Reservation.slot)).all()
                     if len(added) != len(rows):  # RETURNING: psycopg's rowcount is -1 here
                         raise _SlotsTaken
+                if tag is not None:
+                    row = session.get(Run, run_id)
+                    tags = [t for t in json.loads(row.tags_json or "[]") if t != tag]
+                    row.tags_json = json.dumps([*tags, tag])
                 attempt = session.scalar(select(Run.attempts).where(Run.run_id == run_id))
                 session.add(Attempt(run_id=run_id, attempt=attempt, host=host, pid=None,
                                     started_at=now, device=device, scheduler_id=scheduler_id,

@@ -48,6 +48,9 @@ from sslbench.runs.devices import DevicePool, pick_places, pick_slots
 from sslbench.runs.plan import launch_processes
 from sslbench.runs.policy import Decision, RetryPolicy, decide, describe_exit
 
+#: The outcome of a run this scheduler leaves to another that claimed it (``elsewhere``).
+ELSEWHERE = "elsewhere"
+
 
 @dataclass
 class _Child:
@@ -119,7 +122,9 @@ class LocalScheduler:
                  echo: Callable[[str], None] | None = None, poll_s: float = 0.05,
                  beat_s: float = 1.0, reap_every: int = 10, backend: str = "local",
                  install_signals: bool = True, processes: Mapping[str, int] | None = None,
-                 group: Any = None, scheduler_id: str | None = None) -> None:
+                 group: Any = None, scheduler_id: str | None = None,
+                 claim_tag: str | None = None,
+                 elsewhere: Callable[[Any], bool] | None = None) -> None:
         self.store, self.pool = store, pool
         self.policy = policy or RetryPolicy()
         self.command, self.echo = command, echo or (lambda _msg: None)
@@ -131,6 +136,9 @@ class LocalScheduler:
         self.group = group
         self.scheduler_id = scheduler_id or new_scheduler_id(backend)
         self.backend = backend
+        # A Slurm array task: the tag each claim makes the run's last (its job), and which runs
+        # a sibling task claimed -- left to it, not waited for (sslbench.runs.pull).
+        self.claim_tag, self.elsewhere = claim_tag, elsewhere
         self.stopping = False
         self._kill = False
         self._forwarded: signal.Signals | None = None  # the signal passed on to the workers
@@ -276,6 +284,9 @@ class LocalScheduler:
             record = records.get(run_id)
             if run_id in self._children:
                 continue
+            if record is not None and self.elsewhere is not None and self.elsewhere(record):
+                self._settle(pending, run_id, ELSEWHERE, "claimed by another task")
+                continue
             if record is None or record.status in TERMINAL_STATUSES:
                 self._finish_foreign(pending, run_id, record)
                 continue
@@ -340,7 +351,8 @@ class LocalScheduler:
         key = self.pool.ledger_key  # the ledger's names for the pool's devices
         attempt = self.store.claim_run(run_id, scheduler_id=self.scheduler_id,
                                        device=key(device), slots=slots, log_path=None,
-                                       places=[(key(d), s) for d, s in places])
+                                       places=[(key(d), s) for d, s in places],
+                                       tag=self.claim_tag)
         if attempt is None:  # someone else claimed it, or took the slot first
             return None
         log_path = worker.attempt_log(run_id, attempt)

@@ -19,6 +19,10 @@ store URL goes into the task files without its password, which reaches the tasks
 environment Slurm propagates (``SSLBENCH_DB_PASSWORD``, or the file ``SSLBENCH_DB_PASSWORD_FILE``
 names), and the sweep folder's files are created readable by their owner only.
 
+A task of one process that has seen its own runs through pulls the runs of its array that no
+task has claimed yet (:mod:`sslbench.runs.pull`): each claim makes the task's job the run's last
+``slurm:`` tag, and a run a sibling claimed is left to that sibling.
+
 A run of several processes (a sweep's ``devices_per_run``) is one task group: its array task has
 one Slurm task per process (one job array per task shape, :func:`task_arrays`; the ``#SBATCH``
 lines from :func:`sslbench.runs.sbatch.task_shape`). Rank 0 owns its runs as above, the other
@@ -58,6 +62,12 @@ _DONE = (RunStatus.COMPLETED, RunStatus.PRUNED)
 JOB_TAG = "slurm:"
 
 
+def slurm_job(tags: Sequence[str]) -> str | None:
+    """The Slurm job of a run's latest submission or claim, from its tags."""
+    found = [t[len(JOB_TAG):] for t in tags if t.startswith(JOB_TAG)]
+    return found[-1] if found else None
+
+
 def require_submitit() -> None:
     import importlib.util
 
@@ -81,20 +91,23 @@ class SweepTask:
     def __init__(self, run_ids: Sequence[str], store_url: str, home: str, *,
                  max_attempts: int = 3, transient: Sequence[str] = (), per_device: int = 1,
                  worker: Sequence[str] | None = None, umask: int | None = None,
-                 processes: Mapping[str, int] | None = None) -> None:
-        self.run_ids = list(run_ids)
+                 processes: Mapping[str, int] | None = None,
+                 array: Sequence[Sequence[str]] = ()) -> None:
+        self.run_ids = list(run_ids)  # with the runs it pulled (sslbench.runs.pull)
         self.store_url, self.home = store_url, home
         self.max_attempts, self.transient = max_attempts, tuple(transient)
         self.per_device = per_device
         self.worker = list(worker) if worker else None  # argv before the run id (tests)
         self.umask = umask
         self.processes = dict(processes or {})  # runs of several processes: one task group
+        self.array = [list(ids) for ids in array]  # the array's tasks' runs, by index: to pull
 
     def __call__(self) -> dict[str, str]:
         from sslbench.db import Store
         from sslbench.runs.control import reap
         from sslbench.runs.policy import RetryPolicy
-        from sslbench.runs.scheduler import LocalScheduler
+        from sslbench.runs.pull import ArrayTask, Pull
+        from sslbench.runs.scheduler import ELSEWHERE, LocalScheduler
 
         os.environ["SSLBENCH_HOME"] = self.home
         group = self._group()
@@ -102,28 +115,45 @@ class SweepTask:
             if group is not None and group.rank != 0:
                 return self._follow(store, group)
             reap(store)
-            self._resume(store)
+            task = ArrayTask.from_environment(os.environ)
+            self._resume(store, (lambda _: False) if task is None else task.elsewhere)
+            pool = self._pool(group)
             scheduler = LocalScheduler(
-                store, self._pool(group), backend="slurm", install_signals=False,
+                store, pool, backend="slurm", install_signals=False,
                 command=self._command, policy=RetryPolicy(self.max_attempts, self.transient),
                 processes=self.processes, group=group,
-                scheduler_id=group.scheduler_id() if group is not None else None)
+                scheduler_id=group.scheduler_id() if group is not None else None,
+                claim_tag=None if task is None else f"{JOB_TAG}{task.job}",
+                elsewhere=None if task is None else task.elsewhere)
+            pull = None
+            if task is not None and group is None and len(getattr(self, "array", ())) > 1:
+                pull = Pull(store, task, self.array, pool.total_slots, self.run_ids)
             warned: list[int] = []
 
             def _usr2(*_: Any) -> None:
                 warned.append(1)
                 scheduler.request_stop()
 
+            def _term(signum: int, frame: Any) -> None:  # scancel: start nothing new
+                if pull is not None:
+                    pull.stop()
+                if callable(previous_term):
+                    previous_term(signum, frame)
+
             previous = _on_usr2(_usr2)
+            previous_term = signal.getsignal(signal.SIGTERM)
+            signal.signal(signal.SIGTERM, _term)
             try:
                 with _umask(getattr(self, "umask", None)):  # None: pickled by an older sslbench
-                    report = scheduler.run(self.run_ids)
+                    report = scheduler.run(list(self.run_ids), feed=pull)
             finally:
+                signal.signal(signal.SIGTERM, previous_term)
                 if previous is not None:
                     signal.signal(signal.SIGUSR2, previous)
             if warned and callable(previous):
                 previous(signal.SIGUSR2, None)  # submitit: checkpoint() and requeue this task
-            failed = {r: s for r, s in report.outcomes.items() if s not in _DONE}
+            # A run another task claimed is that task's to answer for.
+            failed = {r: s for r, s in report.outcomes.items() if s not in (*_DONE, ELSEWHERE)}
             if failed:
                 raise TaskFailed("; ".join(
                     f"run {r} {s}" + (f": {_last_line(store.get_run(r).error)}"
@@ -179,10 +209,11 @@ class SweepTask:
 
         return DelayedSubmission(self, *args, **kwargs)
 
-    def _resume(self, store: Any) -> None:
-        """Put this task's interrupted or killed runs back in the queue (after a requeue)."""
+    def _resume(self, store: Any, elsewhere: Callable[[Any], bool]) -> None:
+        """Put this task's interrupted or killed runs back in the queue (after a requeue), but
+        not those another task of the array claimed (``elsewhere``): that task resumes them."""
         for run_id, record in store.runs_by_id(self.run_ids).items():
-            if record.status in _RESUMABLE:
+            if record.status in _RESUMABLE and not elsewhere(record):
                 store.requeue(run_id, statuses=_RESUMABLE,
                               attempt_limit=record.attempts + self.max_attempts)
 
@@ -338,7 +369,8 @@ def submit(plan: Any, store_url: str, home: str, executor: Any, *, max_attempts:
                 jobs += executor.submit_array([SweepTask(
                     ids, url, home, max_attempts=max_attempts, transient=transient,
                     per_device=per_device, umask=umask,
-                    processes={r: plan.processes[r] for r in ids if r in plan.processes})
+                    processes={r: plan.processes[r] for r in ids if r in plan.processes},
+                    array=groups if processes == 1 else ())  # tasks of one process pull
                     for ids in groups])
             return jobs
     except FailedJobError as err:

@@ -14,7 +14,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from sslbench.db.models import RunStatus
-from sslbench.runs.slurm import JOB_TAG, job_states
+from sslbench.runs.slurm import job_states, slurm_job
 
 LIVE = (RunStatus.QUEUED, RunStatus.RUNNING)
 
@@ -55,12 +55,6 @@ def watch_rows(store: Any, *, sweep: str | None = None, everything: bool = False
                      "heartbeat_s": beat, "slurm_job": jobs.get(r.run_id),
                      "slurm_state": _job_state(states, jobs.get(r.run_id))})
     return rows
-
-
-def slurm_job(tags: list[str]) -> str | None:
-    """The Slurm job of a run's latest submission, from its tags."""
-    found = [t[len(JOB_TAG):] for t in tags if t.startswith(JOB_TAG)]
-    return found[-1] if found else None
 
 
 def status_counts(rows: list[dict[str, Any]]) -> dict[str, int]:
