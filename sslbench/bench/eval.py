@@ -1,13 +1,12 @@
 """The fast evaluation protocol against the paper's offline protocol, on the embedded data.
 
-A tiny pretraining run (the demo's SimCLR at d = 64: ``--preset tiny``, 10 epochs) is made in a temporary
-SSLBENCH_HOME; then, each from a cold start (no cached features), the ``fast-linear`` protocol
-(extract the centre-crop features once, train the linear layer on them in memory) and the paper's
-``linear`` protocol (every epoch re-augments and re-encodes the images through the frozen
+A tiny pretraining run (the demo's SimCLR at d = 64: ``--preset tiny``, 10 epochs) is made in a
+temporary SSLBENCH_HOME; then, each from a cold start (no cached features), the ``fast-linear``
+protocol (extract the centre-crop features once, train the linear layer on them in memory) and the
+paper's ``linear`` protocol (every epoch re-augments and re-encodes the images through the frozen
 backbone) are timed. Both train the same head with the same recipe and batch order; the only
 difference is the augmentation of the training images, ``probe_augment`` (the dataset's unless
-given: flip only on ``shapes``; ``crop-flip`` measures the paper's crop there).
-"""
+given: flip only on ``shapes``; ``crop-flip`` measures the paper's crop there)."""
 
 from __future__ import annotations
 
