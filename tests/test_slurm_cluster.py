@@ -24,6 +24,18 @@ pytest.importorskip("submitit", reason="the Slurm backend needs submitit "
                     "(pip install 'sslbench[slurm]')")
 
 
+def tiny_image_folder(data: Path) -> Path:
+    """An image folder of two classes, four 32x32 PNGs each, in train and val."""
+    from PIL import Image
+
+    for split in ("train", "val"):
+        for cls in ("a", "b"):
+            (data / split / cls).mkdir(parents=True)
+            for k in range(4):
+                Image.new("RGB", (32, 32), (k * 60, 0, 0)).save(data / split / cls / f"{k}.png")
+    return data
+
+
 def sweep_file(home: Path, name: str, *, seeds: str = "[0]", epochs: int = 1,
                samples: int = 128, fixed: str = "", slurm: str = "") -> Path:
     """A sweep of the tiny SimCLR run (tests/conftest.TINY_TRAIN's, 1 epoch by default)."""
@@ -235,14 +247,7 @@ def _wait_for_pending_sigterm(pid: int, timeout: float = 30) -> None:
 def test_a_task_whose_run_failed_exits_non_zero(slurm_cluster, home, tmp_path):
     """The dataset is there when the sweep is checked and gone when the task starts (a setup
     line removes it): the run fails, and so does its task, in Slurm's eyes too."""
-    from PIL import Image
-
-    data = tmp_path / "data"
-    for split in ("train", "val"):
-        for cls in ("a", "b"):
-            (data / split / cls).mkdir(parents=True)
-            for k in range(4):
-                Image.new("RGB", (32, 32), (k * 60, 0, 0)).save(data / split / cls / f"{k}.png")
+    data = tiny_image_folder(tmp_path / "data")
     sweep = sweep_file(home, "failing", fixed=f'dataset = "imagefolder"\ndata_root = "{data}"\n'
                        "image_size = 32", slurm=f'setup = ["rm -rf {data}"]')
     sweep.write_text(sweep.read_text().replace("batch_size = 64", "batch_size = 4"))

@@ -142,17 +142,10 @@ def test_four_runs_on_two_cpus_each_complete_once_under_the_task_that_claimed_it
 def test_tasks_whose_runs_fail_pull_nothing_and_each_fails(slurm_cluster, home, tmp_path):
     """Every run fails (its data is gone when the task starts): a failed task pulls nothing,
     so each run is its own task's, and each task is FAILED."""
-    from PIL import Image
-
     from tests.conftest import run_cli
 
     h = _cluster_helpers()
-    data = tmp_path / "data"
-    for split in ("train", "val"):
-        for cls in ("a", "b"):
-            (data / split / cls).mkdir(parents=True)
-            for k in range(4):
-                Image.new("RGB", (32, 32), (k * 60, 0, 0)).save(data / split / cls / f"{k}.png")
+    data = h.tiny_image_folder(tmp_path / "data")
     sweep = h.sweep_file(home, "pullfail", seeds="[0, 1, 2]",
                          fixed=f'dataset = "imagefolder"\ndata_root = "{data}"\nimage_size = 32',
                          slurm=f'setup = ["rm -rf {data}"]')
