@@ -71,12 +71,14 @@ def run_demo(store: Store, *, epochs: int | None, dims: list[int] | None, device
     from sslbench.report.dims import dims_report
     from sslbench.report.filters import ReportFilters
     from sslbench.report.render import render
+    from sslbench.runs.control import reap
     from sslbench.runs.plan import apply_plan, build_plan, with_statuses
     from sslbench.runs.policy import RetryPolicy
     from sslbench.runs.scheduler import LocalScheduler
 
     spec = demo_spec(epochs, dims, device)
     pool = demo_pool(device, workers)  # checked before anything is queued
+    reap(store)  # runs whose process died are re-queued, as `sslbench sweep` does
     plan = with_statuses(build_plan(spec), store)
     policy = RetryPolicy()
     queued = apply_plan(plan, store, max_attempts=policy.max_attempts, command=command)
@@ -88,7 +90,9 @@ def run_demo(store: Store, *, epochs: int | None, dims: list[int] | None, device
     failed = {r: s for r, s in report.outcomes.items() if s != "completed"}
     for run_id, status in failed.items():
         echo(f"  {run_id} {status}: {report.reasons.get(run_id, '')}")
-    if failed:
+    if report.stopped:
+        echo("stopped: re-run `sslbench demo` to resume")
+    if failed or report.stopped:
         return ""
     echo(_results(store, plan))
     first = next(r.config for r in plan.runs if r.kind == "pretrain")
