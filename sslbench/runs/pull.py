@@ -87,7 +87,7 @@ class Pull:
             index, group = self._left.pop(0)
             head = heads.get(group[0])
             if (head is not None and head.status == RunStatus.QUEUED
-                    and slurm_job(head.tags) == f"{self.task.array}_{index}"):
+                    and slurm_job(head.tags) == ArrayTask(self.task.array, index).job):
                 fresh = [r for r in group if r not in pending]
                 pending.extend(fresh)
                 self.taken.extend(r for r in fresh if r not in self.taken)
