@@ -8,9 +8,10 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator, Sequence
 from datetime import datetime
+from operator import itemgetter
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from sqlalchemy import ColumnElement, Select, exists, func, select
+from sqlalchemy import ColumnElement, Select, exists, func, select, text
 from sqlalchemy.orm import Session, aliased
 
 from sslbench.db.models import (
@@ -268,14 +269,17 @@ def recipe_runs(session: Session, *, params: Sequence[str], summaries: Sequence[
         stmt = stmt.outerjoin(summary, (summary.run_id == Run.run_id) & (summary.key == key))
     columns = [f"{p}.{k}" for k in summaries for p in parts]
     # The DBAPI's rows as they are (no column here has a result type to apply): for a million
-    # runs, a second less than through SQLAlchemy's Rows.
+    # runs, a second less than through SQLAlchemy's Rows; then a typed array a column.
+    _sort_in_memory(session)
     rows = session.connection().execute(_paged(stmt.where(*where), None, 0)).cursor.fetchall()
-    table = np.array(rows, dtype=object).reshape(len(rows), 2 + run_ids + len(columns))
-    if pd.isna(table[:, 0]).any():
+    fields = [list(map(itemgetter(i), rows)) for i in range(2 + run_ids + len(columns))]
+    recipe_ids = np.array(fields[0], dtype="float64")  # NULL: NaN
+    if np.isnan(recipe_ids).any():
         raise StoreError("some runs have no recipe yet (created by an sslbench older than "
                          "schema 6): run this report once where the store can be written")
-    codes, firsts, tags = _numbered(table[:, 0].astype("int64"), table[:, 1])
-    recipes = _recipes(session, table[firsts, 0].astype("int64").tolist())
+    codes, firsts, tags = _numbered(recipe_ids.astype("int64"),
+                                    np.array(fields[1], dtype=object))
+    recipes = _recipes(session, recipe_ids[firsts].astype("int64").tolist())
     recipes.insert(2, "tags", tags)
     recipes["runs"] = np.bincount(codes, minlength=len(firsts)).astype("int64")
     keys = [k for k in params if k != "seed" and not k.startswith("seed.")]
@@ -284,11 +288,25 @@ def recipe_runs(session: Session, *, params: Sequence[str], summaries: Sequence[
         shared = pd.concat([_params_wide(session, chunk, keys) for chunk in _chunks(
             sources, 500)]) if sources else _wide_frame({}, [f"param.{k}" for k in keys])
         recipes = recipes.merge(shared, how="left", left_on="run_id", right_index=True)
-    runs = pd.DataFrame(table[:, 2 + run_ids:].astype("float64"), columns=columns)
+    runs = pd.DataFrame({column: np.array(values, dtype="float64")  # NULL: NaN
+                         for column, values in zip(columns, fields[2 + run_ids:])},
+                        columns=columns)
     runs.insert(0, "recipe", codes.astype("int64"))
     if run_ids:
-        runs.insert(1, "run_id", pd.Series(table[:, 2], dtype=object))
+        runs.insert(1, "run_id", pd.Series(np.array(fields[2], dtype=object), dtype=object))
     return recipes.reset_index(drop=True), runs
+
+
+#: PostgreSQL's working memory for one sort or hash of the queries that read every run (a
+#: million runs sort in ~100 MB); its default, 4 MB, spills them to temporary files.
+WORK_MEM = "256MB"
+
+
+def _sort_in_memory(session: Session) -> None:
+    """On PostgreSQL, give this transaction's sorts and hashes :data:`WORK_MEM` (``SET
+    LOCAL``: the setting ends with the transaction)."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text(f"SET LOCAL work_mem = '{WORK_MEM}'"))
 
 
 def _numbered(recipe_ids: np.ndarray, tags: np.ndarray) -> tuple[np.ndarray, np.ndarray,
