@@ -353,8 +353,8 @@ def _params_wide(session: Session, ids: Select[Any] | Sequence[str],
     if keys is not None:
         stmt = stmt.where(Param.key.in_(keys))
     wide: dict[str, dict[str, Any]] = {}
-    for run_id, key, vtype, text in session.connection().execute(stmt):
-        wide.setdefault(run_id, {})[f"param.{key}"] = decode_param(vtype, text)
+    for run_id, key, vtype, encoded in session.connection().execute(stmt):
+        wide.setdefault(run_id, {})[f"param.{key}"] = decode_param(vtype, encoded)
     columns = [f"param.{k}" for k in keys] if keys is not None else None
     return _wide_frame(wide, columns)
 
