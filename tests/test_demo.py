@@ -89,17 +89,20 @@ def test_the_demo_runs_through_the_scheduler_and_a_rerun_reuses_every_run(tmp_pa
         [line for line in lines if line.startswith("simclr ")]
 
 
-@pytest.mark.parametrize("method", ["simclr", "vicreg"])
-def test_the_demos_recipe_is_a_trial_of_its_shipped_study(method: str):
-    """Each method's [[override]] in demo.toml is a point of the shipped study demo-<method>
-    (inside its space, on its base): the demo's d = 64 run is that trial's run, so the demo
-    reuses the study's result and the study the demo's."""
+@pytest.mark.parametrize(("method", "dim", "study"), [
+    ("simclr", 64, "demo-simclr"), ("vicreg", 64, "demo-vicreg"),
+    ("vicreg", 16, "demo-vicreg-16")])
+def test_the_demos_recipe_is_a_trial_of_its_shipped_study(method: str, dim: int, study: str):
+    """Each of demo.toml's [[override]]s is a point of its shipped study (inside its space, on
+    its base): the demo's run at the study's dim is that trial's run, so the demo reuses the
+    study's result and the study the demo's."""
     from sslbench.runs.plan import resolve_sweep
     from sslbench.runs.tune import as_sweep
     from sslbench.runs.tunespec import load_tune
 
-    spec = load_tune(f"demo-{method}")
-    demo_run = {c.dim: c for c in demo.demo_configs(demo.demo_spec()) if c.method == method}[64]
+    spec = load_tune(study)
+    assert spec.base["dim"] == dim
+    demo_run = {c.dim: c for c in demo.demo_configs(demo.demo_spec()) if c.method == method}[dim]
     values = {**demo_run.to_dict(), **demo_run.loss}
     point = {param.name: values[param.name] for param in spec.space}
     for param in spec.space:

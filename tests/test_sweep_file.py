@@ -72,6 +72,23 @@ seed = 1
     assert isinstance(cells[0].settings["epochs"], int)
 
 
+def test_an_override_of_values_that_set_removed_is_dropped_not_refused(tmp_path):
+    """--set dim=[64] narrows the grid away from an override's dim = 16 (as `sslbench demo
+    --dims 64` does): that override applies to no cell, and the sweep still loads; an override
+    that matches nothing while no --set replaced a key it names stays a mistake in the file."""
+    text = BASIC + '[[override]]\nwhere = { method = "vicreg", dim = 16 }\nset = { lr = 0.5 }\n'
+    path = _write(tmp_path, text)
+    assert [c.settings.get("lr") for c in expand(load_sweep(path)) if c.coords["dim"] == 16] \
+        == [None, None, 0.5, 0.5]
+    narrowed = expand(load_sweep(path, ["dim=[64]"]))
+    assert [c.coords["dim"] for c in narrowed] == [64] * 4
+    assert all(c.settings.get("lr") is None for c in narrowed)
+    typo = _write(tmp_path, text.replace("dim = 16 }", "dim = 32 }"))
+    for sets in ([], ["seed=[0]"]):  # a --set, but of none of the override's keys
+        with pytest.raises(ConfigError, match="matches no cell"):
+            expand(load_sweep(typo, sets))
+
+
 def test_numbers_are_normalised_ints_accepted_for_floats(tmp_path):
     spec = load_sweep(_write(tmp_path, BASIC.replace("epochs = 2", "epochs = 2\nlr = 1")))
     assert spec.fixed["lr"] == 1.0 and isinstance(spec.fixed["lr"], float)
