@@ -40,9 +40,10 @@ Keys of ``[fixed]``, ``[grid]``, ``where``, ``set`` and ``[[exclude]]`` are ``Tr
 settings (:data:`EXECUTION_KEYS`: ``devices_per_run``, the processes a run is trained with; not
 part of its config, so not of its id). Unknown
 keys, wrong types, numbers that are not finite or do not fit in 64 bits, empty grids, repeated
-grid values, overrides that match no cell and files that are not UTF-8 are one-line
-ConfigErrors naming the file. This module imports neither torch nor the store; the loss
-hyperparameter names come from ``sslbench.losses`` when a file is checked.
+grid values, overrides that match no cell (unless ``--set`` replaced a key their ``where`` names)
+and files that are not UTF-8 are one-line ConfigErrors naming the file. This module imports
+neither torch nor the store; the loss hyperparameter names come from ``sslbench.losses`` when a
+file is checked.
 """
 
 from __future__ import annotations
