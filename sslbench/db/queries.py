@@ -12,6 +12,7 @@ from operator import itemgetter
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy import ColumnElement, Select, exists, func, select, text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, aliased
 
 from sslbench.db.models import (
@@ -268,10 +269,7 @@ def recipe_runs(session: Session, *, params: Sequence[str], summaries: Sequence[
     for summary, key in zip(found, summaries):
         stmt = stmt.outerjoin(summary, (summary.run_id == Run.run_id) & (summary.key == key))
     columns = [f"{p}.{k}" for k in summaries for p in parts]
-    # The DBAPI's rows as they are (no column here has a result type to apply): for a million
-    # runs, a second less than through SQLAlchemy's Rows; then a typed array a column.
-    _sort_in_memory(session)
-    rows = session.connection().execute(_paged(stmt.where(*where), None, 0)).cursor.fetchall()
+    rows = _all_rows(session, _paged(stmt.where(*where), None, 0))
     fields = [list(map(itemgetter(i), rows)) for i in range(2 + run_ids + len(columns))]
     recipe_ids = np.array(fields[0], dtype="float64")  # NULL: NaN
     if np.isnan(recipe_ids).any():
@@ -302,11 +300,29 @@ def recipe_runs(session: Session, *, params: Sequence[str], summaries: Sequence[
 WORK_MEM = "256MB"
 
 
-def _sort_in_memory(session: Session) -> None:
-    """On PostgreSQL, give this transaction's sorts and hashes :data:`WORK_MEM` (``SET
-    LOCAL``: the setting ends with the transaction)."""
-    if session.get_bind().dialect.name == "postgresql":
-        session.execute(text(f"SET LOCAL work_mem = '{WORK_MEM}'"))
+def _all_rows(session: Session, stmt: Select[Any]) -> Sequence[Any]:
+    """The DBAPI's rows of ``stmt`` as they are (no column of the callers has a result type to
+    apply): for a million runs, a second less than through SQLAlchemy's Rows.
+
+    On PostgreSQL through psycopg the transaction's sorts and hashes get :data:`WORK_MEM`
+    (``SET LOCAL``: it ends with the transaction) and the rows cross in binary: no number is
+    printed as text by the server and parsed back by the client, which for a million floats
+    costs the two about a second."""
+    connection = session.connection()
+    if connection.dialect.name != "postgresql" or connection.dialect.driver != "psycopg":
+        return connection.execute(stmt).cursor.fetchall()
+    session.execute(text(f"SET LOCAL work_mem = '{WORK_MEM}'"))
+    compiled = stmt.compile(dialect=connection.dialect,
+                            compile_kwargs={"render_postcompile": True})
+    sql, params = str(compiled), compiled.params
+    dbapi: Any = connection.connection.dbapi_connection  # a psycopg.Connection
+    try:
+        with dbapi.cursor(binary=True) as cursor:
+            rows: Sequence[Any] = cursor.execute(sql, params).fetchall()
+            return rows
+    except connection.dialect.loaded_dbapi.Error as err:  # as SQLAlchemy would raise it
+        raise DBAPIError.instance(sql, params, err, connection.dialect.loaded_dbapi.Error,
+                                  dialect=connection.dialect) from err
 
 
 def _numbered(recipe_ids: np.ndarray, tags: np.ndarray) -> tuple[np.ndarray, np.ndarray,
