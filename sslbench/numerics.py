@@ -22,15 +22,21 @@ started: ``DEFAULT_CPU_THREADS`` everywhere unless the user asks for more, so a 
 ``sslbench train``, by a sweep worker or by a Slurm task computes the same thing. The store keeps
 the first attempt's settings (``Store.adopt_numerics``, first writer wins) and :func:`applied`
 puts them in force for every later attempt, whoever runs it.
+
+Importing this module does not import torch: a scheduler reads a run's recorded process count
+(:func:`recorded_processes`) before it starts the run's worker, and a Slurm task's scheduler
+would otherwise pay torch's import (over a second) before its first run could start. Only
+putting settings in force (:func:`applied`) imports it.
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 #: Intra-op threads of a CPU run unless its configuration asks for more. One thread is what the
 #: local scheduler gives each worker on a machine with as many cores as workers, and the only
@@ -55,6 +61,8 @@ def recorded_processes(settings: Mapping[str, Any]) -> int:
 
 
 def _current() -> dict[str, Any]:
+    import torch
+
     return {"cpu_threads": torch.get_num_threads(),
             "cudnn_benchmark": torch.backends.cudnn.benchmark,
             "cudnn_deterministic": torch.backends.cudnn.deterministic,
@@ -63,6 +71,8 @@ def _current() -> dict[str, Any]:
 
 
 def _set(settings: Mapping[str, Any]) -> None:
+    import torch
+
     if "cpu_threads" in settings and settings["cpu_threads"] != torch.get_num_threads():
         torch.set_num_threads(int(settings["cpu_threads"]))
     if "cudnn_benchmark" in settings:

@@ -116,6 +116,34 @@ def test_a_task_starts_without_torch_or_pandas():
                            "torch", "pandas")
 
 
+def test_a_task_starts_its_own_and_its_pulled_run_without_torch(tmp_path):
+    """Not just its imports: the task's whole path to its workers -- store, reaper, allocation,
+    scheduler, claim, spawn, and the pull of a sibling's run -- runs without torch (whose
+    import would delay every task's first run by over a second; the workers import it)."""
+    from tests.test_scheduler_local import FAKE_WORKER
+
+    script = tmp_path / "fake_worker.py"
+    script.write_text(FAKE_WORKER)
+    url = f"sqlite:///{tmp_path / 'store.sqlite'}"
+    with Store.open(url) as store:
+        for run_id, job in (("ownrun000001", "40_0"), ("sibling00001", "40_1")):
+            store.upsert_run(run_id=run_id, kind="pretrain", command=[], env={}, config={})
+            store.add_tags(run_id, [f"slurm:{job}"])
+    assert_imports_none_of(
+        "import os\n"
+        "os.environ.update(SUBMITIT_EXECUTOR='slurm', SLURM_ARRAY_JOB_ID='40', "
+        "SLURM_ARRAY_TASK_ID='0', SLURM_JOB_ID='41', SLURM_CPUS_PER_TASK='1', "
+        "SLURM_CLUSTER_NAME='c')\n"
+        "from sslbench.runs.slurm import SweepTask\n"
+        f"task = SweepTask(['ownrun000001'], {url!r}, {str(tmp_path)!r}, "
+        f"worker=[sys.executable, {str(script)!r}], "
+        "array=[['ownrun000001'], ['sibling00001']])\n"
+        "assert task() == {'ownrun000001': 'completed', 'sibling00001': 'completed'}\n",
+        "torch", "pandas")
+    with Store.open(url) as store:
+        assert store.get_run("sibling00001").tags[-1] == "slurm:40_0"  # pulled by task 0
+
+
 def test_a_cpu_tasks_cpus_become_its_runs_threads_unless_the_sweep_sets_them():
     from sslbench.runs.sbatch import run_defaults
 

@@ -1,8 +1,9 @@
 """Array tasks that pull their siblings' runs (sslbench.runs.pull, issue #15): which runs a task
 may pull and when it stops, on a store alone; then on the real Slurm cluster (the
 ``slurm_cluster`` fixture) a 4-run array on the 2-CPU node, where each run completes exactly once
-under the task that claimed it and the tasks left with nothing end at once with exit 0, and a
-failing array, whose tasks pull nothing and fail each its own run."""
+under the task that claimed it and the tasks left with nothing end at once with exit 0, a
+failing array, whose tasks pull nothing and fail each its own run, and a task that pulled a run
+stopped mid-run by the time-limit warning (requeued) or by scancel (the sweep resumes it)."""
 
 from __future__ import annotations
 
@@ -192,4 +193,47 @@ def test_the_time_limit_warning_requeues_a_task_that_pulled_and_its_pulled_run_c
         assert [r.status for r in runs] == ["completed"] * 3
         assert [t for t in store.get_run(third).tags if t.startswith("slurm:")][-1] == \
             f"slurm:{puller}"
+        assert sorted(store.metrics_frame(third, "epoch")["value"]) == [1.0, 2.0, 3.0]
+
+
+@pytest.mark.slow
+def test_scancel_of_a_task_that_pulled_checkpoints_the_pulled_run_and_the_sweep_resumes_it_once(
+        slurm_cluster, home):
+    """The task that pulled the third run is cancelled mid-run: the run checkpoints and ends
+    interrupted, as a task's own run does; the third run's own task, started on the freed CPU,
+    leaves it to the cancelled one and ends COMPLETED; the same sweep, run again, resumes it in
+    a new job to completion, once, with each epoch's metrics stored once."""
+    from tests.conftest import run_cli
+
+    h = _cluster_helpers()
+    sweep = h.sweep_file(home, "pullcancel", seeds="[0, 1, 2]", epochs=3, samples=256)
+    jobs = h.submitted(run_cli(["sweep", sweep, "--backend", "slurm"], home))
+    first, second, third = h.run_ids(home, "pullcancel")
+    h.stop_worker_at_first_checkpoint(home, third)
+    with h.store_of(home) as store:
+        puller = [t for t in store.get_run(third).tags if t.startswith("slurm:")][-1][6:]
+    assert puller in jobs[:2], (puller, jobs)  # the node was full: a first-wave task took it
+    slurm_cluster.run("scancel", puller)  # Slurm sends SIGCONT, then SIGTERM, to the step
+    h.wait_for_jobs(slurm_cluster)
+    assert h.job(slurm_cluster, puller)["JobState"] == "CANCELLED"
+    assert (h.job(slurm_cluster, jobs[2])["JobState"],
+            h.job(slurm_cluster, jobs[2])["ExitCode"]) == ("COMPLETED", "0:0")
+    with h.store_of(home) as store:
+        assert [store.get_run(r).status for r in (first, second, third)] == \
+            ["completed", "completed", "interrupted"]
+        assert [a["status"] for a in store.attempt_details(third)] == ["interrupted"]
+        assert store.live_attempts() == [] and store.reserved_slots() == {}
+    (again,) = h.submitted(run_cli(["sweep", sweep, "--backend", "slurm"], home))
+    h.wait_for_jobs(slurm_cluster)
+    assert (h.job(slurm_cluster, again)["JobState"],
+            h.job(slurm_cluster, again)["ExitCode"]) == ("COMPLETED", "0:0")
+    with h.store_of(home) as store:
+        assert [store.get_run(r).status for r in (first, second, third)] == ["completed"] * 3
+        assert [len(store.attempt_details(r)) for r in (first, second)] == [1, 1]
+        assert [a["status"] for a in store.attempt_details(third)] == ["interrupted",
+                                                                        "completed"]
+        assert [t for t in store.get_run(third).tags if t.startswith("slurm:")][-1] == \
+            f"slurm:{again}"
+        metrics = store.metrics_frame(third)
+        assert not metrics.duplicated(["key", "step"]).any()
         assert sorted(store.metrics_frame(third, "epoch")["value"]) == [1.0, 2.0, 3.0]
