@@ -228,7 +228,11 @@ def test_a_killed_rank_fails_the_group_and_the_next_sweep_resumes_the_run(slurm_
     os.kill(pids[0], signal.SIGCONT)
     wait_for_jobs(slurm_cluster)
     fields = job(slurm_cluster, first)
-    assert (fields["JobState"], fields["ExitCode"]) == ("FAILED", "1:0")
+    # Rank 0's task exits 1; srun's --kill-on-bad-exit then sends SIGTERM to the tasks still
+    # up, and srun exits with the highest of its tasks' codes: 1 when rank 1's follower had
+    # already seen rank 0's scheduler end and returned, 143 (128 + SIGTERM) when it had not yet
+    # (a race that a loaded machine tips). Either way the job is FAILED and the run 'killed'.
+    assert fields["JobState"] == "FAILED" and fields["ExitCode"] in ("1:0", "143:0"), fields
     with store_of(home) as store:
         assert store.get_run(run_id).status == "killed"
         assert store.attempt_details(run_id)[0]["failure_class"] == "killed"
