@@ -83,15 +83,26 @@ def job(cluster, job_id: str) -> dict[str, str]:
     return dict(re.findall(r"(\w+)=(\S*)", text))
 
 
+#: Seconds a requeued job stays pending before a test starts it (see requeued_once).
+REQUEUE_SETTLE_S = 3.0
+
+
 def requeued_once(cluster, home: Path, job_id: str, run_id: str, timeout: float = 120) -> None:
     """Job ``job_id``, requeued, completes, and so does its run, which was interrupted once.
-    A requeued job starts 2 minutes later (Slurm's fixed delay): it is started now."""
-    deadline, moved = time.monotonic() + timeout, False
+    A requeued job starts 2 minutes later (Slurm's fixed delay): it is started sooner, once
+    no job on the node is still completing and a few seconds have passed since it was requeued.
+    Started at once, such a launch on CI's loaded cores failed with exit 1 before any of its
+    code ran: the node may still be tearing down the job's last run, or the launch may meet
+    the credential Slurm revoked at the requeue (revocations have one-second resolution)."""
+    deadline, moved, pending_since = time.monotonic() + timeout, False, None
     while True:
         fields = job(cluster, job_id)
         if fields.get("JobState") == "PENDING" and fields.get("Reason") == "BeginTime":
-            moved = cluster.run("scontrol", "update", f"JobId={job_id}", "StartTime=now",
-                                check=False).returncode == 0
+            pending_since = pending_since or time.monotonic()
+            settled = (time.monotonic() - pending_since >= REQUEUE_SETTLE_S
+                       and not cluster.run("squeue", "-h", "-t", "CG", "-o", "%i").stdout.strip())
+            moved = settled and cluster.run("scontrol", "update", f"JobId={job_id}",
+                                            "StartTime=now", check=False).returncode == 0
         elif moved:
             break
         assert time.monotonic() < deadline, fields
