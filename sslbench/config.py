@@ -73,6 +73,12 @@ class TrainConfig:
     # before these fields trained a plain linear layer at a constant lr 1e-3.
     probe_standardize: bool = _added(True, absent=False)
     probe_schedule: str = _added("cosine", absent="constant")
+    # What the online probe learns from: "views", the step's two augmented views (the paper's
+    # online probe), or "offline", one more view of each batch with the offline probes' training
+    # augmentation (the dataset's, as fast-linear and linear use), encoded without gradient by
+    # the backbone in eval mode, as the test images are. The backbone trains identically either
+    # way (the extra view is drawn after the step's two); "offline" costs one more forward pass.
+    probe_view: str = _added("views", absent="views")
     sync_bn: bool = False
     train_samples: int = 0
     seed: int = 0
@@ -324,6 +330,8 @@ def _check_numbers(cfg: Any, positive: tuple[str, ...], non_negative: tuple[str,
 OPTIMIZERS = ("sgd", "lars", "adamw")
 #: The online probe's lr: constant, or following the backbone's warmup + cosine schedule.
 PROBE_SCHEDULES = ("constant", "cosine")
+#: What the online probe learns from (see TrainConfig.probe_view).
+PROBE_VIEWS = ("views", "offline")
 TRAIN_POSITIVE = ("epochs", "batch_size", "dim", "lr", "image_size", "probe_lr", "log_every")
 TRAIN_NON_NEGATIVE = ("weight_decay", "momentum", "warmup_epochs", "num_workers", "threads")
 EVAL_POSITIVE = ("linear_epochs", "batch_size", "lr", "samples", "image_size")
@@ -338,6 +346,7 @@ def validate_train(cfg: TrainConfig) -> None:
         require_finite(key, value)
     require_choice("optimizer", cfg.optimizer, OPTIMIZERS)
     require_choice("probe_schedule", cfg.probe_schedule, PROBE_SCHEDULES)
+    require_choice("probe_view", cfg.probe_view, PROBE_VIEWS)
     parse_projector(cfg.projector, cfg.dim)
 
 

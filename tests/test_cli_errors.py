@@ -46,6 +46,7 @@ def _run_count(home: Path) -> int:
     (["--method", "simclr", "--batch-size", "1"], ["--batch-size"]),
     (["--method", "simclr", "--lambd", "0.1"], ["--lambd", "simclr"]),
     (["--optimizer", "adam"], ["adam", "lars"]),
+    (["--probe-view", "clean"], ["clean", "offline"]),
     (["--device", "cuda:7"], ["cuda"]),
     (["--preset", "paper", "--method", "barlow"], ["barlow", "Table S6"]),
     (["--preset", "galaxy"], ["galaxy"]),

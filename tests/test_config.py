@@ -147,3 +147,13 @@ def test_fields_added_later_keep_the_ids_of_stored_runs():
                 replace(old, probe_schedule="cosine").run_id}) == 4
     assert from_dict(TrainConfig, new.to_dict()).run_id == new.run_id
     assert TrainConfig().probe_standardize and TrainConfig().probe_schedule == "cosine"
+
+
+def test_the_probe_view_enters_the_identity_only_when_it_is_not_the_views():
+    """probe_view came after runs were stored with the probe on the two views: those keep their
+    ids; the probe on its own view is another computation, so another run."""
+    old = from_dict(TrainConfig, STORED_BEFORE_PROBE_FIELDS)
+    assert old.probe_view == "views" and old.run_id == "b7a2f79ee31d"
+    assert replace(old, probe_view="offline").run_id != old.run_id
+    with pytest.raises(ConfigError, match="unknown probe_view 'clean': choose one of"):
+        validate_train(replace(TrainConfig(), probe_view="clean"))

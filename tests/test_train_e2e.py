@@ -97,6 +97,32 @@ def test_same_command_reuses_the_run(cli, home, trained):
     assert third["run_id"] == trained["run_id"]
 
 
+def test_online_probe_on_its_own_view_trains_the_same_backbone(cli, home, trained):
+    """--probe-view offline: another run, whose probe learns from one view augmented as the
+    offline probes' (flips on shapes) through the backbone in eval mode; the view is drawn
+    after the step's two, so the backbone trains bit for bit as with --probe-view views."""
+    import torch
+
+    from sslbench.db import Store
+
+    run = _json(cli("train", "--method", "vicreg", *TINY_TRAIN, "--probe-view", "offline",
+                    "--format", "json"))
+    assert run["run_id"] != trained["run_id"] and run["config"]["probe_view"] == "offline"
+    assert trained["config"]["probe_view"] == "views"
+    store = Store.open()
+    frames = [store.metrics_frame(r["run_id"]).set_index(["key", "step"])["value"]
+              for r in (trained, run)]
+    criterion = ["loss", "inv", "var", "cov", "epoch_loss"]
+    views, offline = (f[f.index.get_level_values("key").isin(criterion)] for f in frames)
+    assert len(views) >= 6 and views.equals(offline)
+    weights = [torch.load(home / "runs" / r["run_id"] / "backbone.pt",
+                          weights_only=True)["backbone"] for r in (trained, run)]
+    assert weights[0].keys() == weights[1].keys()
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+    assert frames[0].xs("online_top1", level="key").ne(
+        frames[1].xs("online_top1", level="key")).any()
+
+
 def test_eval_export_and_report(cli, home, trained):
     run_id = trained["run_id"]
     evs = _json(cli("eval", run_id, "--linear-epochs", "5", "--format", "json"))

@@ -42,6 +42,7 @@ def _recipes() -> list[str]:
 
 PRESETS = Choices("--preset", lambda: presets.PRESETS)
 OPTIMIZERS = Choices("--optimizer", lambda: config.OPTIMIZERS)
+PROBE_VIEWS = Choices("--probe-view", lambda: config.PROBE_VIEWS)
 IMPLS = Choices("--impl", _impls)
 RECIPES = Choices("--augment", _recipes)
 
@@ -94,6 +95,9 @@ def train(
     impl: str | None = _opt("Squared-Frobenius terms [auto].", choices=IMPLS),
     probe_lr: float | None = _opt(f"Learning rate of the online linear probe"
                                   f"{_default('probe_lr')}."),
+    probe_view: str | None = _opt("What the online probe learns from: the two augmented views "
+                                  "(the paper's) or one view augmented as the offline probes "
+                                  "are [views].", choices=PROBE_VIEWS),
     sync_bn: bool | None = _opt("SyncBatchNorm across processes under torchrun [off].",
                                 "--sync-bn/--no-sync-bn"),
     device: Device = "auto",
@@ -114,8 +118,8 @@ def train(
                    batch_size=batch_size, lr=lr, optimizer=optimizer, weight_decay=weight_decay,
                    warmup_epochs=warmup_epochs, augment=augment, image_size=image_size,
                    cifar_stem=cifar_stem, train_samples=train_samples, seed=seed,
-                   probe_lr=probe_lr, sync_bn=sync_bn, device=device, num_workers=num_workers,
-                   compile=compile_model, threads=threads)
+                   probe_lr=probe_lr, probe_view=probe_view, sync_bn=sync_bn, device=device,
+                   num_workers=num_workers, compile=compile_model, threads=threads)
     loss = {k: v for k, v in dict(temperature=temperature, sim_coeff=sim_coeff,
                                   std_coeff=std_coeff, cov_coeff=cov_coeff, lambd=lambd,
                                   impl=impl).items() if v is not None}

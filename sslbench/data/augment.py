@@ -27,6 +27,14 @@ from sslbench.data import augment_ops as ops
 from sslbench.data.names import RECIPE_NAMES
 from sslbench.errors import ConfigError
 
+# (crop scale or None, flip probability) of each of the offline probes' training-image
+# augmentations (sslbench.config.PROBE_AUGMENTS); "crop-flip" is the paper's
+# RandomResizedCrop(0.08, 1) + flip.
+PROBE_AUGMENT_SETTINGS: dict[str, tuple[tuple[float, float] | None, float]] = {
+    "crop-flip": ((0.08, 1.0), 0.5),
+    "flip": (None, 0.5),
+    "none": (None, 0.0),
+}
 CROP_TRIES = 10  # candidate boxes per sample, as torchvision's RandomResizedCrop
 CPU_CHUNK_BYTES = 3 * 2**19  # float working set per chunk on CPU (see BatchAugment.apply)
 
@@ -297,6 +305,15 @@ def build_augment(recipe: str, *, image_size: int, mean: Sequence[float],
     v1, v2 = RECIPES[recipe].views
     return (BatchAugment.from_recipe(v1, image_size=image_size, mean=mean, std=std),
             BatchAugment.from_recipe(v2, image_size=image_size, mean=mean, std=std))
+
+
+def probe_view(augment: str, *, image_size: int, mean: Sequence[float],
+               std: Sequence[float]) -> BatchAugment:
+    """The view an offline probe trains on with ``augment`` (a key of
+    :data:`PROBE_AUGMENT_SETTINGS`): its crop (or the centre square) and flip, nothing else."""
+    crop_scale, flip_p = PROBE_AUGMENT_SETTINGS[augment]
+    return BatchAugment(image_size=image_size, mean=mean, std=std, crop_scale=crop_scale,
+                        flip_p=flip_p, jitter_p=0.0, gray_p=0.0)
 
 
 def eval_transform(*, image_size: int, mean: Sequence[float],

@@ -135,6 +135,13 @@ if tuple(DATASETS) != DATASET_NAMES:  # the command line lists the names from th
                       f"registry: {', '.join(DATASETS)}")
 
 
+def probe_augment_of(dataset: str) -> str:
+    """The training-image augmentation of the offline probes on ``dataset`` (the paper's
+    crop-flip for a dataset sslbench does not know)."""
+    spec = DATASETS.get(dataset)
+    return spec.probe_augment if spec else "crop-flip"
+
+
 def resolve_split(spec: DatasetSpec, split: str) -> str:
     """Map a split role (pretrain/train/test) or a native split name to the on-disk split."""
     roles = {"pretrain": spec.pretrain_split, "train": spec.train_split, "test": spec.test_split}

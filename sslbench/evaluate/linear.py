@@ -37,17 +37,11 @@ import torch
 from torch import Tensor
 
 from sslbench.config import PROBE_AUGMENTS
+from sslbench.data.augment import PROBE_AUGMENT_SETTINGS as AUGMENT_SETTINGS
 
 if TYPE_CHECKING:
     from sslbench.data.base import ImageDataset
 
-# (crop scale or None, flip probability) of each of PROBE_AUGMENTS, the offline probe's
-# training-image augmentations; "crop-flip" is the paper's RandomResizedCrop(0.08, 1) + flip.
-AUGMENT_SETTINGS: dict[str, tuple[tuple[float, float] | None, float]] = {
-    "crop-flip": ((0.08, 1.0), 0.5),
-    "flip": (None, 0.5),
-    "none": (None, 0.0),
-}
 
 
 @dataclass(frozen=True)

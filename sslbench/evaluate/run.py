@@ -96,10 +96,9 @@ def eval_config_for(store: RunLookup | None, run_id: str | None, **options: Any)
 def _resolve_probe_augment(cfg: EvalConfig) -> EvalConfig:
     """``probe_augment="auto"`` -> the dataset's choice, so that the run records what it did."""
     if cfg.probe_augment == "auto":
-        from sslbench.data import DATASETS
+        from sslbench.data.registry import probe_augment_of
 
-        spec = DATASETS.get(cfg.dataset)
-        cfg = replace(cfg, probe_augment=spec.probe_augment if spec else "crop-flip")
+        cfg = replace(cfg, probe_augment=probe_augment_of(cfg.dataset))
     require_choice("--probe-augment", cfg.probe_augment, PROBE_AUGMENTS)
     validate_eval(cfg)  # every config built here (eval_config_for, random_init_config) or run
     return cfg

@@ -44,7 +44,7 @@ from sslbench.errors import ConfigError, SSLBenchError, UnknownRunError, one_lin
 from sslbench.losses.inputs import NonFiniteEmbeddingsError, deferred_finite_checks
 from sslbench.train import distributed
 from sslbench.train.optim import build_optimizer, lr_at, scaled_lr, set_lr
-from sslbench.train.probe import OnlineProbe, probe_accuracy
+from sslbench.train.probe import OnlineProbe, encode, probe_accuracy
 
 if TYPE_CHECKING:
     from sslbench.db.store import Store
@@ -391,7 +391,8 @@ def _train(cfg: TrainConfig, store: RunWriter, device: torch.device, train_ds, t
            after_epoch: EpochGate | None = None) -> tuple[RunStatus, str | None]:
     """Trains to the end or to a stop; returns the run's status and, when pruned, why."""
     from sslbench.data import iterate_batches, num_batches
-    from sslbench.data.augment import build_augment, eval_transform
+    from sslbench.data.augment import build_augment, eval_transform, probe_view
+    from sslbench.data.registry import probe_augment_of
 
     state = _restore(cfg, device, train_ds.num_classes, info, rdir)
     # Points written past the checkpoint before a kill are recomputed from here on.
@@ -400,6 +401,9 @@ def _train(cfg: TrainConfig, store: RunWriter, device: torch.device, train_ds, t
     aug1, aug2 = build_augment(cfg.augment, image_size=cfg.image_size, mean=train_ds.mean,
                                std=train_ds.std)
     aug1, aug2 = aug1.to(device), aug2.to(device)
+    probe_aug = (None if cfg.probe_view == "views" else probe_view(
+        probe_augment_of(cfg.dataset), image_size=cfg.image_size, mean=train_ds.mean,
+        std=train_ds.std).to(device))
     to_eval = eval_transform(image_size=cfg.image_size, mean=test_ds.mean, std=test_ds.std)
     per_epoch = num_batches(train_ds, local_batch, drop_last=True, world_size=info.world_size)
     total = per_epoch * cfg.epochs
@@ -430,11 +434,13 @@ def _train(cfg: TrainConfig, store: RunWriter, device: torch.device, train_ds, t
                 generator.manual_seed(step_seed(cfg.seed, state.step, info.rank))
                 try:
                     with deferred_finite_checks():  # the loss is checked at each sync instead
-                        keys, row = _step(state, images, labels, aug1, aug2, generator, device)
+                        keys, row = _step(state, images, labels, (aug1, aug2, probe_aug),
+                                          generator, device)
                 except (NonFiniteEmbeddingsError, torch.linalg.LinAlgError):
                     sync()  # a NaN loss earlier in the window made them: name it, the cause
                     raise
-                window.add(_Entry(state.step, lr, 2 * len(labels), keys), row)
+                samples = len(labels) * (2 if probe_aug is None else 1)
+                window.add(_Entry(state.step, lr, samples, keys), row)
                 state.step += 1
                 state.batch += 1
                 images_seen += len(images)
@@ -476,14 +482,17 @@ def _train(cfg: TrainConfig, store: RunWriter, device: torch.device, train_ds, t
     return RunStatus.COMPLETED, None
 
 
-def _step(state: TrainState, images, labels, aug1, aug2, generator,
+def _step(state: TrainState, images, labels, augments, generator,
           device) -> tuple[tuple[str, ...], torch.Tensor]:
-    """One optimisation step. Returns the criterion's term names and one row on the device:
-    those terms, then the probe's loss and its count of correct predictions, in float64 (exact
-    for float32 terms and for counts). Nothing here reads a device value: see :class:`_Window`.
+    """One optimisation step. ``augments``: the two views' pipelines and the online probe's own
+    view (None: the probe learns from the two views). Returns the criterion's term names and one
+    row on the device: those terms, then the probe's loss and its count of correct predictions,
+    in float64 (exact for float32 terms and for counts). Nothing here reads a device value: see
+    :class:`_Window`.
     """
     from sslbench.device import autocast, memory_format, to_device
 
+    aug1, aug2, probe_aug = augments
     x = to_device(images, device)
     labels = labels.to(device, non_blocking=True)
     fmt = memory_format(device)
@@ -491,10 +500,14 @@ def _step(state: TrainState, images, labels, aug1, aug2, generator,
     v2 = aug2(x, generator).contiguous(memory_format=fmt)
     with autocast(device):
         h, z = state.run_model(torch.cat([v1, v2]))
-    h1, h2 = h.chunk(2)
     z1, z2 = z.chunk(2)
     out = state.criterion(z1.float(), z2.float())
-    probe_loss, correct = state.run_probe(torch.cat([h1, h2]), torch.cat([labels, labels]))
+    if probe_aug is None:
+        probe_loss, correct = state.run_probe(h, torch.cat([labels, labels]))
+    else:  # drawn after the two views: they, and so the backbone's training, are unchanged
+        view = probe_aug(x, generator).contiguous(memory_format=fmt)
+        probe_loss, correct = state.run_probe(encode(state.model.backbone, view, device),
+                                              labels)
     state.optimizer.zero_grad(set_to_none=True)
     state.probe_optimizer.zero_grad(set_to_none=True)
     (out["loss"] + probe_loss).backward()
@@ -510,7 +523,7 @@ class _Entry(NamedTuple):
 
     step: int
     lr: float
-    samples: int  # the probe's samples: both views of the batch
+    samples: int  # the probe's samples: both views of the batch, or its own view
     keys: tuple[str, ...]  # the criterion's terms, in the order of the step's row
 
 

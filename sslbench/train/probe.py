@@ -1,8 +1,10 @@
 """The online linear probe: a linear classifier on detached representations (the paper's online
 linear evaluation, Section 5 and Appendix E).
 
-It trains alongside pretraining on the augmented views, with its own optimiser, and its gradient
-never reaches the backbone. Its test accuracy at the end of each epoch is the paper's main metric.
+It trains alongside pretraining, with its own optimiser, on the step's two augmented views (the
+paper's) or on its own view of the batch (``probe_view = "offline"``: augmented as the offline
+probes' training images, encoded by the backbone in eval mode); its gradient never reaches the
+backbone. Its test accuracy at the end of each epoch is the paper's main metric.
 With ``standardize`` the representations first pass a BatchNorm without affine parameters
 (running statistics at test time): an affine map, so the classifier stays linear, and one whose
 learning rate does not depend on the scale of the representations (a random network's are ~100x
@@ -47,24 +49,36 @@ class OnlineProbe(nn.Module):
 
 
 @torch.no_grad()
+def encode(backbone: nn.Module, x: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """The representations of images ``x`` with the backbone in eval mode (its BatchNorms'
+    running statistics, as at test time; nothing is updated), without gradient."""
+    from sslbench.device import autocast
+
+    was_training = backbone.training
+    backbone.eval()
+    try:
+        with autocast(device):
+            h: torch.Tensor = backbone(x)
+        return h
+    finally:
+        backbone.train(was_training)
+
+
+@torch.no_grad()
 def probe_accuracy(backbone: nn.Module, probe: OnlineProbe, batches, transform,
                    device: torch.device) -> float:
     """Top-1 (percent) of the probe on ``batches`` of (uint8 images, labels), backbone in eval
     mode."""
-    from sslbench.device import autocast, memory_format, to_device
+    from sslbench.device import memory_format, to_device
 
-    was_training = backbone.training, probe.training
-    backbone.eval()
+    was_training = probe.training
     probe.eval()
     correct = total = 0
     for images, labels in batches:
         x = transform(to_device(images, device)).contiguous(memory_format=memory_format(device))
-        with autocast(device):
-            h = backbone(x)
-        pred = probe.classify(h).argmax(1).cpu()
+        pred = probe.classify(encode(backbone, x, device)).argmax(1).cpu()
         keep = labels != UNLABELED
         correct += int((pred[keep] == labels[keep]).sum())
         total += int(keep.sum())
-    backbone.train(was_training[0])
-    probe.train(was_training[1])
+    probe.train(was_training)
     return 100.0 * correct / max(total, 1)
