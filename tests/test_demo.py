@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from sslbench.config import replace
 from sslbench.runs import demo
 
 
@@ -94,8 +95,9 @@ def test_the_demo_runs_through_the_scheduler_and_a_rerun_reuses_every_run(tmp_pa
     ("vicreg", 16, "demo-vicreg-16")])
 def test_the_demos_recipe_is_a_trial_of_its_shipped_study(method: str, dim: int, study: str):
     """Each of demo.toml's [[override]]s is a point of its shipped study (inside its space, on
-    its base): the demo's run at the study's dim is that trial's run, so the demo reuses the
-    study's result and the study the demo's."""
+    its base): the demo's run at the study's dim is that trial's run but for the online probe
+    (its own view and lr in the demo; the backbone trains bit for bit the same,
+    tests/test_train_e2e.py), so its fast-linear top-1 is the trial's."""
     from sslbench.runs.plan import resolve_sweep
     from sslbench.runs.tune import as_sweep
     from sslbench.runs.tunespec import load_tune
@@ -108,4 +110,6 @@ def test_the_demos_recipe_is_a_trial_of_its_shipped_study(method: str, dim: int,
     for param in spec.space:
         assert param.low <= point[param.name] <= param.high, (param.name, point[param.name])
     [(_, trial)] = resolve_sweep(as_sweep(spec, point))
-    assert trial.run_id == demo_run.run_id
+    assert (trial.probe_view, demo_run.probe_view) == ("views", "offline")
+    probe = {"probe_view": demo_run.probe_view, "probe_lr": demo_run.probe_lr}
+    assert replace(trial, **probe).run_id == demo_run.run_id

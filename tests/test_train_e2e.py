@@ -100,13 +100,14 @@ def test_same_command_reuses_the_run(cli, home, trained):
 def test_online_probe_on_its_own_view_trains_the_same_backbone(cli, home, trained):
     """--probe-view offline: another run, whose probe learns from one view augmented as the
     offline probes' (flips on shapes) through the backbone in eval mode; the view is drawn
-    after the step's two, so the backbone trains bit for bit as with --probe-view views."""
+    after the step's two, so the backbone trains bit for bit as with --probe-view views, and
+    whatever the probe's lr (the demo's change of its online probe)."""
     import torch
 
     from sslbench.db import Store
 
     run = _json(cli("train", "--method", "vicreg", *TINY_TRAIN, "--probe-view", "offline",
-                    "--format", "json"))
+                    "--probe-lr", "0.3", "--format", "json"))
     assert run["run_id"] != trained["run_id"] and run["config"]["probe_view"] == "offline"
     assert trained["config"]["probe_view"] == "views"
     store = Store.open()
