@@ -1,7 +1,8 @@
 """``sslbench bench tune``: does pruning find the grid's best configuration for less training?
 
-One fixed search space of 12 configurations (SimCLR on the embedded shapes data at a short
-budget: learning rate x temperature, the two knobs of the paper's SimCLR-Tuned search), run two
+One fixed search space of 12 configurations (SimCLR at d = 64 with the demo's settings on the
+embedded shapes data, at a shorter budget: learning rate x temperature, the two knobs of the
+paper's SimCLR-Tuned search), run two
 ways through ``sslbench tune``'s own machinery (:class:`sslbench.runs.tune.StudyFeed` on the
 local scheduler), each in a fresh store and run folder -- a shared store would simply reuse the
 first search's runs:
@@ -37,14 +38,21 @@ from sslbench.bench.sweep import use_home
 #: The fixed space: 3 learning rates x 4 temperatures.
 LRS = (5e-4, 2e-3, 8e-3)
 TEMPERATURES = (0.07, 0.15, 0.3, 0.6)
-BASE = {"method": "simclr", "dataset": "shapes", "backbone": "tiny", "projector": "512-d",
-        "dim": 64, "batch_size": 128, "optimizer": "adamw", "weight_decay": 1e-4, "seed": 0}
+
+
+def base(epochs: int, samples: int) -> dict[str, Any]:
+    """Every trial's settings: the demo's (``sslbench/runs/sweeps/demo.toml``'s data, backbone,
+    optimiser, augmentations and online probe, whose per-epoch top-1 the pruner reads) for
+    SimCLR at d = 64, at the benchmark's budget."""
+    from sslbench.runs.demo import demo_spec
+
+    return {**demo_spec().fixed, "method": "simclr", "dim": 64, "epochs": epochs,
+            "train_samples": samples}
 
 
 def spec_text(name: str, pruner: str, epochs: int, samples: int) -> str:
-    base = {**BASE, "epochs": epochs, "train_samples": samples}
     lines = [f'name = "{name}"', "[base]"]
-    lines += [f"{k} = {v!r}".replace("'", '"') for k, v in base.items()]
+    lines += [f"{k} = {v!r}".replace("'", '"') for k, v in base(epochs, samples).items()]
     lines += ["[space]", f"lr = {list(LRS)}", f"temperature = {list(TEMPERATURES)}",
               "[objective]", 'metric = "fast_linear_top1"', 'protocol = "fast-linear"',
               "[sampler]", 'name = "grid"',
