@@ -43,7 +43,6 @@ if TYPE_CHECKING:
     from sslbench.data.base import ImageDataset
 
 
-
 @dataclass(frozen=True)
 class HeadRecipe:
     """How the linear layer is trained (the paper's offline recipe by default)."""
