@@ -215,7 +215,7 @@ def test_probe_augment_defaults_to_the_datasets(dataset, expected):
 
 def test_probe_augment_names_match_their_settings():
     from sslbench.config import PROBE_AUGMENTS
-    from sslbench.evaluate.linear import AUGMENT_SETTINGS
+    from sslbench.data.augment import PROBE_AUGMENT_SETTINGS as AUGMENT_SETTINGS
 
     assert set(AUGMENT_SETTINGS) == set(PROBE_AUGMENTS)
     assert AUGMENT_SETTINGS["crop-flip"] == ((0.08, 1.0), 0.5)  # the paper's (App. E)

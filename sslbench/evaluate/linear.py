@@ -13,8 +13,8 @@ one's, and its probe stays at chance. ``standardize=False`` is the paper's liter
 The two protocols differ only in what the layer is fed:
 
 - :func:`offline_linear_probe` (protocol ``linear``): every epoch, each training image is freshly
-  augmented (:data:`AUGMENT_SETTINGS`) and passed through the frozen backbone; test images get the
-  centre crop. That is ``epochs`` forward passes over the training split.
+  augmented (:data:`PROBE_AUGMENT_SETTINGS`) and passed through the frozen backbone; test
+  images get the centre crop. That is ``epochs`` forward passes over the training split.
 - :func:`train_linear_probe` (protocol ``fast-linear``): the representations of the centre crops,
   and of their mirror images when the augmentation flips, are extracted once and kept
   (:class:`sslbench.evaluate.features.FeatureCache`); the layer trains on them in memory, taking
@@ -37,7 +37,7 @@ import torch
 from torch import Tensor
 
 from sslbench.config import PROBE_AUGMENTS
-from sslbench.data.augment import PROBE_AUGMENT_SETTINGS as AUGMENT_SETTINGS
+from sslbench.data.augment import PROBE_AUGMENT_SETTINGS
 
 if TYPE_CHECKING:
     from sslbench.data.base import ImageDataset
@@ -232,7 +232,7 @@ def offline_linear_probe(backbone: torch.nn.Module, train_ds: ImageDataset,
 
     Frozen backbone in eval mode. With ``recipe.standardize``, a first pass over the training
     split's centre crops gives the standardisation. Training images are augmented with
-    ``augment`` (a key of :data:`AUGMENT_SETTINGS`, batched on the device); test images are
+    ``augment`` (a key of :data:`PROBE_AUGMENT_SETTINGS`, batched on the device); test images are
     centre-cropped. The backbone's weights, BatchNorm statistics and training flag are unchanged
     afterwards.
     """
@@ -240,12 +240,12 @@ def offline_linear_probe(backbone: torch.nn.Module, train_ds: ImageDataset,
     from sslbench.data.augment import BatchAugment, eval_transform
     from sslbench.device import autocast, memory_format, to_device
 
-    if augment not in AUGMENT_SETTINGS:
+    if augment not in PROBE_AUGMENT_SETTINGS:
         raise ValueError(f"unknown probe augmentation {augment!r}: use {', '.join(PROBE_AUGMENTS)}")
     _require_labels(train_ds.labels)
     device = device or next(backbone.parameters()).device
     fmt = memory_format(device)
-    crop_scale, flip_p = AUGMENT_SETTINGS[augment]
+    crop_scale, flip_p = PROBE_AUGMENT_SETTINGS[augment]
     train_view = BatchAugment(image_size=image_size, mean=train_ds.mean, std=train_ds.std,
                               crop_scale=crop_scale, flip_p=0.0, jitter_p=0.0,
                               gray_p=0.0).to(device)

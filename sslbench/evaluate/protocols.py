@@ -21,10 +21,10 @@ from typing import Any, Protocol
 
 from sslbench import paths
 from sslbench.config import EvalConfig, require_choice
+from sslbench.data.augment import PROBE_AUGMENT_SETTINGS
 from sslbench.evaluate.features import FeatureCache
 from sslbench.evaluate.knn import best_cell, knn_sweep
 from sslbench.evaluate.linear import (
-    AUGMENT_SETTINGS,
     HeadRecipe,
     offline_linear_probe,
     train_linear_probe,
@@ -94,7 +94,7 @@ def protocol_named(name: str) -> EvalProtocol:
 def _fast_linear(cfg: EvalConfig, cache: FeatureCache) -> ProtocolResult:
     train_x, train_y, ds = cache.features(cfg, "train")
     test_x, test_y, _ = cache.features(cfg, "test")
-    flip_p = AUGMENT_SETTINGS[cfg.probe_augment][1]
+    flip_p = PROBE_AUGMENT_SETTINGS[cfg.probe_augment][1]
     mirror_x = cache.features(cfg, "train", mirror=True)[0].to(cache.device) if flip_p else None
     on = cache.device
     res = train_linear_probe(train_x.to(on), train_y.to(on), test_x.to(on), test_y.to(on),
