@@ -389,6 +389,23 @@ class _FileStore:
                                 ended_at="now" if state["ended"] else None)]
 
 
+def test_a_follower_takes_the_attempt_number_from_the_row_its_leader_claimed():
+    """The run's attempt count, read just before rank 0 claims attempt 2, still says 1: the
+    follower must join attempt 2 (the latest row is its leader's), never attempt 1 (another
+    scheduler's)."""
+    from sslbench.runs.taskgroup import _claimed
+
+    class Racing:
+        def get_run(self, run_id):
+            return SimpleNamespace(status="running", attempts=1)
+
+        def attempt_details(self, run_id):
+            return [{"attempt": 1, "scheduler_id": "other"}, {"attempt": 2, "scheduler_id": "me"}]
+
+    assert _claimed(Racing(), "run", "me") == 2
+    assert _claimed(Racing(), "run", "other") is None
+
+
 def test_a_follower_joins_the_attempts_of_its_rank_0_only_and_ends_with_it(home, monkeypatch):
     """Rank 1 ignores an attempt another scheduler claimed, starts its process of each attempt
     its rank 0 claims (with the group's environment), kills one that outlives its attempt, and
@@ -401,9 +418,11 @@ def test_a_follower_joins_the_attempts_of_its_rank_0_only_and_ends_with_it(home,
     leader = group.scheduler_id()
     state = home / "state.json"
 
-    def write(**values) -> None:
-        state.write_text(json.dumps({"status": "running", "attempt": 1, "owner": "other",
+    def write(**values) -> None:  # whole, as a store's transaction is seen
+        draft = state.with_suffix(".draft")
+        draft.write_text(json.dumps({"status": "running", "attempt": 1, "owner": "other",
                                      "ended": False, **values}))
+        os.replace(draft, state)
 
     write()  # attempt 1: another scheduler's (a plain `sslbench train`, say): not followed
     worker = f"""
@@ -411,9 +430,10 @@ import json, os, sys, time
 print(os.environ["RANK"], os.environ["WORLD_SIZE"], os.environ["MASTER_ADDR"],
       os.environ["MASTER_PORT"], os.environ["OMP_NUM_THREADS"], flush=True)
 if os.environ["SSLBENCH_ATTEMPT"] == "2":  # ends by itself; rank 0 claims attempt 3
-    open({str(state)!r}, "w").write(json.dumps(
+    open({str(state)!r} + ".w", "w").write(json.dumps(
         {{"status": "running", "attempt": 3, "owner": {leader!r}, "ended": False}}))
-    sys.exit(3)
+    os.replace({str(state)!r} + ".w", {str(state)!r})
+    os._exit(3)
 time.sleep(60)  # attempt 3: stuck, as in a collective whose peer died
 """
     logs = {n: home / f"attempt-{n}.log" for n in (1, 2, 3)}

@@ -103,12 +103,17 @@ def _leader(store: Any, scheduler_id: str) -> Any:
 
 
 def _claimed(store: Any, run_id: str, scheduler_id: str) -> int | None:
-    """The attempt of ``run_id`` that ``scheduler_id`` claimed and that is running now."""
-    record = store.get_run(run_id)
-    if record.status != RunStatus.RUNNING or not record.attempts:
+    """The attempt of ``run_id`` that ``scheduler_id`` claimed and that is running now.
+
+    The attempt's number and its scheduler come from one row: the run's attempt count, read a
+    moment before, may predate a claim made in between (another scheduler's attempt is never
+    taken for this one's)."""
+    if store.get_run(run_id).status != RunStatus.RUNNING:
         return None
-    latest = store.attempt_details(run_id)[-1]
-    return record.attempts if latest["scheduler_id"] == scheduler_id else None
+    attempts = store.attempt_details(run_id)
+    if not attempts or attempts[-1]["scheduler_id"] != scheduler_id:
+        return None
+    return int(attempts[-1]["attempt"])
 
 
 def follow(store: Any, run_id: str, group: RankGroup, command: list[str],
