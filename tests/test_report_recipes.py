@@ -116,6 +116,34 @@ def test_recipe_statistics_equal_the_per_run_cells(tmp_path, seed):
         check_recipes_against_runs(store)
 
 
+@pytest.mark.parametrize("seed", range(2))
+def test_seed_statistics_do_not_depend_on_the_order_the_store_returns_the_runs(tmp_path, seed):
+    """A database without ORDER BY returns the runs in any order (PostgreSQL's parallel and
+    synchronized scans do): the statistics, a floating-point sum over each group, must be the
+    same bits in every order, on both paths."""
+    from sslbench.report.recipes import pretrain_recipes, recipe_seed_stats
+
+    rng = random.Random(seed)
+    with Store.open(f"sqlite:///{tmp_path / 's.sqlite'}") as store:
+        fill(store, rng, 160)
+        recipes, runs = pretrain_recipes(store, ReportFilters(), run_ids=False, parts=("best",))
+        cells, _ = grid_cells(store, ReportFilters(), "online_top1", "best")
+    # Values whose sum depends on the order of its terms in every group of several.
+    runs["best.online_top1"] += [rng.choice((1e16, -1e16, 1.0, 3.0)) for _ in range(len(runs))]
+    cells["value"] += [rng.choice((1e16, -1e16, 1.0, 3.0)) for _ in range(len(cells))]
+    first = recipe_seed_stats(recipes, runs, "best.online_top1", GRID_ROWS)[0]
+    expected = seed_stats(cells, (*GRID_ROWS, "dim"))
+    assert (first["n"] > 2).any()
+    for state in range(5):
+        shuffled = runs.sample(frac=1, random_state=state)
+        pd.testing.assert_frame_equal(
+            recipe_seed_stats(recipes, shuffled, "best.online_top1", GRID_ROWS)[0], first,
+            check_exact=True)
+        pd.testing.assert_frame_equal(
+            seed_stats(cells.sample(frac=1, random_state=state), (*GRID_ROWS, "dim")),
+            expected, check_exact=True)
+
+
 def per_run_frame(store: Store, filters: ReportFilters, *, metrics=(), params=()) -> pd.DataFrame:
     """The frame pretrain_runs built before it read recipes: every run's params and summaries
     (runs_frame), normalized run by run, filtered in pandas."""

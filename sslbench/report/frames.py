@@ -28,10 +28,24 @@ _LEVEL_KEYS: dict[str, Callable[[Any], Any]] = {
 
 def seed_stats(cells: pd.DataFrame, keys: Sequence[str], value: str = "value") -> pd.DataFrame:
     """``keys`` + ``mean``, ``std`` (sample, ddof = 1; NaN for one seed) and ``n`` of ``value``
-    over the rows of each group (typically one row per run, i.e. per seed)."""
-    stats = cells.groupby(list(keys), dropna=False)[value].agg(mean="mean", std="std",
-                                                              n="count")
+    over the rows of each group (typically one row per run, i.e. per seed).
+
+    The rows are aggregated group by group, each group's values ascending, whatever their
+    order (:func:`grouped_order`): the same runs give the same bits however a store returned
+    them (see :func:`sslbench.report.recipes.recipe_seed_stats`)."""
+    number = cells.groupby(list(keys), dropna=False).ngroup().to_numpy()
+    ordered = cells.iloc[grouped_order(number, cells[value].to_numpy(dtype="float64"))]
+    stats = ordered.groupby(list(keys), dropna=False)[value].agg(mean="mean", std="std",
+                                                                n="count")
     return stats.reset_index()
+
+
+def grouped_order(groups: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """The order of the rows by group number, then value (NaN last): a floating-point sum
+    depends on the order of its terms, and pandas' grouped sums on the sequence of group
+    numbers too (the sorted one takes a path of its own)."""
+    by_value = np.argsort(values)  # equal values are interchangeable: no need of stability
+    return by_value[np.argsort(groups[by_value], kind="stable")]
 
 
 def row_key(levels: Sequence[str]) -> Callable[[tuple[Any, ...]], tuple[Any, ...]]:

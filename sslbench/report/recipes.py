@@ -4,8 +4,9 @@ groups the runs by recipe (config without its seed, method, dataset, tags; see
 only each run's recipe and summary values reach pandas.
 
 The statistics are those of :func:`sslbench.report.frames.seed_stats` over the per-run cells of
-:func:`sslbench.report.query.pretrain_runs`, to the bit: the same values, in the same order
-within each group, through the same pandas aggregations. The filters on the runs' dataset and
+:func:`sslbench.report.query.pretrain_runs`, to the bit: the same values, ascending within each
+group (so the order in which the store returns the runs does not matter), through the same
+pandas aggregations. The filters on the runs' dataset and
 creation day are applied by the query; the others, which read the recipe, to the recipes.
 """
 
@@ -20,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from sslbench.report.filters import ReportFilters
+from sslbench.report.frames import grouped_order
 from sslbench.report.query import PRETRAIN_METRICS, PRETRAIN_PARAMS, normalize_runs, shared
 
 if TYPE_CHECKING:
@@ -38,10 +40,10 @@ def pretrain_recipes(store: Store, filters: ReportFilters, metrics: Sequence[str
                      ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """``(recipes, runs)`` of the completed pretraining runs passing ``filters``: ``recipes``
     normalized (:func:`sslbench.report.query.normalize_runs`; ``runs`` counts the runs of
-    each) with :data:`PRETRAIN_PARAMS` and ``params``, ``runs`` one row per run, oldest first:
-    ``recipe`` (a row of ``recipes``), ``run_id`` (with ``run_ids``: the statistics need none)
-    and ``final.<m>`` / ``best.<m>`` (those of ``parts``) of the online probe's metric and
-    ``metrics``."""
+    each) with :data:`PRETRAIN_PARAMS` and ``params``, ``runs`` one row per run: ``recipe``
+    (a row of ``recipes``), ``run_id`` (with ``run_ids``, the rows then oldest first; the
+    statistics need neither ids nor order) and ``final.<m>`` / ``best.<m>`` (those of
+    ``parts``) of the online probe's metric and ``metrics``."""
     wanted = tuple(dict.fromkeys((*PRETRAIN_METRICS, *metrics)))
     keys = tuple(dict.fromkeys((*PRETRAIN_PARAMS, *params)))
 
@@ -80,13 +82,15 @@ def recipe_seed_stats(recipes: pd.DataFrame, runs: pd.DataFrame, value: str,
     codes[np.isnan(values)] = -1
     flat, repeated = codes.ravel(), np.repeat(values, codes.shape[1])
     used = flat >= 0
-    # pandas' grouped sums depend on the group numbers (not only on each group's values):
-    # number the cells as a groupby on their keys does, in the sorted order of the keys.
+    # Number the cells as a groupby on their keys does, in the sorted order of the keys, and
+    # order the rows as seed_stats does.
     present = sorted(set(flat[used].tolist()), key=lambda code: cells[code])
     rank = np.zeros(len(cells), dtype="int64")
     rank[present] = np.arange(len(present))
-    stats = pd.Series(repeated[used]).groupby(rank[flat[used]]).agg(mean="mean", std="std",
-                                                                    n="count")
+    groups, values = rank[flat[used]], repeated[used]
+    order = grouped_order(groups, values)
+    stats = pd.Series(values[order]).groupby(groups[order]).agg(mean="mean", std="std",
+                                                                n="count")
     long = pd.DataFrame([cells[present[i]] for i in stats.index], columns=[*keys, "dim"])
     long = long.astype({"dim": "int64"})
     for column in ("mean", "std", "n"):
