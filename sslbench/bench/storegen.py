@@ -8,6 +8,11 @@ summaries through :meth:`Store.write_batch` (what every training run's buffered 
 with), a few thousand runs per transaction. Only the runs' lifecycle (status 'completed' and its
 times, which a real run gets from ``set_status`` attempt by attempt) is set with one UPDATE per
 transaction.
+
+On PostgreSQL the build ends with ``VACUUM ANALYZE``, what autovacuum does to a store filled
+over months before anyone reads it: without it, the rows just written are not yet marked
+visible to every transaction, and each index-only scan of the reports fetches every row's heap
+page to check it (Table S5 over a million runs: about 3.8 s instead of 2.4 s).
 """
 
 from __future__ import annotations
@@ -101,4 +106,15 @@ def build(store: Store, n_runs: int, n_points: int, seed: int = 0) -> float:
             write()
     if runs:
         write()
+    _settle(store)
     return time.perf_counter() - start
+
+
+def _settle(store: Store) -> None:
+    """On PostgreSQL, ``VACUUM ANALYZE`` (outside a transaction, as it must run)."""
+    from sqlalchemy import text
+
+    if store._engine.dialect.name != "postgresql":
+        return
+    with store._engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.execute(text("VACUUM ANALYZE"))
