@@ -24,3 +24,19 @@ def test_bench_tune_record(monkeypatch):
     assert record["pruned_best"] == max(pruned[k] for k in both)
     assert record["gap"] == round(record["grid_best"] - record["pruned_best"], 2)
     assert record["pruned_trials"] == sum(isinstance(v, str) for v in pruned.values())
+    # The first rung follows the demo's one-epoch warmup: nothing is pruned before epoch 2.
+    assert record["first_rung"] == 2 and record["epochs_per_run"] == 3
+    assert all(v.endswith(("after 2 epochs", "after 3 epochs"))
+               for v in pruned.values() if isinstance(v, str))
+    assert sorted(record["rank_correlation"]) == [1, 2, 3]
+    assert all(r is None or -1 <= r <= 1 for r in record["rank_correlation"].values())
+
+
+def test_rank_correlation_ranks_each_epoch_against_the_objective():
+    from sslbench.bench.tune import rank_correlation
+
+    trials = [({1: 10.0, 2: 30.0, 3: 5.0}, 1.0), ({1: 20.0, 2: 20.0, 3: 5.0}, 2.0),
+              ({1: 30.0, 2: 10.0, 3: 5.0}, 3.0), ({1: 40.0, 2: 0.0}, 4.0)]
+    # Epoch 1 ranks as the objective, epoch 2 the reverse, epoch 3 is constant (undefined).
+    assert rank_correlation(trials) == {1: 1.0, 2: -1.0, 3: None}
+    assert rank_correlation(trials[:2]) == {1: None, 2: None, 3: None}  # too few trials

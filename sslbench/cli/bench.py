@@ -145,15 +145,15 @@ def bench_slurm(
 @bench_app.command("tune")
 def bench_tune(
     fmt: Format = "table",
-    epochs: int = typer.Option(9, help="Epochs of each configuration (ASHA's rungs are at "
-                               "1, 3, 9, ...)."),
+    epochs: int | None = typer.Option(None, help="Epochs of each configuration (default: the "
+                                      "demo's, 15; ASHA's rungs are at 2, 6, 18, ...)."),
     samples: int = typer.Option(0, help="Training images per run (0: all of shapes)."),
     workers: int = typer.Option(2, help="CPU workers of the scheduler."),
 ) -> None:
     """A 12-point grid to the end vs the same points with ASHA pruning: best found, epochs."""
     from sslbench.bench.tune import run
 
-    _positive(epochs=epochs, workers=workers)
+    _positive(workers=workers, **({} if epochs is None else {"epochs": epochs}))
     if samples < 0:
         raise ConfigError(f"--samples must be >= 0, got {samples}")
     _output(run(epochs=epochs, samples=samples, workers=workers), fmt)
