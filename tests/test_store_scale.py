@@ -146,6 +146,9 @@ def test_bench_store_on_tiny_sizes(tmp_path, monkeypatch):
     large = out["large"]
     assert (large["runs"], large["metric_points"], large["eval_pending"]) == (300, 3000, 600)
     assert large["report_all_s"] is None and out["targets_met"]["report_all_under_20s"] is None
+    assert isinstance(out["targets_met"]["concurrent_100k_points_per_s"], bool)  # SQLite's
+    assert len(large["table_s5_each_s"]) == 3
+    assert large["table_s5_s"] == sorted(large["table_s5_each_s"])[1]
     assert list(Path(tmp_path).iterdir()) == []  # every store deleted
 
 

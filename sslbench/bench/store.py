@@ -315,7 +315,9 @@ def _verdicts(out: dict[str, Any]) -> dict[str, bool | None]:
     return {
         "ingestion_10x_mlflow": None if ing["ratio"] is None else ing["ratio"] >= 10,
         "log_call_under_50us": out["log_call"]["mean_us"] < TARGETS["log_call_us"],
-        "concurrent_100k_points_per_s": (out["concurrent"]["points_per_s"]
+        # The target is for one SQLite store; PostgreSQL's figure is reported beside it.
+        "concurrent_100k_points_per_s": (None if out["db"] != "sqlite" else
+                                         out["concurrent"]["points_per_s"]
                                          >= TARGETS["concurrent_points_per_s"]),
         "table_s5_under_2s": big["table_s5_s"] < TARGETS["table_s5_s"],
         "report_all_under_20s": (None if big["report_all_s"] is None
