@@ -45,7 +45,10 @@ def grouped_order(groups: np.ndarray, values: np.ndarray) -> np.ndarray:
     depends on the order of its terms, and pandas' grouped sums on the sequence of group
     numbers too (the sorted one takes a path of its own)."""
     by_value = np.argsort(values)  # equal values are interchangeable: no need of stability
-    return by_value[np.argsort(groups[by_value], kind="stable")]
+    numbers = groups[by_value]
+    if len(numbers) and 0 <= numbers.min() and numbers.max() < 2**16:
+        numbers = numbers.astype(np.uint16)  # NumPy's stable sort of 16-bit keys is a radix sort
+    return by_value[np.argsort(numbers, kind="stable")]
 
 
 def row_key(levels: Sequence[str]) -> Callable[[tuple[Any, ...]], tuple[Any, ...]]:
