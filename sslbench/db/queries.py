@@ -312,11 +312,10 @@ def _all_rows(session: Session, stmt: Select[Any]) -> Sequence[Any]:
     """The DBAPI's rows of ``stmt`` as they are (no column of the callers has a result type to
     apply): for a million runs, a second less than through SQLAlchemy's Rows.
 
-    On PostgreSQL through psycopg the transaction's sorts and hashes get :data:`WORK_MEM` and
-    its plans may be parallel (:data:`PARALLEL_TUPLE_COST`; both ``SET LOCAL``: they end with
-    the transaction) and the rows cross in binary: no number is
-    printed as text by the server and parsed back by the client, which for a million floats
-    costs the two about a second."""
+    On PostgreSQL through psycopg the transaction's sorts and hashes get :data:`WORK_MEM`, its
+    plans may be parallel (:data:`PARALLEL_TUPLE_COST`; both ``SET LOCAL``: they end with the
+    transaction), and the rows cross in binary: no number is printed as text by the server and
+    parsed back by the client, which for a million floats costs the two about a second."""
     connection = session.connection()
     if connection.dialect.name != "postgresql" or connection.dialect.driver != "psycopg":
         return connection.execute(stmt).cursor.fetchall()

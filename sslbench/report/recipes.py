@@ -4,10 +4,11 @@ groups the runs by recipe (config without its seed, method, dataset, tags; see
 only each run's recipe and summary values reach pandas.
 
 The statistics are those of :func:`sslbench.report.frames.seed_stats` over the per-run cells of
-:func:`sslbench.report.query.pretrain_runs`, to the bit: the same values, ascending within each
-group (so the order in which the store returns the runs does not matter), through the same
-pandas aggregations. The filters on the runs' dataset and
-creation day are applied by the query; the others, which read the recipe, to the recipes.
+:func:`sslbench.report.query.pretrain_runs`, to the bit: the same values, in the same order (by
+group, then value: :func:`sslbench.report.frames.grouped_order`, so the order in which the store
+returns the runs does not matter), through the same pandas aggregations. The filters on the
+runs' dataset and creation day are applied by the query; the others, which read the recipe, to
+the recipes.
 """
 
 from __future__ import annotations
