@@ -151,6 +151,26 @@ def test_spec_values_are_checked(tmp_path):
     assert spec.pruner == "asha" and spec.reduction_factor == 2
 
 
+def test_the_grid_is_queued_in_an_order_shuffled_by_the_seed(tmp_path):
+    """Every point once, in an order the spec's seed fixes: another seed, another order."""
+    from sslbench.runs.tune import grid_points
+    from sslbench.runs.tunespec import load_tune
+
+    def order(seed: int) -> list[tuple[float, float]]:
+        path = tmp_path / f"s{seed}.toml"
+        path.write_text(base() + "[space]\nlr = [0.001, 0.002, 0.004, 0.008]\n"
+                        "temperature = [0.1, 0.2, 0.5]\n"
+                        f'[sampler]\nname = "grid"\nseed = {seed}\n')
+        return [(p["lr"], p["temperature"]) for p in grid_points(load_tune(path))]
+
+    first = order(0)
+    assert sorted(first) == [(lr, t) for lr in (0.001, 0.002, 0.004, 0.008)
+                             for t in (0.1, 0.2, 0.5)]
+    assert order(0) == first
+    assert first != sorted(first) and order(1) != first
+    assert len({lr for lr, _ in first[:4]}) > 1  # the first trials do not share one lr
+
+
 # ------------------------------------------------------------------------ end to end
 
 

@@ -8,7 +8,7 @@ folder -- a shared store would simply reuse the first search's runs:
 
 - ``grid``: every configuration to the end (pruner ``none``): the best value is the target, and
   its training epochs are the cost of exhaustive search;
-- ``pruned``: the same 12 points, in the same order, with successive halving (ASHA: a third of
+- ``pruned``: the same 12 points, in the same (seeded, shuffled) order, with successive halving (ASHA: a third of
   the trials going on at each rung) on the per-epoch online probe. Its first rung is the first
   epoch after the learning-rate warmup (epochs 2, 6, 18, ... with the demo's one-epoch warmup):
   at the end of the warmup the trials are ranked by how fast they start rather than by where

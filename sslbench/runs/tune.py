@@ -134,12 +134,18 @@ def sampler_of(spec: TuneSpec, drawn: int = 0) -> Any:
 
 
 def grid_points(spec: TuneSpec) -> list[dict[str, Any]]:
-    """Every point of a grid spec in file order (the first key varies slowest)."""
+    """Every point of a grid spec, in an order shuffled by the spec's seed (as Optuna's
+    ``GridSampler`` does). A pruner ranks each trial against those that reached its rung
+    before it, and the first trials of a study pass every rung unopposed: in file order they
+    would all share the first key's first value, whatever it is worth."""
     import itertools
+    import random
 
     names = [p.name for p in spec.space]
-    return [dict(zip(names, combo))
-            for combo in itertools.product(*(p.choices for p in spec.space))]
+    points = [dict(zip(names, combo))
+              for combo in itertools.product(*(p.choices for p in spec.space))]
+    random.Random(spec.seed).shuffle(points)
+    return points
 
 
 def open_study(spec: TuneSpec, url: str) -> optuna.Study:
