@@ -11,6 +11,7 @@ import math
 import random
 import re
 
+import numpy as np
 import pandas as pd
 import pytest
 from sqlalchemy import update
@@ -142,6 +143,24 @@ def test_seed_statistics_do_not_depend_on_the_order_the_store_returns_the_runs(t
         pd.testing.assert_frame_equal(
             seed_stats(cells.sample(frac=1, random_state=state), (*GRID_ROWS, "dim")),
             expected, check_exact=True)
+
+
+@pytest.mark.parametrize(("rows", "groups"), [(0, 1), (12, 3), (2000, 5), (2000, 900),
+                                              (50_000, 40_000), (50_000, 300)])
+def test_grouped_order_is_by_group_then_value_nan_last(rows, groups):
+    """Both of grouped_order's ways (a sort per group; every value first when the groups are
+    many), with group numbers past 16 bits too: the order a lexicographic sort gives."""
+    from sslbench.report.frames import grouped_order
+
+    rng = np.random.default_rng(rows + groups)
+    numbers = rng.integers(0, groups, rows)
+    values = rng.choice([1.0, 2.0, np.nan, -0.5, 3e16, 7.25], rows)
+    expected = np.lexsort((values, numbers))
+    for offset in (0, 70_000):
+        order = grouped_order(numbers + offset, values)
+        assert np.array_equal(np.sort(order), np.arange(rows))
+        assert np.array_equal(numbers[order], numbers[expected])
+        assert np.array_equal(values[order], values[expected], equal_nan=True)
 
 
 def per_run_frame(store: Store, filters: ReportFilters, *, metrics=(), params=()) -> pd.DataFrame:

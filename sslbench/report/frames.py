@@ -43,12 +43,23 @@ def seed_stats(cells: pd.DataFrame, keys: Sequence[str], value: str = "value") -
 def grouped_order(groups: np.ndarray, values: np.ndarray) -> np.ndarray:
     """The order of the rows by group number, then value (NaN last): a floating-point sum
     depends on the order of its terms, and pandas' grouped sums on the sequence of group
-    numbers too (the sorted one takes a path of its own)."""
-    by_value = np.argsort(values)  # equal values are interchangeable: no need of stability
-    numbers = groups[by_value]
-    if len(numbers) and 0 <= numbers.min() and numbers.max() < 2**16:
-        numbers = numbers.astype(np.uint16)  # NumPy's stable sort of 16-bit keys is a radix sort
-    return by_value[np.argsort(numbers, kind="stable")]
+    numbers too (the sorted one takes a path of its own).
+
+    The rows are sorted by group (stably), then each group's by value: for the few hundred
+    groups of a million rows a report has, half the time of sorting every value first; with
+    more than a group per hundred rows, every value is sorted first, then the groups."""
+    keys = groups
+    if len(keys) and 0 <= keys.min() and keys.max() < 2**16:
+        keys = keys.astype(np.uint16)  # NumPy's stable sort of 16-bit keys is a radix sort
+    order = np.argsort(keys, kind="stable")
+    ordered = groups[order]
+    cuts = np.flatnonzero(ordered[1:] != ordered[:-1]) + 1
+    if len(cuts) > len(groups) // 100:
+        by_value = np.argsort(values)  # equal values are interchangeable: no need of stability
+        return by_value[np.argsort(keys[by_value], kind="stable")]
+    for rows, part in zip(np.split(order, cuts), np.split(values[order], cuts)):
+        rows[:] = rows[np.argsort(part)]  # a view of order: sorted in place
+    return order
 
 
 def row_key(levels: Sequence[str]) -> Callable[[tuple[Any, ...]], tuple[Any, ...]]:

@@ -85,7 +85,8 @@ def recipe_seed_stats(recipes: pd.DataFrame, runs: pd.DataFrame, value: str,
     used = flat >= 0
     # Number the cells as a groupby on their keys does, in the sorted order of the keys, and
     # order the rows as seed_stats does.
-    present = sorted(set(flat[used].tolist()), key=lambda code: cells[code])
+    present = sorted(np.flatnonzero(np.bincount(flat[used], minlength=len(cells))).tolist(),
+                     key=lambda code: cells[code])
     rank = np.zeros(len(cells), dtype="int64")
     rank[present] = np.arange(len(present))
     groups, values = rank[flat[used]], repeated[used]
