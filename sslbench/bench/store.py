@@ -245,8 +245,8 @@ def _first_page(store: Store, **filters: Any) -> int:
 
 
 def _resolve(store: Store, prefix: str) -> str | None:
-    """A prefix looked up (the synthetic ids share every prefix with 15 others: the lookup
-    ends in the one-line 'matches several runs' error, after the same query)."""
+    """A prefix looked up (an ambiguous one ends in the one-line 'matches several runs'
+    error, after the same query)."""
     from sslbench.errors import UnknownRunError
 
     try:
@@ -258,13 +258,14 @@ def _resolve(store: Store, prefix: str) -> str | None:
 def large(url: str | None, folder: Path, runs: int, points: int,
           report_all: bool) -> dict[str, Any]:
     from sslbench.bench.report import time_report, time_report_all
-    from sslbench.bench.storegen import build, points_per_run
+    from sslbench.bench.storegen import build, points_per_run, run_config
+    from sslbench.config import run_id_of
     from sslbench.report.runs import run_show_json
 
     with _fresh(url, folder, "large") as store:
         build_s = build(store, runs, points)
         target = store.url
-        middle = f"{runs // 2:012x}"
+        middle = run_id_of("pretrain", run_config(runs // 2))
         cold_s, total = _timed(lambda: _first_page(store))  # imports the renderer too
         list_s, _ = _timed(lambda: _first_page(store))
         filtered_s, _ = _timed(lambda: _first_page(store, kind="pretrain", status="completed",

@@ -8,12 +8,12 @@ folder -- a shared store would simply reuse the first search's runs:
 
 - ``grid``: every configuration to the end (pruner ``none``): the best value is the target, and
   its training epochs are the cost of exhaustive search;
-- ``pruned``: the same 12 points, in the same (seeded, shuffled) order, with successive halving (ASHA: a third of
-  the trials going on at each rung) on the per-epoch online probe. Its first rung is the first
-  epoch after the learning-rate warmup (epochs 2, 6, 18, ... with the demo's one-epoch warmup):
-  at the end of the warmup the trials are ranked by how fast they start rather than by where
-  they go (with 9 epochs and a first rung at epoch 1, the grid's best configuration, at the
-  largest learning rate, was pruned there).
+- ``pruned``: the same 12 points, in the same (seeded, shuffled) order, with successive
+  halving (ASHA: a third of the trials going on at each rung) on the per-epoch online probe.
+  Its first rung is the first epoch after the learning-rate warmup (epochs 2, 6, 18, ... with
+  the demo's one-epoch warmup): at the end of the warmup the trials are ranked by how fast they
+  start rather than by where they go (with 9 epochs and a first rung at epoch 1, the grid's
+  best configuration, at the largest learning rate, was pruned there).
 
 The objective of both is the fast linear probe on the final backbone (an evaluation queued after
 each completed trial; a pruned trial is never evaluated). The record:

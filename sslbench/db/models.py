@@ -44,7 +44,8 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 #: 6: recipes (a run's config without its seed, with its method and dataset) and runs.recipe_id,
 #:    which ix_runs_kind_status covers with the runs' tags; ix_runs_parent holds the children's
 #:    kind and status; summaries clustered on their primary key (SQLite WITHOUT ROWID).
-SCHEMA_VERSION = 6
+#: 7: ix_runs_kind_status_id: the runs of a kind and status in run-id order.
+SCHEMA_VERSION = 7
 #: The value of ``sslbench_meta.app``: what tells an sslbench store from a foreign database.
 APP_NAME = "sslbench"
 META_TABLE = "sslbench_meta"
@@ -187,6 +188,11 @@ class Run(Base):
         # Pages of a kind and status in listing order; with the recipe and tags, also the
         # reports' scan of the completed pretraining runs, without reading the table.
         Index("ix_runs_kind_status", "kind", "status", "created_at", "run_id", "recipe_id",
+              "tags_json"),
+        # The same runs in run-id order, for the reports' scan of every completed pretraining
+        # run: their summaries (keyed by run id, which is a hash) are then looked up in the
+        # order they are stored in, not all over the table.
+        Index("ix_runs_kind_status_id", "kind", "status", "run_id", "created_at", "recipe_id",
               "tags_json"),
         # Covers counting (runs list's footer) under any filter on these four, and sorting a
         # method's runs for a page without reading the table.

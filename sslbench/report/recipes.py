@@ -97,8 +97,9 @@ def recipe_seed_stats(recipes: pd.DataFrame, runs: pd.DataFrame, value: str,
     long = long.astype({"dim": "int64"})
     for column in ("mean", "std", "n"):
         long[column] = stats[column].to_numpy()
-    valued = pd.Series(codes[:, 0] >= 0).groupby(runs["recipe"].to_numpy()).sum()
-    return long, valued.reindex(recipes.index, fill_value=0)
+    valued = np.bincount(runs["recipe"].to_numpy(), weights=codes[:, 0] >= 0,
+                         minlength=len(table))
+    return long, pd.Series(valued[recipes.index].astype("int64"), index=recipes.index)
 
 
 def _cell_codes(recipes: pd.DataFrame, keys: Sequence[str]
