@@ -3,15 +3,14 @@
 :func:`build` fills an empty store with ``n_runs`` completed pretraining runs covering Table S5's
 grid (5 paper methods x 4 projector families x 5 dims, the rest as seeds) and ``n_points``
 metric points (``online_top1`` and ``loss`` per epoch). A run's id is the product's, the hash of
-its config (:func:`sslbench.config.run_id_of`): the order of the ids, unrelated to the order
-the runs were created in, is what an index on them meets in a lab's store (with the runs' number
-as the id instead, Table S5 over a million runs took 1.9 s where hashed ids took 5.1 s, before
-schema 7). Runs and their flattened params go
-through :meth:`Store.upsert_runs` (what ``sslbench sweep`` queues a grid with), points and their
-summaries through :meth:`Store.write_batch` (what every training run's buffered writer writes
-with), a few thousand runs per transaction. Only the runs' lifecycle (status 'completed' and its
-times, which a real run gets from ``set_status`` attempt by attempt) is set with one UPDATE per
-transaction.
+its config (:func:`sslbench.config.run_id_of`): ids in no relation to the order the runs were
+created in, as an index on them meets in a lab's store (with each run's number as its id,
+Table S5 over a million runs took 1.9 s where hashed ids took 5.1 s, before schema 7). Runs and
+their flattened params go through :meth:`Store.upsert_runs` (what ``sslbench sweep`` queues a
+grid with), points and their summaries through :meth:`Store.write_batch` (what every training
+run's buffered writer writes with), a few thousand runs per transaction. Only the runs'
+lifecycle (status 'completed' and its times, which a real run gets from ``set_status`` attempt by
+attempt) is set with one UPDATE per transaction.
 
 On PostgreSQL the build ends with ``VACUUM ANALYZE``, what autovacuum does to a store filled
 over months before anyone reads it: without it, the rows just written are not yet marked
