@@ -258,14 +258,13 @@ def _resolve(store: Store, prefix: str) -> str | None:
 def large(url: str | None, folder: Path, runs: int, points: int,
           report_all: bool) -> dict[str, Any]:
     from sslbench.bench.report import time_report, time_report_all
-    from sslbench.bench.storegen import build, points_per_run, run_config
-    from sslbench.config import run_id_of
+    from sslbench.bench.storegen import build, id_of, points_per_run, run_config
     from sslbench.report.runs import run_show_json
 
     with _fresh(url, folder, "large") as store:
         build_s = build(store, runs, points)
         target = store.url
-        middle = run_id_of("pretrain", run_config(runs // 2))
+        middle = id_of(run_config(runs // 2))
         cold_s, total = _timed(lambda: _first_page(store))  # imports the renderer too
         list_s, _ = _timed(lambda: _first_page(store))
         filtered_s, _ = _timed(lambda: _first_page(store, kind="pretrain", status="completed",

@@ -26,6 +26,8 @@ from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
+from sslbench.config import run_id_of
+
 if TYPE_CHECKING:
     from sslbench.db import Store
     from sslbench.db.ingest import Point
@@ -61,13 +63,17 @@ def run_config(i: int) -> dict[str, Any]:
     return config(method, tau, family, dim, seed=i // len(CELLS))
 
 
+def id_of(config: dict[str, Any]) -> str:
+    """A synthetic run's id: the product's, from its config."""
+    return run_id_of("pretrain", config)
+
+
 def points_per_run(n_runs: int, n_points: int) -> int:
     return max(2, n_points // n_runs)
 
 
 def _runs(n_runs: int, n_points: int, rng: random.Random
           ) -> Iterator[tuple[NewRun, list[Point]]]:
-    from sslbench.config import run_id_of
     from sslbench.db.ingest import Point
     from sslbench.db.records import NewRun
 
@@ -75,7 +81,7 @@ def _runs(n_runs: int, n_points: int, rng: random.Random
     epochs = {"online_top1": (per_run + 1) // 2, "loss": per_run // 2}
     for i in range(n_runs):
         cfg = run_config(i)
-        run_id = run_id_of("pretrain", cfg)
+        run_id = id_of(cfg)
         level = 60.0 + 8.0 * rng.random()
         at = T0 + timedelta(seconds=i)
         points = []
