@@ -138,6 +138,7 @@ def test_bad_values_are_one_line(cli, home, args, flag, value):
     (["report", "spectra", "--complete"], ["--complete/--partial", "report spectra", "--dim"]),
     (["report", "all", "--out", "r", "--dim", "64"], ["--dim", "report all"]),
     (["report", "all", "--out", "r", "--format", "csv"], ["--format", "report all", "html"]),
+    (["report", "table-s5", "--tag", "slurm:1234_0"], ["--tag slurm:1234_0", "--sweep NAME"]),
 ])
 def test_report_refuses_options_its_report_does_not_take(cli, home, args, needles):
     assert_one_line_error(cli(*args), *needles)

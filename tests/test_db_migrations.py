@@ -27,7 +27,7 @@ from sqlalchemy.engine import Connection
 from sslbench.db import SCHEMA_VERSION, Store, migrations
 from sslbench.db.migrations import VERSION_TABLE
 from sslbench.db.models import Base
-from sslbench.db.values import recipe, to_json
+from sslbench.db.values import recipe, tagset, to_json
 from sslbench.errors import StoreError
 from tests.conftest import race, run_cli
 from tests.fixtures.make_stores import RUN_IDS as FIXTURE_RUN_IDS  # in every fixture
@@ -115,16 +115,21 @@ def test_old_store_is_upgraded_in_place_with_every_row(tmp_path, version):
         old_columns = set(rows[0]) if rows else set()
         assert [{k: r[k] for k in old_columns} for r in after[table]] == rows, table
         added = {k for r in after[table] for k in r} - old_columns
-        filled = {"recipe_id"} if table == "runs" else set()  # from the stored config
+        # from the stored config and tags
+        filled = {"recipe_id", "tagset_id"} if table == "runs" else set()
         assert all(r[k] is None for r in after[table] for k in added - filled), table
-    # Every run names its recipe: the one of its config without the seed, method and dataset.
+    # Every run names its recipe: the one of its config without the seed, method and dataset;
+    # and its tag set: its tags but the Slurm jobs'.
     recipes = {r["recipe_id"]: r for r in after["recipes"]}
+    tagsets = {r["tagset_id"]: r for r in after["tagsets"]}
     for run in after["runs"]:
         config = json.loads(run["config_json"])
         key, text = recipe(config, run["method"], run["dataset"])
         assert recipes[run["recipe_id"]]["key"] == key
         assert json.loads(recipes[run["recipe_id"]]["config_json"]) == {
             k: v for k, v in config.items() if k != "seed"} == json.loads(text)
+        assert (tagsets[run["tagset_id"]]["key"], tagsets[run["tagset_id"]]["tags_json"]) == (
+            tagset(json.loads(run["tags_json"])))
     # The backup is the store as it was: a valid store of the old version.
     (backup,) = _backups(path)
     assert backup == store.backup_path
@@ -292,18 +297,25 @@ def test_the_cli_says_when_it_upgraded_a_store(home):
     assert again.returncode == 0 and again.stderr == ""  # once only
 
 
+def _revision(name: str) -> Any:
+    """The module of a migration (``0006_recipes``), loaded from its file."""
+    import importlib.util
+
+    path = migrations.SCRIPT_LOCATION / "versions" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"revision_{name}", path)
+    assert spec is not None and spec.loader is not None
+    revision = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(revision)
+    return revision
+
+
 def test_the_upgrade_keys_recipes_as_creating_a_run_does():
     """Version 6's upgrade computes the recipes of the stored runs with a frozen copy of
     sslbench.db.values.recipe, from the config read back from the store: the two agree, or a
     run created after the upgrade would not join its recipe's older runs."""
-    import importlib.util
     from pathlib import PurePath
 
-    path = migrations.SCRIPT_LOCATION / "versions" / "0006_recipes.py"
-    spec = importlib.util.spec_from_file_location("revision_0006", path)
-    assert spec is not None and spec.loader is not None
-    revision = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(revision)
+    revision = _revision("0006_recipes")
     configs = [{}, {"seed": 1}, {"method": "simclr", "lr": 0.3, "seed": 3, "dim": 8192.0},
                {"loss": {"temperature": 0.1, "seed": 2}, "crops": (32, 16), "tags": {"b", "a"},
                 "path": PurePath("/data"), "nan": float("nan"), "none": None, "seed": {"x": 1}},
@@ -312,3 +324,14 @@ def test_the_upgrade_keys_recipes_as_creating_a_run_does():
         for method, dataset in ((None, None), ("simclr", "cifar10")):
             stored = json.loads(to_json(config))
             assert revision.recipe(stored, method, dataset) == recipe(config, method, dataset)
+
+
+def test_the_upgrade_keys_tag_sets_as_tagging_a_run_does():
+    """Version 8's upgrade computes the tag sets of the stored runs with a frozen copy of
+    sslbench.db.values.tagset: the two agree (a Slurm job's tags left out, the rest unique and
+    sorted), or a run tagged after the upgrade would not join the older runs of its set."""
+    revision = _revision("0008_tagsets")
+    for tags in ([], ["sweep:a"], ["b", "a", "b"], ["slurm:12_3", "sweep:x", "slurm:9"],
+                 ["slurm:1"], ["é", "slurmish", "Slurm:1", "x y"]):
+        assert revision.tagset(json.loads(json.dumps(tags))) == tagset(tags)
+    assert tagset(["slurm:1", "b", "a"]) == tagset(["a", "b", "a"]) != tagset(["a"])

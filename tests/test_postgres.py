@@ -454,17 +454,19 @@ def test_recipe_statistics_on_postgres(pg_store):
     check_recipes_against_runs(pg_store)
 
 
-def test_runs_without_recipe_get_theirs_on_postgres(pg_store):
+@pytest.mark.parametrize("version", [5, 7])
+def test_runs_without_recipe_get_theirs_on_postgres(pg_store, version):
     from tests.test_store_recipes import check_runs_without_recipe_get_theirs
 
-    check_runs_without_recipe_get_theirs(pg_store)
+    check_runs_without_recipe_get_theirs(pg_store, version)
 
 
-def test_a_version_5_database_upgrades_to_the_same_table_s5_on_postgres(postgres_url):
+@pytest.mark.parametrize("version", [5, 7])
+def test_an_older_database_upgrades_to_the_same_table_s5_on_postgres(postgres_url, version):
     from tests.test_store_recipes import check_upgrade_keeps_table_s5
 
     try:
-        check_upgrade_keeps_table_s5(postgres_url, random.Random(3))
+        check_upgrade_keeps_table_s5(postgres_url, random.Random(3), version)
     finally:
         with Store.open(postgres_url) as store:
             _drop_store(store._engine)

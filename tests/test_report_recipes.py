@@ -24,6 +24,7 @@ from sslbench.report.base import EmptyReportError
 from sslbench.report.filters import ReportFilters
 from sslbench.report.frames import seed_stats
 from sslbench.report.grid import GRID_ROWS, grid_cells, grid_stats, simclr_note
+from sslbench.report.labels import LABEL_TAGS
 from sslbench.report.output import report_text
 from sslbench.report.query import (
     PRETRAIN_METRICS,
@@ -59,12 +60,15 @@ def _recipe(rng: random.Random) -> dict:
 
 
 def fill(store: Store, rng: random.Random, n_runs: int) -> None:
-    """Runs of a few recipes (several seeds each), tagged, on several days, some failed, some
-    without a value or with NaN; an evaluation or two, which the grid never reads."""
+    """Runs of a few recipes (several seeds each), tagged, some by Slurm jobs, on several days,
+    some failed, some without a value or with NaN; an evaluation or two, which the grid never
+    reads."""
     recipes = [(_recipe(rng), sorted(rng.sample(TAGS, rng.randint(0, 2))))
                for _ in range(n_runs // 4)]
     for i in range(n_runs):
         cfg, tags = rng.choice(recipes)
+        if rng.random() < 0.3:  # run by a Slurm job, which every report ignores
+            tags = [*tags, f"slurm:{rng.randint(1, 9)}"]
         run_id = f"r{i:05d}"
         store.upsert_runs([NewRun(run_id=run_id, kind="pretrain", config={**cfg, "seed": i},
                                   command=[], env={}, tags=tags)])
@@ -214,6 +218,9 @@ def check_reports_against_runs(store: Store, monkeypatch: pytest.MonkeyPatch) ->
         for metrics, params in (((), ()), (("online_top1",), ()), ((), ("lr", "momentum"))):
             ours = pretrain_runs(store, filters, metrics=metrics, params=params)
             theirs = per_run_frame(store, filters, metrics=metrics, params=params)
+            # a run's tags as the reports see them: those they read, sorted
+            read = {*LABEL_TAGS, *filters.tags}
+            theirs["tags"] = [sorted(set(tags) & read) for tags in theirs["tags"]]
             pd.testing.assert_frame_equal(ours, theirs[ours.columns], check_exact=True)
         new = _texts(store, filters)
         for module in (capacity, dims, grid, hparams, probes, query, cka):

@@ -1,15 +1,19 @@
-"""Schema 6's recipes (runs.recipe_id): the reports group the runs by the recipe stored with each
-run instead of stripping the seed from every config in the query.
+"""Schema 6's recipes (runs.recipe_id) and schema 8's tag sets (runs.tagset_id): the reports
+group the runs by the recipe and tag set stored with each run instead of stripping the seed from
+every config and reading every run's tags in the query.
 
 A run's recipe is computed once, when it is created, from its config, method and dataset, which
-never change: the tests check that the stored grouping is the one the version-5 query computed
-(``json_remove(config_json, '$.seed')``, method, dataset, tags) on stores built through the API,
-after every way a run changes (tags added, resumed, failed, deleted, new seeds), and on a store
-of the previous version upgraded in place -- whose table-s5 is then the one it had before.
+never change, and its tag set whenever its tags change (the tags but the Slurm job tags, in any
+order): the tests check that the stored grouping is the one the version-5 query computed
+(``json_remove(config_json, '$.seed')``, method, dataset, tags without the job tags) on stores
+built through the API, after every way a run changes (tags added, Slurm jobs, resumed, failed,
+deleted, new seeds), and on a store of an older version upgraded in place -- whose table-s5 is
+then the one it had before.
 """
 
 from __future__ import annotations
 
+import json
 import random
 
 import pytest
@@ -30,26 +34,43 @@ OLD_KEY = {"sqlite": "json_remove(config_json, '$.seed')",
            "postgresql": "(config_json::jsonb - 'seed')::text"}
 
 
-def as_version_5(url: str) -> None:
-    """Take a store back to schema version 5 (no recipes, runs without recipe_id): the store
-    an sslbench of that version would have written, holding the same rows."""
+#: What each older version lacks: the column of the runs, and its table.
+LACKS = {5: ("recipe_id", "recipes"), 7: ("tagset_id", "tagsets")}
+
+
+def as_version(url: str, version: int) -> None:
+    """Take a store back to schema ``version`` (5: no recipes; 7: no tag sets): the store an
+    sslbench of that version would have written, holding the same rows."""
     engine = create_engine(url)
     with engine.begin() as conn:
-        command.downgrade(migrations.alembic_config(conn), migrations.revision_of(5))
-        conn.execute(update(Meta).where(Meta.key == "schema_version").values(value="5"))
+        command.downgrade(migrations.alembic_config(conn), migrations.revision_of(version))
+        conn.execute(update(Meta).where(Meta.key == "schema_version")
+                     .values(value=str(version)))
     engine.dispose()
 
 
+def as_version_5(url: str) -> None:
+    as_version(url, 5)
+
+
+def _tag_set(tags_json: str) -> str:
+    """The tags that group runs, as the reports of version 7 would have read them had they left
+    out the Slurm job tags and the order: a frozenset's text."""
+    return repr(sorted({t for t in json.loads(tags_json) if not t.startswith("slurm:")}))
+
+
 def partitions(store: Store) -> tuple[set[frozenset[str]], set[frozenset[str]]]:
-    """The runs grouped by version 5's recipe key and by the stored recipe (with the tags)."""
+    """The runs grouped by version 5's recipe key with their tags (but the Slurm job tags, in
+    any order), and by the stored recipe and tag set."""
     old_key = OLD_KEY[store._engine.dialect.name]
     old: dict[tuple, set[str]] = {}
     new: dict[tuple, set[str]] = {}
     with store._engine.connect() as conn:
-        for run_id, key, method, dataset, tags, recipe_id in conn.execute(text(
-                f"SELECT run_id, {old_key}, method, dataset, tags_json, recipe_id FROM runs")):
-            old.setdefault((key, method, dataset, tags), set()).add(run_id)
-            new.setdefault((recipe_id, tags), set()).add(run_id)
+        for run_id, key, method, dataset, tags, recipe_id, tagset_id in conn.execute(text(
+                f"SELECT run_id, {old_key}, method, dataset, tags_json, recipe_id, tagset_id "
+                "FROM runs")):
+            old.setdefault((key, method, dataset, _tag_set(tags)), set()).add(run_id)
+            new.setdefault((recipe_id, tagset_id), set()).add(run_id)
     return {frozenset(v) for v in old.values()}, {frozenset(v) for v in new.values()}
 
 
@@ -73,6 +94,8 @@ def change_runs(store: Store, rng: random.Random) -> None:
     runs = store.find_runs(kind="pretrain")
     for run in rng.sample(runs, 8):
         store.add_tags(run.run_id, [rng.choice(("x", "simclr-orig", "late"))])
+    for run in rng.sample(runs, 12):  # what the Slurm backend does: the seeds stay together
+        store.add_tags(run.run_id, [f"slurm:{rng.randint(1, 3)}_{rng.randint(0, 9)}"])
     for run in rng.sample(runs, 8):
         store.set_status(run.run_id, "running")
         store.log_metrics(run.run_id, 10, {"online_top1": rng.uniform(40, 70)})
@@ -111,6 +134,28 @@ def test_a_run_s_recipe_is_its_config_without_the_seed_method_and_dataset(tmp_pa
         assert old == new
 
 
+def test_the_seeds_of_a_recipe_that_slurm_jobs_ran_stay_one_recipe(tmp_path):
+    """The Slurm backend tags each run with its job (``slurm:JOBID``) when it claims it: the
+    reports see the run's other tags only, in any order."""
+    with Store.open(str(tmp_path / "s.sqlite")) as store:
+        base = {"method": "simclr", "dataset": "cifar10", "lr": 0.3}
+        store.upsert_runs([NewRun(run_id=f"s{seed}", kind="pretrain", command=[], env={},
+                                  config={**base, "seed": seed}, tags=tags)
+                           for seed, tags in enumerate((["sweep:a", "x"], ["x", "sweep:a"],
+                                                        ["x", "sweep:a", "slurm:5_0"], ["x"]))])
+        store.add_tags("s0", ["slurm:7_1"])
+        assert store.claim_run("s1", scheduler_id="slurm-task", device="cpu", slots=(),
+                               tag="slurm:8_2") == 1
+        for run_id in ("s0", "s1", "s2", "s3"):
+            store.log_metrics(run_id, 0, {"online_top1": 50.0})
+            store.set_status(run_id, "completed")
+        assert store.get_run("s0").tags == ["sweep:a", "x", "slurm:7_1"]
+        recipes, runs = store.recipe_runs(params=(), summaries=("online_top1",))
+    assert recipes["tags"].tolist() == [["sweep:a", "x"], ["x"]]
+    assert recipes["runs"].tolist() == [3, 1]
+    assert runs.set_index("run_id")["recipe"].to_dict() == {"s0": 0, "s1": 0, "s2": 0, "s3": 1}
+
+
 @pytest.mark.parametrize("seed", range(2))
 def test_the_stored_recipes_group_as_version_5_did_after_every_change(tmp_path, seed):
     with Store.open(str(tmp_path / "s.sqlite")) as store:
@@ -121,67 +166,75 @@ def test_the_stored_recipes_group_as_version_5_did_after_every_change(tmp_path, 
         check_recipes_against_runs(store)
 
 
-def check_upgrade_keeps_table_s5(url: str, rng: random.Random) -> None:
+def check_upgrade_keeps_table_s5(url: str, rng: random.Random, version: int = 5) -> None:
+    column, table = LACKS[version]
     with Store.open(url) as store:
         fill(store, rng, 100)
         change_runs(store, rng)
         before = table_s5_texts(store)
-    as_version_5(url)
+    as_version(url, version)
     engine = create_engine(url)
     with engine.connect() as conn:
         assert conn.execute(text("SELECT count(*) FROM sslbench_meta WHERE key = "
-                                 "'schema_version' AND value = '5'")).scalar() == 1
-        assert "recipe_id" not in {c["name"] for c in inspect(conn).get_columns("runs")}
-        assert not inspect(conn).has_table("recipes")
+                                 f"'schema_version' AND value = '{version}'")).scalar() == 1
+        assert column not in {c["name"] for c in inspect(conn).get_columns("runs")}
+        assert not inspect(conn).has_table(table)
     engine.dispose()
     with Store.open(url) as store:
-        assert store.upgraded_from == 5
+        assert store.upgraded_from == version
         with store._session() as session:
-            assert session.query(Run).filter(Run.recipe_id.is_(None)).count() == 0
+            assert session.query(Run).filter(getattr(Run, column).is_(None)).count() == 0
         assert table_s5_texts(store) == before
         old, new = partitions(store)
         assert old == new
         check_recipes_against_runs(store)
-        # A new seed of an upgraded run joins its recipe.
+        # A new seed of an upgraded run joins its recipe, whichever job runs it.
         run = store.find_runs(kind="pretrain", status="completed")[0]
         store.upsert_runs([NewRun(run_id="after", kind="pretrain", command=[], env={},
-                                  config={**run.config, "seed": 99}, tags=run.tags)])
+                                  config={**run.config, "seed": 99},
+                                  tags=[*run.tags[::-1], "slurm:77_1"])])
         with store._session() as session:
-            assert session.get(Run, "after").recipe_id == session.get(Run, run.run_id).recipe_id
+            after, before_run = session.get(Run, "after"), session.get(Run, run.run_id)
+            assert (after.recipe_id, after.tagset_id) == (before_run.recipe_id,
+                                                          before_run.tagset_id)
 
 
-@pytest.mark.parametrize("seed", range(2))
-def test_a_version_5_store_upgrades_to_the_same_table_s5(tmp_path, seed):
-    check_upgrade_keeps_table_s5(f"sqlite:///{tmp_path / 's.sqlite'}", random.Random(seed))
+@pytest.mark.parametrize(("version", "seed"), [(5, 0), (5, 1), (7, 2)])
+def test_an_older_store_upgrades_to_the_same_table_s5(tmp_path, version, seed):
+    check_upgrade_keeps_table_s5(f"sqlite:///{tmp_path / 's.sqlite'}", random.Random(seed),
+                                 version)
 
 
-def check_runs_without_recipe_get_theirs(store: Store) -> None:
-    """An sslbench of schema 5 still running when the store was upgraded creates runs without
-    a recipe (it does not know the column): the next report gives them theirs, never a wrong
-    number; the query alone (a store that cannot be written) refuses in one line."""
-    fill(store, random.Random(0), 40)
+def check_runs_without_recipe_get_theirs(store: Store, version: int = 5) -> None:
+    """An sslbench of schema ``version`` still running when the store was upgraded creates runs
+    without a recipe (5) or tag set (7), whose columns it does not know: the next report gives
+    them theirs, never a wrong number; the query alone (a store that cannot be written)
+    refuses in one line."""
+    column, table = LACKS[version]
+    what = {5: "recipe", 7: "tag set"}[version]
+    fill(store, random.Random(version), 40)
+    change_runs(store, random.Random(version))
     before = table_s5_texts(store)
     with store._session(write=True) as session:
-        session.execute(text("UPDATE runs SET recipe_id = NULL WHERE run_id IN (SELECT run_id "
+        session.execute(text(f"UPDATE runs SET {column} = NULL WHERE run_id IN (SELECT run_id "
                              "FROM runs WHERE status = 'completed' ORDER BY run_id LIMIT 5)"))
-        session.execute(text("DELETE FROM recipes WHERE recipe_id NOT IN (SELECT recipe_id "
-                             "FROM runs WHERE recipe_id IS NOT NULL)"))
+        session.execute(text(f"DELETE FROM {table} WHERE {column} NOT IN (SELECT {column} "
+                             f"FROM runs WHERE {column} IS NOT NULL)"))
     with store._session() as session:
-        with pytest.raises(StoreError, match="some runs have no recipe yet"):
+        with pytest.raises(StoreError, match=f"some runs have no {what} yet"):
             queries.recipe_runs(session, params=(), summaries=("online_top1",))
     assert table_s5_texts(store) == before
     old, new = partitions(store)
-    assert old == new and None not in {recipe_id for recipe_id, _ in _recipe_tags(store)}
-
-
-def test_runs_an_older_sslbench_creates_after_the_upgrade_get_their_recipe(tmp_path):
-    with Store.open(str(tmp_path / "s.sqlite")) as store:
-        check_runs_without_recipe_get_theirs(store)
-
-
-def _recipe_tags(store: Store) -> list[tuple]:
+    assert old == new
     with store._engine.connect() as conn:
-        return [tuple(row) for row in conn.execute(text("SELECT recipe_id, tags_json FROM runs"))]
+        assert conn.execute(text(f"SELECT count(*) FROM runs WHERE {column} IS NULL")
+                            ).scalar() == 0
+
+
+@pytest.mark.parametrize("version", LACKS)
+def test_runs_an_older_sslbench_creates_after_the_upgrade_get_their_recipe(tmp_path, version):
+    with Store.open(str(tmp_path / "s.sqlite")) as store:
+        check_runs_without_recipe_get_theirs(store, version)
 
 
 def test_eval_pending_finds_a_run_s_children_by_their_parent(tmp_path):

@@ -25,7 +25,7 @@ from typing import Any
 
 TARGET_S = 2.0
 ALL_TARGET_S = 20.0
-BENCH_VERSION = 3
+BENCH_VERSION = 4
 
 
 def cached_store(n_runs: int, n_points: int, folder: Path | None = None) -> tuple[Path, float,

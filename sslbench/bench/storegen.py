@@ -2,7 +2,8 @@
 
 :func:`build` fills an empty store with ``n_runs`` completed pretraining runs covering Table S5's
 grid (5 paper methods x 4 projector families x 5 dims, the rest as seeds) and ``n_points``
-metric points (``online_top1`` and ``loss`` per epoch). A run's id is the product's, the hash of
+metric points (``online_top1`` and ``loss`` per epoch), tagged as sweeps run on Slurm tag them
+(:func:`run_tags`). A run's id is the product's, the hash of
 its config (:func:`sslbench.config.run_id_of`): ids in no relation to the order the runs were
 created in, as an index on them meets in a lab's store (with each run's number as its id,
 Table S5 over a million runs took 1.9 s where hashed ids took 5.1 s, before schema 7). Runs and
@@ -41,6 +42,12 @@ DIMS = (256, 512, 1024, 2048, 8192)
 CELLS = [(m, t, f, d) for m, t in METHODS for f in FAMILIES for d in DIMS]
 #: Runs per transaction.
 CHUNK_RUNS = 2000
+#: Runs per sweep: the grid with 10 seeds. Every run is tagged as ``sslbench sweep`` tags it
+#: (``sweep:grid-K``) and with the Slurm job array task that ran it (``slurm:JOB_TASK``, a job
+#: of 100 tasks), as the Slurm backend tags it: at a million runs, a thousand sweeps and ten
+#: thousand jobs, and each (recipe, sweep) a group of 10 seeds for the reports.
+SWEEP_RUNS = 10 * len(CELLS)
+JOB_TASKS = 100
 T0 = datetime(2024, 1, 1, tzinfo=timezone.utc)
 
 
@@ -61,6 +68,11 @@ def run_config(i: int) -> dict[str, Any]:
     """The config of the ``i``-th synthetic run: the grid's cells in turn, then the next seed."""
     method, tau, family, dim = CELLS[i % len(CELLS)]
     return config(method, tau, family, dim, seed=i // len(CELLS))
+
+
+def run_tags(i: int) -> list[str]:
+    """The tags of the ``i``-th synthetic run: its sweep's and its Slurm job's."""
+    return [f"sweep:grid-{i // SWEEP_RUNS}", f"slurm:{1000 + i // JOB_TASKS}_{i % JOB_TASKS}"]
 
 
 def id_of(config: dict[str, Any]) -> str:
@@ -90,7 +102,8 @@ def _runs(n_runs: int, n_points: int, rng: random.Random
                 value = (level * (1 - 0.5 ** (1 + e / 5)) + rng.gauss(0, 0.2)
                          if key == "online_top1" else 5.0 / (1 + e) + rng.gauss(0, 0.01))
                 points.append(Point(run_id, key, e, value, e, at))
-        yield NewRun(run_id=run_id, kind="pretrain", config=cfg, command=[], env={}), points
+        yield NewRun(run_id=run_id, kind="pretrain", config=cfg, command=[], env={},
+                     tags=run_tags(i)), points
 
 
 def build(store: Store, n_runs: int, n_points: int, seed: int = 0) -> float:

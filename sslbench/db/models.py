@@ -45,7 +45,9 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 #:    which ix_runs_kind_status covers with the runs' tags; ix_runs_parent holds the children's
 #:    kind and status; summaries clustered on their primary key (SQLite WITHOUT ROWID).
 #: 7: ix_runs_kind_status_id: the runs of a kind and status in run-id order.
-SCHEMA_VERSION = 7
+#: 8: tagsets (a run's tags but its Slurm jobs') and runs.tagset_id, which ix_runs_kind_status
+#:    and ix_runs_kind_status_id hold instead of the tags' text.
+SCHEMA_VERSION = 8
 #: The value of ``sslbench_meta.app``: what tells an sslbench store from a foreign database.
 APP_NAME = "sslbench"
 META_TABLE = "sslbench_meta"
@@ -139,7 +141,7 @@ class Recipe(Base):
     """What the seeds of a sweep share: a config without its ``seed``, with the method and
     dataset of the run. ``key`` is the SHA-256 of the three (:func:`sslbench.db.values.recipe`);
     a row is written when the first run of the recipe is created and never changed or deleted.
-    The reports group runs by it (with their tags) instead of reading every run's config."""
+    The reports group runs by it (with their tag set) instead of reading every run's config."""
 
     __tablename__ = "recipes"
     recipe_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
@@ -147,6 +149,17 @@ class Recipe(Base):
     method: Mapped[str | None] = mapped_column(String(64))
     dataset: Mapped[str | None] = mapped_column(String(64))
     config_json: Mapped[str] = mapped_column(Text)
+
+
+class TagSet(Base):
+    """What the reports see of a run's tags: the tags but the Slurm jobs that ran it, unique and
+    sorted (:func:`sslbench.db.values.tagset`); ``key`` is the SHA-256 of ``tags_json``. A row
+    is written when a run first has that set, and never changed or deleted."""
+
+    __tablename__ = "tagsets"
+    tagset_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    key: Mapped[str] = mapped_column(String(64), unique=True)
+    tags_json: Mapped[str] = mapped_column(Text)
 
 
 class Run(Base):
@@ -183,17 +196,21 @@ class Run(Base):
     #: of which ever changes. Nullable only because SQLite adds a column to an older store so;
     #: the upgrade fills it for every run.
     recipe_id: Mapped[int | None] = mapped_column(Integer, ForeignKey("recipes.recipe_id"))
+    #: The run's tag set, set with its tags (``tags_json``) whenever they change. NULL only for
+    #: a run that an sslbench older than schema 8 created since the upgrade: the next report
+    #: gives it its set.
+    tagset_id: Mapped[int | None] = mapped_column(Integer, ForeignKey("tagsets.tagset_id"))
 
     __table_args__ = (
-        # Pages of a kind and status in listing order; with the recipe and tags, also the
+        # Pages of a kind and status in listing order; with the recipe and tag set, also the
         # reports' scan of the completed pretraining runs, without reading the table.
         Index("ix_runs_kind_status", "kind", "status", "created_at", "run_id", "recipe_id",
-              "tags_json"),
+              "tagset_id"),
         # The same runs in run-id order, for the reports' scan of every completed pretraining
         # run: their summaries (keyed by run id, which is a hash) are then looked up in the
         # order they are stored in, not all over the table.
         Index("ix_runs_kind_status_id", "kind", "status", "run_id", "created_at", "recipe_id",
-              "tags_json"),
+              "tagset_id"),
         # Covers counting (runs list's footer) under any filter on these four, and sorting a
         # method's runs for a page without reading the table.
         Index("ix_runs_method_dataset", "method", "dataset", "kind", "status", "created_at",

@@ -25,6 +25,7 @@ from sslbench.db.models import (
     Recipe,
     Run,
     Summary,
+    TagSet,
 )
 from sslbench.db.records import RunRecord
 from sslbench.db.values import decode_param, from_db_float
@@ -237,14 +238,19 @@ def runs_frame(session: Session, *, params: Sequence[str] | None = None,
 def recipe_runs(session: Session, *, params: Sequence[str], summaries: Sequence[str],
                 since: datetime | None = None, before: datetime | None = None,
                 run_ids: bool = True, parts: Sequence[str] = ("final", "best"),
-                **filters: Any) -> tuple[pd.DataFrame, pd.DataFrame]:
+                tags: Sequence[str] | None = None, **filters: Any
+                ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The matching runs grouped by recipe, for reports over very many runs: ``(recipes,
     runs)``.
 
     A recipe is a distinct (config without its ``seed``, method, dataset, tags): the run's
-    stored recipe (``runs.recipe_id``, see :class:`sslbench.db.models.Recipe`) and its tags.
-    ``recipes`` has one row per recipe, by recipe id (then tags: none first): ``method``,
-    ``dataset``, ``tags`` (a list), ``run_id`` (the recipe's smallest run id, whose params are
+    stored recipe (``runs.recipe_id``, see :class:`sslbench.db.models.Recipe`) and tag set
+    (``runs.tagset_id``: its tags but the Slurm jobs that ran it, unique and sorted, see
+    :class:`sslbench.db.models.TagSet`), or with ``tags`` the tags of its set among those (a
+    report that reads a few tags sees the seeds of a recipe as one, whichever sweeps ran them).
+    ``recipes`` has one row per recipe, by recipe id (then tags: none first, then by their
+    text): ``method``, ``dataset``, ``tags`` (a sorted list), ``run_id`` (the recipe id's
+    smallest run id, whose params are
     read), ``runs`` (how many) and ``param.<key>`` for ``params``, which every run of a recipe
     shares: a run's params are its config flattened, both written once when it is created.
     ``runs`` has one row per run: ``recipe`` (the row of ``recipes``), ``run_id`` (only with
@@ -254,7 +260,8 @@ def recipe_runs(session: Session, *, params: Sequence[str], summaries: Sequence[
     A ``seed`` param (or ``seed.*``) differs between the runs of a recipe: it is left out.
 
     One query over the runs, read off the index of their kind and status (which holds their
-    recipe and tags) with one summary lookup a run and metric; then a few per recipe.
+    recipe and tag set) with one summary lookup a run and metric; then a few per recipe.
+    Raises :class:`UnnumberedRunsError` when a run has no recipe or tag set yet.
     """
     import numpy as np
     import pandas as pd
@@ -263,10 +270,9 @@ def recipe_runs(session: Session, *, params: Sequence[str], summaries: Sequence[
     where += [Run.created_at >= since] if since is not None else []
     where += [Run.created_at < before] if before is not None else []
     found = [aliased(Summary) for _ in summaries]
-    # Untagged runs (nearly all) read their tags as NULL: no text to build for them.
-    stmt = select(Run.recipe_id, func.nullif(Run.tags_json, "[]"),
-                  *([Run.run_id] if run_ids else []),
-                  *[getattr(s, p) for s in found for p in parts])
+    read: list[Any] = [Run.recipe_id, Run.tagset_id, *([Run.run_id] if run_ids else []),
+                       *[getattr(s, p) for s in found for p in parts]]
+    stmt = select(*read)
     for summary, key in zip(found, summaries):
         stmt = stmt.outerjoin(summary, (summary.run_id == Run.run_id) & (summary.key == key))
     columns = [f"{p}.{k}" for k in summaries for p in parts]
@@ -282,15 +288,19 @@ def recipe_runs(session: Session, *, params: Sequence[str], summaries: Sequence[
     def field(i: int, dtype: str) -> np.ndarray:  # NULL: NaN for floats
         return np.array(list(map(itemgetter(i), rows)), dtype=dtype)
 
-    try:
-        recipe_ids = np.fromiter(map(itemgetter(0), rows), "int64", len(rows))
-    except TypeError:  # a NULL
-        raise StoreError("some runs have no recipe yet (created by an sslbench older than "
-                         "schema 6): run this report once where the store can be written"
-                         ) from None
-    codes, firsts, tags = _numbered(recipe_ids, field(1, "object"))
+    numbers = []
+    for i, what in enumerate(("recipe", "tag set")):
+        try:
+            numbers.append(np.fromiter(map(itemgetter(i), rows), "int64", len(rows)))
+        except TypeError:  # a NULL
+            raise UnnumberedRunsError(
+                f"some runs have no {what} yet (created by an sslbench older than schema "
+                f"{6 if i == 0 else 8}): run this report once where the store can be written"
+                ) from None
+    recipe_ids, tagset_ids = numbers
+    codes, firsts, sets = _numbered(session, recipe_ids, tagset_ids, tags)
     recipes = _recipes(session, recipe_ids[firsts].tolist())
-    recipes.insert(2, "tags", tags)
+    recipes.insert(2, "tags", sets)
     recipes["runs"] = np.bincount(codes, minlength=len(firsts)).astype("int64")
     keys = [k for k in params if k != "seed" and not k.startswith("seed.")]
     if keys:
@@ -305,6 +315,11 @@ def recipe_runs(session: Session, *, params: Sequence[str], summaries: Sequence[
     if run_ids:
         runs.insert(1, "run_id", pd.Series(field(2, "object"), dtype=object))
     return recipes.reset_index(drop=True), runs
+
+
+class UnnumberedRunsError(StoreError):
+    """Some runs have no recipe or tag set yet: runs that an sslbench older than the store
+    created (:meth:`sslbench.db.Store.recipe_runs` gives them theirs and asks again)."""
 
 
 #: PostgreSQL's working memory for one sort or hash of the queries that read every run (a
@@ -344,18 +359,26 @@ def _all_rows(session: Session, stmt: Select[Any]) -> Sequence[Any]:
                                   dialect=connection.dialect) from err
 
 
-def _numbered(recipe_ids: np.ndarray, tags: np.ndarray) -> tuple[np.ndarray, np.ndarray,
-                                                                 list[list[str]]]:
-    """``(codes, firsts, tags)`` of the runs with these recipes and tags (JSON, None for none):
-    each run's recipe number (by recipe id, then tags: none first, then by their text;
-    whatever the order of the runs), a row of each recipe's runs and its tags."""
+def _numbered(session: Session, recipe_ids: np.ndarray, tagset_ids: np.ndarray,
+              wanted: Sequence[str] | None) -> tuple[np.ndarray, np.ndarray, list[list[str]]]:
+    """``(codes, firsts, tags)`` of the runs with these recipes and tag sets (of those among
+    ``wanted`` when given): each run's recipe number (by recipe id, then tags: none first, then
+    by their text; whatever the order of the runs), a row of each recipe's runs and its tags."""
     import numpy as np
-    import pandas as pd
 
-    tagged = pd.notna(tags)
-    numbers, texts = (pd.factorize(np.where(tagged, tags, ""), sort=True) if tagged.any()
-                      else (np.zeros(len(tags), "int64"), np.array([""])))
-    keys = recipe_ids * len(texts) + numbers
+    present = (np.flatnonzero(np.bincount(tagset_ids)).tolist() if len(tagset_ids) else [])
+    texts = dict(session.execute(select(TagSet.tagset_id, TagSet.tags_json)
+                                 .where(TagSet.tagset_id.in_(present))).all())
+    if wanted is not None:
+        kept = set(wanted)
+        texts = {i: json.dumps([t for t in json.loads(tags) if t in kept])
+                 for i, tags in texts.items()}
+    ordered = sorted(set(texts.values()), key=lambda tags: (tags != "[]", tags))
+    numbers = {tags: n for n, tags in enumerate(ordered)}
+    rank = np.zeros(max(present, default=-1) + 1, "int64")
+    for i, tags in texts.items():
+        rank[i] = numbers[tags]
+    keys = recipe_ids * max(len(ordered), 1) + rank[tagset_ids]
     if len(keys) and 0 <= keys.min() and keys.max() < 4 * len(keys):
         # Few recipes, numbered from 1: counted rather than sorted (0.08 s at a million runs).
         seen = np.bincount(keys) > 0
@@ -364,8 +387,8 @@ def _numbered(recipe_ids: np.ndarray, tags: np.ndarray) -> tuple[np.ndarray, np.
         firsts[codes] = np.arange(len(keys))  # one row of each, whichever
     else:
         firsts, codes = np.unique(keys, return_index=True, return_inverse=True)[1:]
-    return codes.reshape(-1), firsts, [json.loads(texts[n]) if texts[n] else []
-                                       for n in numbers[firsts]]
+    lists = [json.loads(tags) for tags in ordered]  # the recipes of a set share its list
+    return codes.reshape(-1), firsts, [lists[n] for n in rank[tagset_ids[firsts]].tolist()]
 
 
 def _recipes(session: Session, recipe_ids: list[int]) -> pd.DataFrame:

@@ -10,7 +10,7 @@ from datetime import datetime
 from typing import Any
 
 from sslbench.db.models import Run, RunKind, RunStatus
-from sslbench.db.values import recipe, to_json
+from sslbench.db.values import recipe, tagset, to_json
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -126,12 +126,18 @@ class NewRun:
         return {"key": key, "method": self.method_name, "dataset": self.dataset_name,
                 "config_json": text}
 
-    def row(self, now: datetime, recipe_id: int) -> dict[str, Any]:
+    def tagset_row(self) -> dict[str, Any]:
+        """The ``tagsets`` row of the run's tags (:func:`sslbench.db.values.tagset`)."""
+        key, text = tagset(self.tags or ())
+        return {"key": key, "tags_json": text}
+
+    def row(self, now: datetime, recipe_id: int, tagset_id: int) -> dict[str, Any]:
         """The ``runs`` row of the new run (status 'queued', no attempt yet) of recipe
-        ``recipe_id``."""
+        ``recipe_id`` and tag set ``tagset_id``."""
         return {
             "run_id": self.run_id, "kind": RunKind(self.kind), "status": RunStatus.QUEUED,
             "method": self.method_name, "dataset": self.dataset_name, "recipe_id": recipe_id,
+            "tagset_id": tagset_id,
             "parent_id": self.parent_id, "config_json": to_json(self.config),
             "command_json": json.dumps(list(self.command)),
             "tags_json": json.dumps(list(self.tags or [])), "env_json": to_json(self.env),

@@ -32,6 +32,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
+from sslbench.db.keyed import tagset_id
 from sslbench.db.liveness import process_start_time
 from sslbench.db.models import (
     TERMINAL_STATUSES,
@@ -93,6 +94,12 @@ def _insert(session: Session) -> Callable[..., Any]:
 def _within_budget() -> Any:
     return or_(Run.attempt_limit.is_(None) & (Run.attempts < DEFAULT_ATTEMPT_LIMIT),
                Run.attempts < Run.attempt_limit)
+
+
+def _set_tags(session: Session, row: Run, tags: list[str]) -> None:
+    """Give a run these tags, and their tag set (what the reports group it by)."""
+    row.tags_json = json.dumps(tags)
+    row.tagset_id = tagset_id(session, tags)
 
 
 class SchedulingMixin:
@@ -187,7 +194,7 @@ class SchedulingMixin:
                 if tag is not None:
                     row = session.get(Run, run_id)
                     tags = [t for t in json.loads(row.tags_json or "[]") if t != tag]
-                    row.tags_json = json.dumps([*tags, tag])
+                    _set_tags(session, row, [*tags, tag])
                 attempt = session.scalar(select(Run.attempts).where(Run.run_id == run_id))
                 session.add(Attempt(run_id=run_id, attempt=attempt, host=host, pid=None,
                                     started_at=now, device=device, scheduler_id=scheduler_id,
@@ -304,7 +311,7 @@ class SchedulingMixin:
             current = json.loads(row.tags_json or "[]")
             merged = list(dict.fromkeys([*current, *tags]))
             if merged != current:
-                row.tags_json = json.dumps(merged)
+                _set_tags(session, row, merged)
 
     def runs_tagged(self, tag: str) -> list[RunRecord]:
         """Runs carrying ``tag``, oldest first."""

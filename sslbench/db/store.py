@@ -56,6 +56,7 @@ from sslbench.db.ingest import (
     upsert,
     write_points,
 )
+from sslbench.db.keyed import keyed_ids
 from sslbench.db.liveness import process_start_time
 from sslbench.db.models import (
     RUN_KINDS,
@@ -69,11 +70,19 @@ from sslbench.db.models import (
     RunKind,
     RunStatus,
     Summary,
+    TagSet,
     utcnow,
 )
 from sslbench.db.records import NewRun, RunRecord
 from sslbench.db.scheduling import SchedulingMixin
-from sslbench.db.values import encode_param, flatten, recipe, to_json, to_metric_value
+from sslbench.db.values import (
+    encode_param,
+    flatten,
+    recipe,
+    tagset,
+    to_json,
+    to_metric_value,
+)
 from sslbench.errors import StoreError, UnknownRunError
 
 if TYPE_CHECKING:  # the frames' functions import it (sslbench.db.queries)
@@ -199,14 +208,18 @@ class Store(SchedulingMixin):
             parents = {r.parent_id for r in runs if r.parent_id is not None} - ours
             self._require_parents(session, parents, runs)
             recipes = [run.recipe_row() for run in runs]
-            ids = self._recipe_ids(session, recipes)
+            tagsets = [run.tagset_row() for run in runs]
+            recipe_ids = keyed_ids(session, Recipe, recipes)
+            tagset_ids = keyed_ids(session, TagSet, tagsets)
             new: set[str] = set()
             stmt = insert(table).on_conflict_do_nothing().returning(table.c.run_id)
             for i in range(0, len(runs), CHUNK // 4):
                 # RETURNING (one row per run created), not rowcount: psycopg reports -1 for
                 # INSERT ... ON CONFLICT DO NOTHING.
-                rows = [run.row(now, ids[recipe["key"]]) for run, recipe in zip(
-                    runs[i:i + CHUNK // 4], recipes[i:i + CHUNK // 4])]
+                rows = [run.row(now, recipe_ids[recipe["key"]], tagset_ids[tags["key"]])
+                        for run, recipe, tags in zip(runs[i:i + CHUNK // 4],
+                                                     recipes[i:i + CHUNK // 4],
+                                                     tagsets[i:i + CHUNK // 4])]
                 new.update(session.scalars(stmt, rows))
             param_rows = [dict(zip(("value_type", "value_text", "value_num"),
                                    encode_param(leaf)), run_id=run.run_id, key=key)
@@ -229,27 +242,24 @@ class Store(SchedulingMixin):
                                    .where(Run.recipe_id.is_(None))).all()
             keys = [recipe(json.loads(config), method, dataset)
                     for _, config, method, dataset in rows]
-            ids = self._recipe_ids(session, [
+            ids = keyed_ids(session, Recipe, [
                 {"key": key, "config_json": text, "method": row.method, "dataset": row.dataset}
                 for (key, text), row in zip(keys, rows)])
             session.execute(update(Run), [{"run_id": row.run_id, "recipe_id": ids[key]}
                                           for (key, _), row in zip(keys, rows)])
 
-    @staticmethod
-    def _recipe_ids(session: Session, recipes: Sequence[Mapping[str, Any]]) -> dict[str, int]:
-        """``{key: recipe_id}`` of ``recipes`` (``recipes`` rows), inserting those not stored
-        yet. A recipe row is never updated: its key is the hash of the other columns."""
-        table = cast(Table, Recipe.__table__)
-        insert = sqlite_insert if session.get_bind().dialect.name == "sqlite" else pg_insert
-        unique = list({recipe["key"]: recipe for recipe in recipes}.values())
-        ids: dict[str, int] = {}
-        for i in range(0, len(unique), 500):
-            chunk = unique[i:i + 500]
-            session.execute(insert(table).on_conflict_do_nothing(), chunk)
-            rows = session.execute(select(Recipe.key, Recipe.recipe_id).where(
-                Recipe.key.in_([recipe["key"] for recipe in chunk])))
-            ids.update((key, recipe_id) for key, recipe_id in rows)
-        return ids
+    def _fill_tagsets(self) -> None:
+        """Give runs without a tag set theirs: runs that an sslbench older than schema 8, still
+        running when the store was upgraded, created since (it does not know the column). The
+        reports find them as they read the runs' tag sets, so this costs nothing until then."""
+        with self._session(write=True) as session:
+            rows = session.execute(select(Run.run_id, Run.tags_json)
+                                   .where(Run.tagset_id.is_(None))).all()
+            sets = [tagset(json.loads(tags or "[]")) for _, tags in rows]
+            ids = keyed_ids(session, TagSet, [{"key": key, "tags_json": text}
+                                              for key, text in sets])
+            session.execute(update(Run), [{"run_id": row.run_id, "tagset_id": ids[key]}
+                                          for (key, _), row in zip(sets, rows)])
 
     @staticmethod
     def _require_parents(session: Session, parents: set[str], runs: Sequence[NewRun]) -> None:
@@ -465,14 +475,22 @@ class Store(SchedulingMixin):
     def recipe_runs(self, *, params: Iterable[str], summaries: Iterable[str],
                     since: datetime | None = None, before: datetime | None = None,
                     run_ids: bool = True, parts: Sequence[str] = ("final", "best"),
-                    **filters: Any) -> tuple[pd.DataFrame, pd.DataFrame]:
+                    tags: Sequence[str] | None = None, **filters: Any
+                    ) -> tuple[pd.DataFrame, pd.DataFrame]:
         """The runs grouped by recipe (config without its seed, method, dataset, tags);
         see :func:`sslbench.db.queries.recipe_runs`."""
+        def query() -> tuple[pd.DataFrame, pd.DataFrame]:
+            with self._session() as session:
+                return queries.recipe_runs(
+                    session, params=list(params), summaries=list(summaries), since=since,
+                    before=before, run_ids=run_ids, parts=parts, tags=tags, **filters)
+
         self._fill_recipes()
-        with self._session() as session:
-            return queries.recipe_runs(session, params=list(params), summaries=list(summaries),
-                                       since=since, before=before, run_ids=run_ids,
-                                       parts=parts, **filters)
+        try:
+            return query()
+        except queries.UnnumberedRunsError:  # runs that an older sslbench created
+            self._fill_tagsets()
+            return query()
 
     def metrics_frame(self, run_id: str, key: str | None = None) -> pd.DataFrame:
         """The metric history: columns run_id, key, step, epoch, value, sorted by key, step."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 #: Substrings that mark an accuracy-like metric (better when higher).
@@ -112,3 +112,17 @@ def recipe(config: Mapping[str, Any], method: str | None, dataset: str | None
     text = to_json({k: v for k, v in config.items() if k != "seed"})
     key = hashlib.sha256(json.dumps([text, method, dataset]).encode()).hexdigest()
     return key, text
+
+
+#: The prefix of the tags that record which Slurm job ran a run (``slurm:1234_0``): where a
+#: run ran, not what it is, so they stay out of its tag set.
+JOB_TAG = "slurm:"
+
+
+def tagset(tags: Iterable[str]) -> tuple[str, str]:
+    """``(key, tags_json)`` of a run's tag set: its tags but the Slurm job tags
+    (:data:`JOB_TAG`), unique and sorted, as JSON, and the SHA-256 (hex) of that text. The
+    reports group runs by recipe and tag set: the seeds of a recipe that different jobs ran,
+    or that were tagged in another order, stay one group."""
+    text = json.dumps(sorted({t for t in tags if not t.startswith(JOB_TAG)}))
+    return hashlib.sha256(text.encode()).hexdigest(), text

@@ -14,6 +14,7 @@ from dataclasses import dataclass, fields
 
 import pandas as pd
 
+from sslbench.db.values import JOB_TAG
 from sslbench.errors import ConfigError
 
 SWEEP_TAG_PREFIX = "sweep:"
@@ -36,6 +37,10 @@ class ReportFilters:
             raise ConfigError(f"--since {self.since} is after --until {self.until}: swap them")
         if self.epochs is not None and (isinstance(self.epochs, bool) or self.epochs <= 0):
             raise ConfigError(f"--epochs must be a positive integer, got {self.epochs!r}")
+        if self.tag is not None and self.tag.startswith(JOB_TAG):
+            raise ConfigError(f"--tag {self.tag}: a Slurm job tag records where runs ran, and "
+                              "reports group runs by what they are: use --sweep NAME (runs "
+                              "watch --sweep NAME shows each run's job)")
 
     @classmethod
     def from_options(cls, **options: object) -> ReportFilters:

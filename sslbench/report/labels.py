@@ -31,6 +31,8 @@ from typing import Any
 from sslbench.report.published import PAPER_FAMILIES, PAPER_METHODS
 
 ORIG_TAG, TUNED_TAG = "simclr-orig", "simclr-tuned"
+#: The tags a run's label reads (:func:`method_label`).
+LABEL_TAGS = (ORIG_TAG, TUNED_TAG)
 #: SimCLR-Tuned's recipe (Table S6 and Appendix D), as run params; the temperature is
 #: ``loss.temperature``.
 TUNED_RECIPE = {"loss.temperature": 0.15, "batch_size": 2048, "lr": 0.5, "optimizer": "lars",

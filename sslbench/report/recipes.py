@@ -23,6 +23,7 @@ import pandas as pd
 
 from sslbench.report.filters import ReportFilters
 from sslbench.report.frames import grouped_order
+from sslbench.report.labels import LABEL_TAGS
 from sslbench.report.query import PRETRAIN_METRICS, PRETRAIN_PARAMS, normalize_runs, shared
 
 if TYPE_CHECKING:
@@ -44,7 +45,9 @@ def pretrain_recipes(store: Store, filters: ReportFilters, metrics: Sequence[str
     each) with :data:`PRETRAIN_PARAMS` and ``params``, ``runs`` one row per run: ``recipe``
     (a row of ``recipes``), ``run_id`` (with ``run_ids``, the rows then oldest first; the
     statistics need neither ids nor order) and ``final.<m>`` / ``best.<m>`` (those of
-    ``parts``) of the online probe's metric and ``metrics``."""
+    ``parts``) of the online probe's metric and ``metrics``. A recipe's ``tags`` are those of
+    its runs that the reports read (:data:`sslbench.report.labels.LABEL_TAGS` and the filters'):
+    the seeds of a recipe that several sweeps ran are one recipe here."""
     wanted = tuple(dict.fromkeys((*PRETRAIN_METRICS, *metrics)))
     keys = tuple(dict.fromkeys((*PRETRAIN_PARAMS, *params)))
 
@@ -52,7 +55,8 @@ def pretrain_recipes(store: Store, filters: ReportFilters, metrics: Sequence[str
         recipes, runs = store.recipe_runs(
             params=keys, summaries=wanted, kind="pretrain", status="completed",
             dataset=filters.dataset, since=_midnight(filters.since),
-            before=_midnight(filters.until, days=1), run_ids=run_ids, parts=parts)
+            before=_midnight(filters.until, days=1), run_ids=run_ids, parts=parts,
+            tags=(*LABEL_TAGS, *filters.tags))
         recipes = normalize_runs(recipes)
         undated = dataclasses.replace(filters, since=None, until=None)
         kept = undated.keep(recipes).to_numpy()
@@ -109,11 +113,12 @@ def _cell_codes(recipes: pd.DataFrame, keys: Sequence[str]
     width = max((len(f) for f in recipes["families"]), default=1)
     table = np.full((max(recipes.index, default=-1) + 1, width), -1, dtype="int64")
     index: dict[tuple[Any, ...], int] = {}
-    for row, (_, recipe) in zip(recipes.index, recipes.iterrows()):
-        if pd.isna(recipe["dim"]):
+    values = {k: recipes[k].tolist() for k in keys if k != "projector"}
+    for pos, (row, families, dim) in enumerate(zip(recipes.index, recipes["families"],
+                                                   recipes["dim"])):
+        if pd.isna(dim):
             continue
-        for j, family in enumerate(recipe["families"]):
-            named = {**recipe.to_dict(), "projector": family}
-            cell = (*(named[k] for k in keys), int(recipe["dim"]))
+        for j, family in enumerate(families):
+            cell = (*(family if k == "projector" else values[k][pos] for k in keys), int(dim))
             table[row, j] = index.setdefault(cell, len(index))
     return table, list(index)

@@ -51,6 +51,7 @@ from pathlib import Path
 from typing import Any
 
 from sslbench.db.models import RunStatus
+from sslbench.db.values import JOB_TAG  # the tag that records a run's job: slurm:1234_0
 from sslbench.errors import ConfigError
 from sslbench.paths import environ
 
@@ -58,8 +59,6 @@ from sslbench.paths import environ
 _RESUMABLE = (RunStatus.INTERRUPTED, RunStatus.KILLED, RunStatus.QUEUED)
 #: Outcomes of a task that did its work (anything else: the task exits non-zero).
 _DONE = (RunStatus.COMPLETED, RunStatus.PRUNED)
-#: The tag that records a run's Slurm job (``slurm:1234_0``).
-JOB_TAG = "slurm:"
 
 
 def slurm_job(tags: Sequence[str]) -> str | None:
