@@ -45,7 +45,8 @@ CHUNK_RUNS = 2000
 #: Runs per sweep: the grid with 10 seeds. Every run is tagged as ``sslbench sweep`` tags it
 #: (``sweep:grid-K``) and with the Slurm job array task that ran it (``slurm:JOB_TASK``, a job
 #: of 100 tasks), as the Slurm backend tags it: at a million runs, a thousand sweeps and ten
-#: thousand jobs, and each (recipe, sweep) a group of 10 seeds for the reports.
+#: thousand jobs. The reports read neither tag unless asked (``--sweep``): to them each config's
+#: runs are one recipe, of 10,000 seeds at a million runs.
 SWEEP_RUNS = 10 * len(CELLS)
 JOB_TASKS = 100
 T0 = datetime(2024, 1, 1, tzinfo=timezone.utc)
