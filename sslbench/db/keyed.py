@@ -33,7 +33,14 @@ def keyed_ids(session: Session, model: type[Recipe] | type[TagSet],
     return ids
 
 
+def tagset_ids(session: Session, tag_lists: Sequence[Iterable[str]]) -> list[int]:
+    """The ids of the tag sets of these runs' tags (:func:`sslbench.db.values.tagset`), in
+    their order, inserting the sets not stored yet."""
+    sets = [tagset(tags) for tags in tag_lists]
+    ids = keyed_ids(session, TagSet, [{"key": key, "tags_json": text} for key, text in sets])
+    return [ids[key] for key, _ in sets]
+
+
 def tagset_id(session: Session, tags: Iterable[str]) -> int:
-    """The id of the tag set of ``tags`` (:func:`sslbench.db.values.tagset`)."""
-    key, text = tagset(tags)
-    return keyed_ids(session, TagSet, [{"key": key, "tags_json": text}])[key]
+    """The id of the tag set of ``tags``."""
+    return tagset_ids(session, [tags])[0]

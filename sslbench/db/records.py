@@ -10,7 +10,7 @@ from datetime import datetime
 from typing import Any
 
 from sslbench.db.models import Run, RunKind, RunStatus
-from sslbench.db.values import recipe, tagset, to_json
+from sslbench.db.values import recipe, to_json
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -125,11 +125,6 @@ class NewRun:
         key, text = recipe(self.config, self.method_name, self.dataset_name)
         return {"key": key, "method": self.method_name, "dataset": self.dataset_name,
                 "config_json": text}
-
-    def tagset_row(self) -> dict[str, Any]:
-        """The ``tagsets`` row of the run's tags (:func:`sslbench.db.values.tagset`)."""
-        key, text = tagset(self.tags or ())
-        return {"key": key, "tags_json": text}
 
     def row(self, now: datetime, recipe_id: int, tagset_id: int) -> dict[str, Any]:
         """The ``runs`` row of the new run (status 'queued', no attempt yet) of recipe

@@ -56,7 +56,7 @@ from sslbench.db.ingest import (
     upsert,
     write_points,
 )
-from sslbench.db.keyed import keyed_ids
+from sslbench.db.keyed import keyed_ids, tagset_ids
 from sslbench.db.liveness import process_start_time
 from sslbench.db.models import (
     RUN_KINDS,
@@ -70,19 +70,11 @@ from sslbench.db.models import (
     RunKind,
     RunStatus,
     Summary,
-    TagSet,
     utcnow,
 )
 from sslbench.db.records import NewRun, RunRecord
 from sslbench.db.scheduling import SchedulingMixin
-from sslbench.db.values import (
-    encode_param,
-    flatten,
-    recipe,
-    tagset,
-    to_json,
-    to_metric_value,
-)
+from sslbench.db.values import encode_param, flatten, recipe, to_json, to_metric_value
 from sslbench.errors import StoreError, UnknownRunError
 
 if TYPE_CHECKING:  # the frames' functions import it (sslbench.db.queries)
@@ -208,18 +200,17 @@ class Store(SchedulingMixin):
             parents = {r.parent_id for r in runs if r.parent_id is not None} - ours
             self._require_parents(session, parents, runs)
             recipes = [run.recipe_row() for run in runs]
-            tagsets = [run.tagset_row() for run in runs]
             recipe_ids = keyed_ids(session, Recipe, recipes)
-            tagset_ids = keyed_ids(session, TagSet, tagsets)
+            tag_sets = tagset_ids(session, [run.tags or () for run in runs])
             new: set[str] = set()
             stmt = insert(table).on_conflict_do_nothing().returning(table.c.run_id)
             for i in range(0, len(runs), CHUNK // 4):
                 # RETURNING (one row per run created), not rowcount: psycopg reports -1 for
                 # INSERT ... ON CONFLICT DO NOTHING.
-                rows = [run.row(now, recipe_ids[recipe["key"]], tagset_ids[tags["key"]])
-                        for run, recipe, tags in zip(runs[i:i + CHUNK // 4],
-                                                     recipes[i:i + CHUNK // 4],
-                                                     tagsets[i:i + CHUNK // 4])]
+                rows = [run.row(now, recipe_ids[recipe["key"]], tag_set)
+                        for run, recipe, tag_set in zip(runs[i:i + CHUNK // 4],
+                                                        recipes[i:i + CHUNK // 4],
+                                                        tag_sets[i:i + CHUNK // 4])]
                 new.update(session.scalars(stmt, rows))
             param_rows = [dict(zip(("value_type", "value_text", "value_num"),
                                    encode_param(leaf)), run_id=run.run_id, key=key)
@@ -255,11 +246,9 @@ class Store(SchedulingMixin):
         with self._session(write=True) as session:
             rows = session.execute(select(Run.run_id, Run.tags_json)
                                    .where(Run.tagset_id.is_(None))).all()
-            sets = [tagset(json.loads(tags or "[]")) for _, tags in rows]
-            ids = keyed_ids(session, TagSet, [{"key": key, "tags_json": text}
-                                              for key, text in sets])
-            session.execute(update(Run), [{"run_id": row.run_id, "tagset_id": ids[key]}
-                                          for (key, _), row in zip(sets, rows)])
+            ids = tagset_ids(session, [json.loads(tags or "[]") for _, tags in rows])
+            session.execute(update(Run), [{"run_id": row.run_id, "tagset_id": tag_set}
+                                          for row, tag_set in zip(rows, ids)])
 
     @staticmethod
     def _require_parents(session: Session, parents: set[str], runs: Sequence[NewRun]) -> None:
