@@ -16,13 +16,17 @@ from __future__ import annotations
 import json
 import random
 
+import pandas as pd
 import pytest
 from alembic import command
+from hypothesis import assume, given
+from hypothesis import strategies as st
 from sqlalchemy import create_engine, inspect, text, update
 
 from sslbench.db import Store, migrations, queries
 from sslbench.db.models import Meta, Recipe, Run
 from sslbench.db.records import NewRun
+from sslbench.db.values import flatten, leaves
 from sslbench.errors import StoreError
 from sslbench.report.base import EmptyReportError
 from sslbench.report.grid import table_s5_report
@@ -132,6 +136,52 @@ def test_a_run_s_recipe_is_its_config_without_the_seed_method_and_dataset(tmp_pa
         assert stored == 3
         old, new = partitions(store)
         assert old == new
+
+
+#: Configs whose params are awkward to read off the recipe: nulls, lists, empty and nested
+#: mappings, a key with a dot of its own, keys some configs lack, a NaN.
+ODD_CONFIGS = [
+    {"method": "vicreg", "dim": None, "projector": [1, 2], "loss": {}, "seed": 1},
+    {"method": "vicreg", "dim": 3, "loss.sim_coeff": 2.0, "epochs": True, "seed": 2},
+    {"method": "simclr", "dim": 3.5, "loss": {"temperature": float("nan")},
+     "a.b": {"c": 1}, "seed": 3},
+    {"method": "simclr", "augment": {"x": {"y": 1}}, "lr": 0.1 + 0.2, "seed": {"data": 4}},
+]
+
+
+def test_a_recipe_s_params_are_those_of_each_of_its_runs(tmp_path):
+    """The recipes' params are read off their configs; each run's are its own rows."""
+    keys = ("dim", "projector", "loss", "loss.sim_coeff", "loss.temperature", "epochs",
+            "a.b.c", "augment.x.y", "augment", "lr", "absent", "seed")
+    with Store.open(str(tmp_path / "s.sqlite")) as store:
+        fill(store, random.Random(0), 60)
+        store.upsert_runs([NewRun(run_id=f"odd{i}.{seed}", kind="pretrain", command=[], env={},
+                                  config={**config, "seed": seed})
+                           for i, config in enumerate(ODD_CONFIGS) for seed in range(2)])
+        recipes, runs = store.recipe_runs(params=keys, summaries=())
+        frame = store.runs_frame(params=keys, summaries=())
+    assert "param.seed" not in recipes and recipes["runs"].sum() == len(frame)
+    shared = [f"param.{k}" for k in keys if k != "seed"]
+    mine = recipes.loc[runs["recipe"], shared].set_axis(runs["run_id"]).sort_index()
+    pd.testing.assert_frame_equal(mine, frame.set_index("run_id")[shared].sort_index(),
+                                  check_exact=True, check_names=False, check_index_type=False)
+    odd = mine.loc["odd2.0"]
+    assert odd["param.a.b.c"] == 1 and odd["param.dim"] == 3.5
+    assert pd.isna(odd["param.loss.temperature"]) and pd.isna(odd["param.absent"])
+
+
+@given(st.lists(st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=3),
+    lambda inner: st.lists(inner, max_size=2) | st.dictionaries(
+        st.sampled_from(("a", "b", "a.b", "b.a", "c")), inner, max_size=3),
+    max_leaves=8), max_size=6))
+def test_leaves_are_the_flattened_configs_values(configs):
+    configs = [c for c in configs if isinstance(c, dict)]
+    names = [[name for name, _ in flatten(c)] for c in configs]
+    assume(all(len(n) == len(set(n)) for n in names))  # a store refuses the others
+    for key in ("a", "b", "a.b", "a.b.a", "b.a.b", "a.b.c", "c", "c.a"):
+        assert leaves(configs, key, missing="-") == [
+            dict(flatten(c)).get(key, "-") for c in configs]
 
 
 def test_the_seeds_of_a_recipe_that_slurm_jobs_ran_stay_one_recipe(tmp_path):

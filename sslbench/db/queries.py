@@ -28,7 +28,7 @@ from sslbench.db.models import (
     TagSet,
 )
 from sslbench.db.records import RunRecord
-from sslbench.db.values import decode_param, from_db_float
+from sslbench.db.values import decode_param, from_db_float, leaves
 from sslbench.errors import ConfigError, StoreError, UnknownRunError
 
 if TYPE_CHECKING:  # numpy and pandas are imported by the functions that build frames:
@@ -249,10 +249,9 @@ def recipe_runs(session: Session, *, params: Sequence[str], summaries: Sequence[
     :class:`sslbench.db.models.TagSet`), or with ``tags`` the tags of its set among those (a
     report that reads a few tags sees the seeds of a recipe as one, whichever sweeps ran them).
     ``recipes`` has one row per recipe, by recipe id (then tags: none first, then by their
-    text): ``method``, ``dataset``, ``tags`` (a sorted list), ``run_id`` (the recipe id's
-    smallest run id, whose params are
-    read), ``runs`` (how many) and ``param.<key>`` for ``params``, which every run of a recipe
-    shares: a run's params are its config flattened, both written once when it is created.
+    text): ``method``, ``dataset``, ``tags`` (a sorted list), ``runs`` (how many) and
+    ``param.<key>`` for ``params``, which every run of a recipe shares (read off the recipe's
+    config: a run's params are its config flattened, both written once when it is created).
     ``runs`` has one row per run: ``recipe`` (the row of ``recipes``), ``run_id`` (only with
     ``run_ids``: then in listing order, oldest first; without, in an order of the database's
     choosing, which saves PostgreSQL a sort of every run) and ``final.<key>`` / ``best.<key>``
@@ -260,7 +259,8 @@ def recipe_runs(session: Session, *, params: Sequence[str], summaries: Sequence[
     A ``seed`` param (or ``seed.*``) differs between the runs of a recipe: it is left out.
 
     One query over the runs, read off the index of their kind and status (which holds their
-    recipe and tag set) with one summary lookup a run and metric; then a few per recipe.
+    recipe and tag set) with one summary lookup a run and metric; then the recipes, 500 a
+    query.
     Raises :class:`UnnumberedRunsError` when a run has no recipe or tag set yet.
     """
     import numpy as np
@@ -299,15 +299,10 @@ def recipe_runs(session: Session, *, params: Sequence[str], summaries: Sequence[
                 ) from None
     recipe_ids, tagset_ids = numbers
     codes, firsts, sets = _numbered(session, recipe_ids, tagset_ids, tags)
-    recipes = _recipes(session, recipe_ids[firsts].tolist())
-    recipes.insert(2, "tags", sets)
-    recipes["runs"] = np.bincount(codes, minlength=len(firsts)).astype("int64")
     keys = [k for k in params if k != "seed" and not k.startswith("seed.")]
-    if keys:
-        sources = list(dict.fromkeys(recipes["run_id"]))
-        shared = pd.concat([_params_wide(session, chunk, keys) for chunk in _chunks(
-            sources, 500)]) if sources else _wide_frame({}, [f"param.{k}" for k in keys])
-        recipes = recipes.merge(shared, how="left", left_on="run_id", right_index=True)
+    recipes = _recipes(session, recipe_ids[firsts].tolist(), keys)
+    recipes.insert(2, "tags", sets)
+    recipes.insert(3, "runs", np.bincount(codes, minlength=len(firsts)).astype("int64"))
     runs = pd.DataFrame({column: field(i, "float64")
                          for i, column in enumerate(columns, start=2 + run_ids)},
                         columns=columns)
@@ -391,20 +386,27 @@ def _numbered(session: Session, recipe_ids: np.ndarray, tagset_ids: np.ndarray,
     return codes.reshape(-1), firsts, [lists[n] for n in rank[tagset_ids[firsts]].tolist()]
 
 
-def _recipes(session: Session, recipe_ids: list[int]) -> pd.DataFrame:
-    """``method``, ``dataset`` and ``run_id`` (the smallest run id, off ``ix_runs_recipe``) of
-    each of ``recipe_ids``, in that order."""
+def _recipes(session: Session, recipe_ids: list[int], keys: Sequence[str]) -> pd.DataFrame:
+    """``method``, ``dataset`` and ``param.<key>`` for ``keys`` of each of ``recipe_ids``, in
+    that order. A recipe's params are the leaves of its config (:func:`leaves`): those of each
+    of its runs, whose params are its config flattened and whose recipe is that config without
+    its seed. Read off the recipes, a JSON text each, rather than a row a run and key (100,000
+    recipes: 1.5 s against 5.8 s)."""
+    import numpy as np
     import pandas as pd
 
-    first = (select(func.min(Run.run_id)).where(Run.recipe_id == Recipe.recipe_id)
-             .scalar_subquery())
     found: dict[int, tuple[Any, ...]] = {}
-    for chunk in _chunks(list(set(recipe_ids)), 500):
-        found.update((row[0], tuple(row[1:])) for row in session.execute(
-            select(Recipe.recipe_id, Recipe.method, Recipe.dataset, first)
-            .where(Recipe.recipe_id.in_(chunk))))
-    return pd.DataFrame([found[r] for r in recipe_ids], columns=["method", "dataset", "run_id"],
-                        dtype=object)
+    for chunk in _chunks(sorted(set(recipe_ids)), 2000):
+        found.update((row[0], tuple(row[1:])) for row in session.connection().execute(
+            select(Recipe.recipe_id, Recipe.method, Recipe.dataset, Recipe.config_json)
+            .where(Recipe.recipe_id.in_(chunk))).cursor.fetchall())
+    rows = [found[r] for r in recipe_ids]
+    configs = [json.loads(row[2]) for row in rows]
+    frame = pd.DataFrame({"method": pd.Series([row[0] for row in rows], dtype=object),
+                          "dataset": pd.Series([row[1] for row in rows], dtype=object)})
+    for key in keys:  # a key a config lacks: NaN, as in a frame of params
+        frame[f"param.{key}"] = leaves(configs, key, missing=np.nan)
+    return frame
 
 
 def _chunks(items: list[T], size: int) -> Iterator[list[T]]:
@@ -412,8 +414,7 @@ def _chunks(items: list[T], size: int) -> Iterator[list[T]]:
         yield items[i:i + size]
 
 
-def _params_wide(session: Session, ids: Select[Any] | Sequence[str],
-                 keys: Sequence[str] | None) -> pd.DataFrame:
+def _params_wide(session: Session, ids: Select[Any], keys: Sequence[str] | None) -> pd.DataFrame:
     stmt = select(Param.run_id, Param.key, Param.value_type, Param.value_text).where(
         Param.run_id.in_(ids))
     if keys is not None:

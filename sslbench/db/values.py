@@ -10,9 +10,10 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import math
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 #: Substrings that mark an accuracy-like metric (better when higher).
@@ -37,6 +38,38 @@ def flatten(config: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, 
             yield from flatten(value, prefix=name + ".")
         else:
             yield name, value
+
+
+#: What :func:`leaves` gives for a key that a config does not have.
+MISSING: Any = object()
+
+
+def leaves(configs: Sequence[Any], key: str, missing: Any = MISSING) -> list[Any]:
+    """The leaf that :func:`flatten` names ``key`` (a dotted key: ``"loss.tau"``) in each of
+    ``configs`` (JSON objects: dicts, lists and scalars), or ``missing``: the runs' param
+    ``key``, read off their configs without flattening them. One pass over the configs for each
+    level of each way to read the dots (``"a.b"``: ``a`` then ``b``, or the key ``"a.b"``
+    itself), the way all of them are read first; a name has at most one leaf (a store's params
+    are keyed by name)."""
+    found: list[Any] = list(configs)
+    todo: Sequence[int] = range(len(found))
+    names = key.split(".")
+    for joins in itertools.product((False, True), repeat=len(names) - 1):
+        path = [names[0]]
+        for join, name in zip(joins, names[1:]):
+            path[-1:] = [f"{path[-1]}.{name}"] if join else [path[-1], name]
+        values = [configs[i] for i in todo] if len(todo) < len(found) else list(configs)
+        for name in path:  # flatten descends into non-empty dicts only
+            values = [v.get(name, MISSING) if type(v) is dict and v else MISSING
+                      for v in values]
+        for i, value in zip(todo, values):
+            found[i] = MISSING if type(value) is dict and value else value
+        todo = [i for i in todo if found[i] is MISSING]
+        if not todo:
+            break
+    for i in todo:
+        found[i] = missing
+    return found
 
 
 def encode_param(value: Any) -> tuple[str, str | None, float | None]:

@@ -107,8 +107,8 @@ def normalize_runs(frame: pd.DataFrame) -> pd.DataFrame:
     out["backbone"] = frame["param.backbone"].fillna("?").astype(str)
     out["epochs"] = frame["param.epochs"].fillna(0).astype("int64")
     out["method_name"] = frame["method"].fillna("?").astype(str)
-    recipe = frame[[f"param.{key}" for key in TUNED_RECIPE]].set_axis(
-        list(TUNED_RECIPE), axis=1).to_dict("records")
+    recipe = [dict(zip(TUNED_RECIPE, values)) for values in zip(
+        *(frame[f"param.{key}"].tolist() for key in TUNED_RECIPE))]
     out["method"] = [method_label(m, r, tags) for m, r, tags in zip(
         out["method_name"], recipe, frame["tags"])]
     specs = [normalize_spec(p) for p in frame["param.projector"]]

@@ -69,7 +69,7 @@ def pretrain_recipes(store: Store, filters: ReportFilters, metrics: Sequence[str
 def recipe_rows(recipes: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
     """One row per run of ``runs`` (from :func:`pretrain_recipes`): its recipe's columns, its
     ``run_id`` and its summaries; no seed (the reports group the seeds of a recipe)."""
-    shared = recipes.drop(columns=["run_id", "runs", "seed"])
+    shared = recipes.drop(columns=["runs", "seed"])
     frame = shared.loc[runs["recipe"].to_numpy()].reset_index(drop=True)
     frame.insert(0, "run_id", runs["run_id"].to_numpy())
     summaries = [c for c in runs.columns if c not in ("recipe", "run_id")]
