@@ -26,11 +26,11 @@ def result(tmp_path_factory):
 
 def test_result_keys_and_caching(result):
     out, folder = result
-    assert set(out) == {"report", "runs", "metric_points", "seconds", "target_s", "repeats",
-                        "all_seconds", "all_target_s", "store_build_s", "cached"}
+    assert set(out) == {"report", "runs", "configs", "metric_points", "seconds", "target_s",
+                        "repeats", "all_seconds", "all_target_s", "store_build_s", "cached"}
     assert out["all_seconds"] is None and out["all_target_s"] == 20.0
-    assert (out["report"], out["runs"], out["metric_points"], out["target_s"]) == (
-        "table-s5", 200, 4_000, 2.0)
+    assert (out["report"], out["runs"], out["configs"], out["metric_points"],
+            out["target_s"]) == ("table-s5", 200, 100, 4_000, 2.0)
     assert out["seconds"] == min(out["repeats"]) and len(out["repeats"]) == 2
     assert out["cached"] is False and out["store_build_s"] > 0
     json.dumps(out)
@@ -72,6 +72,25 @@ def test_store_reads_back_like_a_store_api_store(result):
     assert len(frame.loc["paper"]) == 20
     assert set(frame.loc["Δ ours − paper"].index.get_level_values("method")) == {
         "VICReg", "VICReg-exp", "VICReg-ctr"}
+
+
+def test_configs_of_their_own_are_the_grid_with_learning_rates_of_their_own(tmp_path):
+    """--configs: the grid's cells again and again, a learning rate each time; Table S5 groups
+    them into its cells, and the store holds a recipe per config."""
+    out = bench.run(n_runs=600, n_points=1_200, repeats=1, folder=tmp_path, report_all=False,
+                    configs=300)
+    assert (out["runs"], out["configs"], out["cached"]) == (600, 300, False)
+    (path,) = tmp_path.glob("*-c300-*.sqlite")
+    with Store.open(f"sqlite:///{path}", create=False) as store:
+        recipes, runs = store.recipe_runs(params=("lr",), summaries=(), tags=())
+        assert len(recipes) == 300 and set(recipes["runs"]) == {2}
+        assert sorted(set(recipes["param.lr"])) == [0.3, 0.3001, 0.3002]
+        counts = build_report("table-s5", store).frame.loc["ours"].xs("n", axis=1,
+                                                                       level="stat")
+    filled = counts[counts.sum(axis=1) > 0]
+    assert filled.min().min() == 6 and filled.max().max() == 12  # 3 learning rates x 2 seeds
+    assert bench.run(n_runs=600, n_points=1_200, repeats=1, folder=tmp_path,
+                     report_all=False, configs=300)["cached"] is True
 
 
 def test_report_all_is_timed_on_the_bench_store(result, tmp_path):

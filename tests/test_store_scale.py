@@ -136,7 +136,7 @@ def test_run_id_prefixes_resolve_as_before(tmp_path):
 def test_bench_store_on_tiny_sizes(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "mlflow", None)  # an optional dependency: the note
     out = bench_store.run(runs=300, points=3000, steps=100, writers=3, writer_points=600,
-                          step_s=0.0005, report_all=False, folder=tmp_path)
+                          step_s=0.0005, report_all=False, folder=tmp_path, configs=150)
     json.dumps(out)
     assert out["ingestion"]["mlflow_points_per_s"] is None and out["ingestion"]["ratio"] is None
     assert "pip install mlflow" in out["ingestion"]["note"]
@@ -144,7 +144,8 @@ def test_bench_store_on_tiny_sizes(tmp_path, monkeypatch):
     assert out["log_call"]["calls"] == 100 and out["log_call"]["mean_us"] > 0
     assert out["concurrent"]["points"] == 3 * 600  # every point stored, or run() raises
     large = out["large"]
-    assert (large["runs"], large["metric_points"], large["eval_pending"]) == (300, 3000, 600)
+    assert (large["runs"], large["configs"], large["metric_points"], large["eval_pending"]) == (
+        300, 150, 3000, 600)
     assert large["report_all_s"] is None and out["targets_met"]["report_all_under_20s"] is None
     assert isinstance(out["targets_met"]["concurrent_100k_points_per_s"], bool)  # SQLite's
     assert len(large["table_s5_each_s"]) == 3

@@ -12,7 +12,7 @@
   works beside them; mean, median and 99th percentile.
 - ``concurrent``: ``writers`` processes, one run each, logging as fast as they can into one
   store; total points/s from the start until every one of them is stored.
-- ``large``: a synthetic store of ``runs`` runs and ``points`` points
+- ``large``: a synthetic store of ``runs`` runs of ``configs`` configs and ``points`` points
   (:mod:`sslbench.bench.storegen`, through the product's own bulk paths), then the time of
   ``report table-s5`` (rendered; the median of three), ``report all`` (the HTML file), ``runs
   list``'s first page (as the CLI prints it, with the count of runs for its footer: once cold,
@@ -38,6 +38,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from sslbench.bench.storegen import CONFIGS
 from sslbench.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -256,15 +257,15 @@ def _resolve(store: Store, prefix: str) -> str | None:
 
 
 def large(url: str | None, folder: Path, runs: int, points: int,
-          report_all: bool) -> dict[str, Any]:
+          report_all: bool, configs: int = CONFIGS) -> dict[str, Any]:
     from sslbench.bench.report import time_report, time_report_all
     from sslbench.bench.storegen import build, id_of, points_per_run, run_config
     from sslbench.report.runs import run_show_json
 
     with _fresh(url, folder, "large") as store:
-        build_s = build(store, runs, points)
+        build_s = build(store, runs, points, configs=configs)
         target = store.url
-        middle = id_of(run_config(runs // 2))
+        middle = id_of(run_config(runs // 2, configs))
         cold_s, total = _timed(lambda: _first_page(store))  # imports the renderer too
         list_s, _ = _timed(lambda: _first_page(store))
         filtered_s, _ = _timed(lambda: _first_page(store, kind="pretrain", status="completed",
@@ -278,7 +279,8 @@ def large(url: str | None, folder: Path, runs: int, points: int,
         if report_all:
             with tempfile.TemporaryDirectory(dir=folder) as out:
                 every = time_report_all(target, Path(out))
-    return {"runs": total, "metric_points": runs * points_per_run(runs, points),
+    return {"runs": total, "configs": min(configs, runs),
+            "metric_points": runs * points_per_run(runs, points),
             "build_s": round(build_s, 1), "table_s5_s": round(table_s, 3),
             "table_s5_each_s": [round(t, 3) for t in tables],
             "table_s5_target_s": TARGETS["table_s5_s"],
@@ -295,7 +297,7 @@ def large(url: str | None, folder: Path, runs: int, points: int,
 def run(*, runs: int = 1_000_000, points: int = 20_000_000, steps: int = 2000,
         writers: int = 8, writer_points: int = 100_000, step_s: float = 0.001,
         url: str | None = None, report_all: bool = True,
-        folder: Path | None = None) -> dict[str, Any]:
+        folder: Path | None = None, configs: int = CONFIGS) -> dict[str, Any]:
     """Every section of the module docstring; returns them as one JSON-able dict."""
     from sslbench.db.engine import safe_url
 
@@ -305,7 +307,7 @@ def run(*, runs: int = 1_000_000, points: int = 20_000_000, steps: int = 2000,
         out["ingestion"] = ingestion(url, where, steps)
         out["log_call"] = log_call(url, where, steps, step_s)
         out["concurrent"] = concurrent(url, where, writers, writer_points)
-        out["large"] = large(url, where, runs, points, report_all)
+        out["large"] = large(url, where, runs, points, report_all, configs)
     out["targets_met"] = _verdicts(out)
     return out
 

@@ -1,7 +1,8 @@
 """Synthetic stores for the store and report benchmarks, written through the product's own code.
 
 :func:`build` fills an empty store with ``n_runs`` completed pretraining runs covering Table S5's
-grid (5 paper methods x 4 projector families x 5 dims, the rest as seeds) and ``n_points``
+grid (5 paper methods x 4 projector families x 5 dims, the rest as seeds, or as further
+configs of the grid with learning rates of their own: :func:`run_config`) and ``n_points``
 metric points (``online_top1`` and ``loss`` per epoch), tagged as sweeps run on Slurm tag them
 (:func:`run_tags`). A run's id is the product's, the hash of
 its config (:func:`sslbench.config.run_id_of`): ids in no relation to the order the runs were
@@ -40,6 +41,8 @@ FAMILIES = ("d-d-d", "8192-8192-d", "2048-d", "2048-2048-d")
 DIMS = (256, 512, 1024, 2048, 8192)
 #: Table S5's cells: a run's (method, temperature, projector family, dim).
 CELLS = [(m, t, f, d) for m, t in METHODS for f in FAMILIES for d in DIMS]
+#: Configs of a synthetic store (seeds aside) unless asked: the grid's.
+CONFIGS = len(CELLS)
 #: Runs per transaction.
 CHUNK_RUNS = 2000
 #: Runs per sweep: the grid with 10 seeds. Every run is tagged as ``sslbench sweep`` tags it
@@ -65,10 +68,17 @@ def config(method: str, tau: float | None, family: str, dim: int, seed: int) -> 
             "preset": "paper"}
 
 
-def run_config(i: int) -> dict[str, Any]:
-    """The config of the ``i``-th synthetic run: the grid's cells in turn, then the next seed."""
-    method, tau, family, dim = CELLS[i % len(CELLS)]
-    return config(method, tau, family, dim, seed=i // len(CELLS))
+def run_config(i: int, configs: int = CONFIGS) -> dict[str, Any]:
+    """The config of the ``i``-th synthetic run of a store of ``configs`` configs (its seed
+    aside): they come in turn, then the next seed. The first hundred are the grid's cells; each
+    next hundred is the grid again with a learning rate of its own (0.3001, 0.3002, ...), as a
+    lab's learning-rate sweeps make configs that Table S5's cells group together."""
+    c = i % configs
+    method, tau, family, dim = CELLS[c % len(CELLS)]
+    out = config(method, tau, family, dim, seed=i // configs)
+    if c >= len(CELLS):
+        out["lr"] = round(0.3 + 1e-4 * (c // len(CELLS)), 6)
+    return out
 
 
 def run_tags(i: int) -> list[str]:
@@ -85,7 +95,7 @@ def points_per_run(n_runs: int, n_points: int) -> int:
     return max(2, n_points // n_runs)
 
 
-def _runs(n_runs: int, n_points: int, rng: random.Random
+def _runs(n_runs: int, n_points: int, rng: random.Random, configs: int
           ) -> Iterator[tuple[NewRun, list[Point]]]:
     from sslbench.db.ingest import Point
     from sslbench.db.records import NewRun
@@ -93,7 +103,7 @@ def _runs(n_runs: int, n_points: int, rng: random.Random
     per_run = points_per_run(n_runs, n_points)
     epochs = {"online_top1": (per_run + 1) // 2, "loss": per_run // 2}
     for i in range(n_runs):
-        cfg = run_config(i)
+        cfg = run_config(i, configs)
         run_id = id_of(cfg)
         level = 60.0 + 8.0 * rng.random()
         at = T0 + timedelta(seconds=i)
@@ -107,8 +117,10 @@ def _runs(n_runs: int, n_points: int, rng: random.Random
                      tags=run_tags(i)), points
 
 
-def build(store: Store, n_runs: int, n_points: int, seed: int = 0) -> float:
-    """Fill ``store`` (empty) with the synthetic runs; returns the seconds it took."""
+def build(store: Store, n_runs: int, n_points: int, seed: int = 0,
+          configs: int = CONFIGS) -> float:
+    """Fill ``store`` (empty) with the synthetic runs of ``configs`` configs
+    (:func:`run_config`); returns the seconds it took."""
     from sqlalchemy import update
 
     from sslbench.db.models import Run, RunStatus
@@ -129,7 +141,7 @@ def build(store: Store, n_runs: int, n_points: int, seed: int = 0) -> float:
         runs.clear()
         points.clear()
 
-    for run, history in _runs(n_runs, n_points, rng):
+    for run, history in _runs(n_runs, n_points, rng, configs):
         runs.append(run)
         points.extend(history)
         if len(runs) >= CHUNK_RUNS:

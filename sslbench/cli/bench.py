@@ -12,6 +12,9 @@ import typer
 from sslbench.cli.common import Device, Format, ProbeAugment, bench_app, echo_json
 from sslbench.errors import ConfigError
 
+CONFIGS_HELP = ("Distinct configs of the synthetic runs, seeds aside: Table S5's grid, then the "
+                "grid again with learning rates of their own.")
+
 
 def _positive(**values: float) -> None:
     """Each option must be positive (one line naming the first that is not)."""
@@ -51,12 +54,13 @@ def bench_report(
     fmt: Format = "table",
     runs: int = typer.Option(10_000, help="Runs in the synthetic store."),
     points: int = typer.Option(1_000_000, help="Metric points in the synthetic store."),
+    configs: int = typer.Option(100, help=CONFIGS_HELP),
 ) -> None:
     """`report table-s5` and `report all` over a synthetic store (cached in the temp folder)."""
     from sslbench.bench.report import run
 
-    _positive(runs=runs, points=points)
-    _output(run(runs, points), fmt)
+    _positive(runs=runs, points=points, configs=configs)
+    _output(run(runs, points, configs=configs), fmt)
 
 
 @bench_app.command("store")
@@ -64,6 +68,7 @@ def bench_store(
     fmt: Format = "table",
     runs: int = typer.Option(1_000_000, help="Runs in the large synthetic store."),
     points: int = typer.Option(20_000_000, help="Metric points in the large store."),
+    configs: int = typer.Option(100, help=CONFIGS_HELP),
     steps: int = typer.Option(2000, help="Steps (two metrics each) of the ingestion runs."),
     writers: int = typer.Option(8, help="Processes logging into one store at once."),
     writer_points: int = typer.Option(100_000, help="Points each of them logs."),
@@ -77,14 +82,15 @@ def bench_store(
     writers, and reports, listings and eval --pending on a large store."""
     from sslbench.bench.store import run
 
-    _positive(runs=runs, points=points, steps=steps, writers=writers,
+    _positive(runs=runs, points=points, configs=configs, steps=steps, writers=writers,
               writer_points=writer_points)
     if db is not None:
         from sslbench.db.engine import parse_url
 
         parse_url(db)  # a malformed URL is one line before anything runs
     _output(run(runs=runs, points=points, steps=steps, writers=writers,
-                writer_points=writer_points, url=db, report_all=report_all), fmt)
+                writer_points=writer_points, url=db, report_all=report_all,
+                configs=configs), fmt)
 
 
 @bench_app.command("scan")
