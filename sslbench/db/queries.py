@@ -259,7 +259,7 @@ def recipe_runs(session: Session, *, params: Sequence[str], summaries: Sequence[
     A ``seed`` param (or ``seed.*``) differs between the runs of a recipe: it is left out.
 
     One query over the runs, read off the index of their kind and status (which holds their
-    recipe and tag set) with one summary lookup a run and metric; then the recipes, 500 a
+    recipe and tag set) with one summary lookup a run and metric; then the recipes, 2,000 a
     query.
     Raises :class:`UnnumberedRunsError` when a run has no recipe or tag set yet.
     """
@@ -390,8 +390,8 @@ def _recipes(session: Session, recipe_ids: list[int], keys: Sequence[str]) -> pd
     """``method``, ``dataset`` and ``param.<key>`` for ``keys`` of each of ``recipe_ids``, in
     that order. A recipe's params are the leaves of its config (:func:`leaves`): those of each
     of its runs, whose params are its config flattened and whose recipe is that config without
-    its seed. Read off the recipes, a JSON text each, rather than a row a run and key (100,000
-    recipes: 1.5 s against 5.8 s)."""
+    its seed. Read off the recipes, a JSON text each, rather than one run's params a recipe
+    (100,000 recipes: 2.3 s against 5.8 s on SQLite)."""
     import numpy as np
     import pandas as pd
 

@@ -47,10 +47,10 @@ MISSING: Any = object()
 def leaves(configs: Sequence[Any], key: str, missing: Any = MISSING) -> list[Any]:
     """The leaf that :func:`flatten` names ``key`` (a dotted key: ``"loss.tau"``) in each of
     ``configs`` (JSON objects: dicts, lists and scalars), or ``missing``: the runs' param
-    ``key``, read off their configs without flattening them. One pass over the configs for each
-    level of each way to read the dots (``"a.b"``: ``a`` then ``b``, or the key ``"a.b"``
-    itself), the way all of them are read first; a name has at most one leaf (a store's params
-    are keyed by name)."""
+    ``key``, read off their configs without flattening them. The dots can be read several ways
+    (``"a.b"``: ``a`` then ``b``, or the key ``"a.b"`` itself): every config is walked the
+    first way a level at a time, those where that finds no leaf the next way, and so on. A
+    config has at most one leaf of a name (a store's params are keyed by name)."""
     found: list[Any] = list(configs)
     todo: Sequence[int] = range(len(found))
     names = key.split(".")
