@@ -109,10 +109,11 @@ def normalize_runs(frame: pd.DataFrame) -> pd.DataFrame:
     out["method_name"] = frame["method"].fillna("?").astype(str)
     recipe = [dict(zip(TUNED_RECIPE, values)) for values in zip(
         *(frame[f"param.{key}"].tolist() for key in TUNED_RECIPE))]
+    # Lists, not the columns: a column of strings yields its values one call at a time.
     out["method"] = [method_label(m, r, tags) for m, r, tags in zip(
-        out["method_name"], recipe, frame["tags"])]
-    specs = [normalize_spec(p) for p in frame["param.projector"]]
-    dims = [_hashable(d) for d in frame["param.dim"]]
+        out["method_name"].tolist(), recipe, frame["tags"].tolist())]
+    specs = [normalize_spec(p) for p in frame["param.projector"].tolist()]
+    dims = [_hashable(d) for d in frame["param.dim"].tolist()]
     out["projector"] = specs
     out["dim"] = pd.array([_embedding_dim(s, d) for s, d in zip(specs, dims)], dtype="Int64")
     out["families"] = [_families(s, d) for s, d in zip(specs, dims)]

@@ -109,16 +109,19 @@ def recipe_seed_stats(recipes: pd.DataFrame, runs: pd.DataFrame, value: str,
 def _cell_codes(recipes: pd.DataFrame, keys: Sequence[str]
                 ) -> tuple[np.ndarray, list[tuple[Any, ...]]]:
     """(table, cells): ``table[recipe, j]`` the cell of the recipe's j-th projector family
-    (-1: none), ``cells[code]`` the keys of that cell."""
+    (-1: none), ``cells[code]`` the keys of that cell (``keys`` hold ``projector``)."""
     width = max((len(f) for f in recipes["families"]), default=1)
     table = np.full((max(recipes.index, default=-1) + 1, width), -1, dtype="int64")
     index: dict[tuple[Any, ...], int] = {}
-    values = {k: recipes[k].tolist() for k in keys if k != "projector"}
-    for pos, (row, families, dim) in enumerate(zip(recipes.index, recipes["families"],
-                                                   recipes["dim"])):
+    at = list(keys).index("projector")
+    # The keys before and after the projector, a tuple a recipe (zipped, not row by row).
+    heads = list(zip(*(recipes[k].tolist() for k in keys[:at]))) or [()] * len(recipes)
+    tails = list(zip(*(recipes[k].tolist() for k in keys[at + 1:]))) or [()] * len(recipes)
+    for row, families, dim, head, tail in zip(recipes.index.tolist(),
+                                              recipes["families"].tolist(),
+                                              recipes["dim"].tolist(), heads, tails):
         if pd.isna(dim):
             continue
         for j, family in enumerate(families):
-            cell = (*(family if k == "projector" else values[k][pos] for k in keys), int(dim))
-            table[row, j] = index.setdefault(cell, len(index))
+            table[row, j] = index.setdefault((*head, family, *tail, int(dim)), len(index))
     return table, list(index)
