@@ -170,6 +170,20 @@ def test_a_recipe_s_params_are_those_of_each_of_its_runs(tmp_path):
     assert pd.isna(odd["param.loss.temperature"]) and pd.isna(odd["param.absent"])
 
 
+def test_the_runs_of_the_recipes_come_in_listing_order(tmp_path):
+    """With their ids the runs come oldest first, as ``runs list`` lists them (runs created
+    together, at one time, by id), though SQLite reads them in run-id order first."""
+    with Store.open(str(tmp_path / "s.sqlite")) as store:
+        fill(store, random.Random(1), 80)
+        store.upsert_runs([NewRun(run_id=f"{9 - i}-together", kind="pretrain", command=[],
+                                  env={}, config={"method": "vicreg", "seed": i})
+                           for i in range(10)])
+        _, runs = store.recipe_runs(params=(), summaries=("online_top1",))
+        listed = [run.run_id for run in store.find_runs()]
+    assert runs["run_id"].tolist() == listed
+    assert listed[-10:] == sorted(listed[-10:])
+
+
 @given(st.lists(st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=3),
     lambda inner: st.lists(inner, max_size=2) | st.dictionaries(

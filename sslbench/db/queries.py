@@ -272,17 +272,24 @@ def recipe_runs(session: Session, *, params: Sequence[str], summaries: Sequence[
     found = [aliased(Summary) for _ in summaries]
     read: list[Any] = [Run.recipe_id, Run.tagset_id, *([Run.run_id] if run_ids else []),
                        *[getattr(s, p) for s in found for p in parts]]
+    read = [column.label(f"c{i}") for i, column in enumerate(read)]
     stmt = select(*read)
     for summary, key in zip(found, summaries):
         stmt = stmt.outerjoin(summary, (summary.run_id == Run.run_id) & (summary.key == key))
     columns = [f"{p}.{k}" for k in summaries for p in parts]
     stmt = stmt.where(*where)
-    if run_ids:
-        stmt = _paged(stmt, None, 0)
-    elif session.get_bind().dialect.name == "sqlite":
+    if session.get_bind().dialect.name == "sqlite":
         # SQLite joins by looking each summary up: in run-id order (ix_runs_kind_status_id,
         # no sort) the lookups read the summaries in the order they are stored in.
         stmt = stmt.order_by(Run.run_id)
+        if run_ids:  # then SQLite's sorter puts them in listing order (LIMIT -1, none,
+            # keeps it from merging the two queries): 2.9 s at a million runs, where the
+            # lookups in listing order take 5.3 s
+            inner = stmt.add_columns(Run.created_at.label("created")).limit(-1).subquery()
+            stmt = select(*[inner.c[c.name] for c in read]).order_by(inner.c.created,
+                                                                     inner.c.c2)
+    elif run_ids:
+        stmt = _paged(stmt, None, 0)
     rows = _all_rows(session, stmt)
 
     def field(i: int, dtype: str) -> np.ndarray:  # NULL: NaN for floats
