@@ -170,6 +170,27 @@ def test_a_recipe_s_params_are_those_of_each_of_its_runs(tmp_path):
     assert pd.isna(odd["param.loss.temperature"]) and pd.isna(odd["param.absent"])
 
 
+def test_recipes_read_once_are_not_read_again(tmp_path, monkeypatch):
+    """``report all`` reads the same recipes with and without run ids: the second time from
+    ``parsed``, the same frame, which the caller may change without changing the kept one."""
+    reads = []
+    read = queries._read_recipes
+    monkeypatch.setattr(queries, "_read_recipes", lambda *a: reads.append(a) or read(*a))
+    parsed: dict = {}
+    with Store.open(str(tmp_path / "s.sqlite")) as store:
+        fill(store, random.Random(2), 60)
+        ask = {"params": ("dim", "projector"), "summaries": ("online_top1",)}
+        first, _ = store.recipe_runs(**ask, parsed=parsed)
+        first["dim_again"] = first["param.dim"]
+        again, runs = store.recipe_runs(**ask, run_ids=False, parsed=parsed)
+        assert len(reads) == 1
+        store.recipe_runs(params=("dim",), summaries=(), parsed=parsed)  # other keys: read
+        assert len(reads) == 2
+        fresh, _ = store.recipe_runs(**ask)
+    pd.testing.assert_frame_equal(again, fresh)
+    assert again["runs"].sum() == len(runs)
+
+
 def test_the_runs_of_the_recipes_come_in_listing_order(tmp_path):
     """With their ids the runs come oldest first, as ``runs list`` lists them (runs created
     together, at one time, by id), though SQLite reads them in run-id order first."""

@@ -464,7 +464,8 @@ class Store(SchedulingMixin):
     def recipe_runs(self, *, params: Iterable[str], summaries: Iterable[str],
                     since: datetime | None = None, before: datetime | None = None,
                     run_ids: bool = True, parts: Sequence[str] = ("final", "best"),
-                    tags: Sequence[str] | None = None, **filters: Any
+                    tags: Sequence[str] | None = None,
+                    parsed: dict[Any, pd.DataFrame] | None = None, **filters: Any
                     ) -> tuple[pd.DataFrame, pd.DataFrame]:
         """The runs grouped by recipe (config without its seed, method, dataset, tags);
         see :func:`sslbench.db.queries.recipe_runs`."""
@@ -472,7 +473,8 @@ class Store(SchedulingMixin):
             with self._session() as session:
                 return queries.recipe_runs(
                     session, params=list(params), summaries=list(summaries), since=since,
-                    before=before, run_ids=run_ids, parts=parts, tags=tags, **filters)
+                    before=before, run_ids=run_ids, parts=parts, tags=tags, parsed=parsed,
+                    **filters)
 
         self._fill_recipes()
         try:

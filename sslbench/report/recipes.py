@@ -56,7 +56,7 @@ def pretrain_recipes(store: Store, filters: ReportFilters, metrics: Sequence[str
             params=keys, summaries=wanted, kind="pretrain", status="completed",
             dataset=filters.dataset, since=_midnight(filters.since),
             before=_midnight(filters.until, days=1), run_ids=run_ids, parts=parts,
-            tags=(*LABEL_TAGS, *filters.tags))
+            tags=(*LABEL_TAGS, *filters.tags), parsed=shared(("parsed", id(store)), dict))
         recipes = normalize_runs(recipes)
         undated = dataclasses.replace(filters, since=None, until=None)
         kept = undated.keep(recipes).to_numpy()
