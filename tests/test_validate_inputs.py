@@ -169,9 +169,12 @@ def test_model_larger_than_memory_on_cpu(cli, home):
     (["eval", "--random-init", "--lr", "nan"], "--lr must be a finite number, got nan"),
     (["eval", "--random-init", "--seed", "9223372036854775808"],
      "--seed must be an integer in 0 .. 2**63-1"),
+    (["bench", "report", "--configs", "0"], "--configs must be positive, got 0"),
+    (["bench", "store", "--configs", "-3"], "--configs must be positive, got -3"),
 ], ids=["weight-decay-inf", "lr-inf", "temperature-nan", "probe-lr-nan", "image-size-0",
         "num-workers-negative", "train-samples-too-many", "batch-larger-than-dataset",
-        "eval-lr-nan", "eval-seed-overflow"])
+        "eval-lr-nan", "eval-seed-overflow", "bench-report-configs-0",
+        "bench-store-configs-negative"])
 def test_bad_options_in_process(cli, home, args, needle):
     _refused_in_process(cli, home, args, needle)
 

@@ -1,12 +1,12 @@
 """How fast ``sslbench report table-s5`` and ``sslbench report all`` are on a large store.
 
 ``run()`` builds (once; it is cached in the temp folder, and a cached store of an older schema
-is upgraded in place as any store is) a synthetic SQLite store of ``n_runs``
-completed pretraining runs of ``configs`` configs and ``n_points`` metric points
-(:mod:`sslbench.bench.storegen`,
-which writes through the product's own bulk paths), then times building the ``table-s5`` report
-and rendering it as a rich table, from opening the store to the text, and (``report_all``)
-writing the one-file HTML report of every report, figures included. It returns::
+is upgraded in place as any store is) a synthetic SQLite store of ``n_runs`` completed
+pretraining runs of ``configs`` configs and ``n_points`` metric points
+(:mod:`sslbench.bench.storegen`, which writes through the product's own bulk paths), then
+times building the ``table-s5`` report and rendering it as a rich table, from opening the store
+to the text, and (``report_all``) writing the one-file HTML report of every report, figures
+included. It returns::
 
     {"report": "table-s5", "runs": ..., "configs": ..., "metric_points": ..., "seconds": ...,
      "target_s": 2.0, "repeats": [...], "all_seconds": ..., "all_target_s": 20.0,

@@ -9,6 +9,7 @@ from typing import Any
 
 import typer
 
+from sslbench.bench.storegen import CONFIGS
 from sslbench.cli.common import Device, Format, ProbeAugment, bench_app, echo_json
 from sslbench.errors import ConfigError
 
@@ -54,7 +55,7 @@ def bench_report(
     fmt: Format = "table",
     runs: int = typer.Option(10_000, help="Runs in the synthetic store."),
     points: int = typer.Option(1_000_000, help="Metric points in the synthetic store."),
-    configs: int = typer.Option(100, help=CONFIGS_HELP),
+    configs: int = typer.Option(CONFIGS, help=CONFIGS_HELP),
 ) -> None:
     """`report table-s5` and `report all` over a synthetic store (cached in the temp folder)."""
     from sslbench.bench.report import run
@@ -68,7 +69,7 @@ def bench_store(
     fmt: Format = "table",
     runs: int = typer.Option(1_000_000, help="Runs in the large synthetic store."),
     points: int = typer.Option(20_000_000, help="Metric points in the large store."),
-    configs: int = typer.Option(100, help=CONFIGS_HELP),
+    configs: int = typer.Option(CONFIGS, help=CONFIGS_HELP),
     steps: int = typer.Option(2000, help="Steps (two metrics each) of the ingestion runs."),
     writers: int = typer.Option(8, help="Processes logging into one store at once."),
     writer_points: int = typer.Option(100_000, help="Points each of them logs."),
