@@ -274,8 +274,8 @@ def recipe_runs(session: Session, *, params: Sequence[str], summaries: Sequence[
     where += [Run.created_at < before] if before is not None else []
     found = [aliased(Summary) for _ in summaries]
     read: list[Any] = [Run.recipe_id, Run.tagset_id, *([Run.run_id] if run_ids else []),
-                       *[getattr(s, p) for s in found for p in parts]]
-    read = [column.label(f"c{i}") for i, column in enumerate(read)]
+                       *[getattr(s, p).label(f"{p}_{i}") for i, s in enumerate(found)
+                         for p in parts]]
     stmt = select(*read)
     for summary, key in zip(found, summaries):
         stmt = stmt.outerjoin(summary, (summary.run_id == Run.run_id) & (summary.key == key))
@@ -288,9 +288,9 @@ def recipe_runs(session: Session, *, params: Sequence[str], summaries: Sequence[
         if run_ids:  # then SQLite's sorter puts them in listing order (LIMIT -1, none,
             # keeps it from merging the two queries): 2.9 s at a million runs, where the
             # lookups in listing order take 5.3 s
-            inner = stmt.add_columns(Run.created_at.label("created")).limit(-1).subquery()
-            stmt = select(*[inner.c[c.name] for c in read]).order_by(inner.c.created,
-                                                                     inner.c.c2)
+            inner = stmt.add_columns(Run.created_at).limit(-1).subquery()
+            stmt = select(*[inner.c[c.name] for c in read]).order_by(inner.c.created_at,
+                                                                     inner.c.run_id)
     elif run_ids:
         stmt = _paged(stmt, None, 0)
     rows = _all_rows(session, stmt)
