@@ -51,14 +51,14 @@ def leaves(configs: Sequence[Any], key: str, missing: Any = MISSING) -> list[Any
     (``"a.b"``: ``a`` then ``b``, or the key ``"a.b"`` itself): every config is walked the
     first way a level at a time, those where that finds no leaf the next way, and so on. A
     config has at most one leaf of a name (a store's params are keyed by name)."""
-    found: list[Any] = list(configs)
-    todo: Sequence[int] = range(len(found))
+    found: list[Any] = [MISSING] * len(configs)
+    todo: Sequence[int] = range(len(configs))
     names = key.split(".")
     for joins in itertools.product((False, True), repeat=len(names) - 1):
         path = [names[0]]
         for join, name in zip(joins, names[1:]):
             path[-1:] = [f"{path[-1]}.{name}"] if join else [path[-1], name]
-        values = [configs[i] for i in todo] if len(todo) < len(found) else list(configs)
+        values = configs if len(todo) == len(configs) else [configs[i] for i in todo]
         for name in path:  # flatten descends into non-empty dicts only
             values = [v.get(name, MISSING) if type(v) is dict and v else MISSING
                       for v in values]

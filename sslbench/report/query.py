@@ -107,9 +107,9 @@ def normalize_runs(frame: pd.DataFrame) -> pd.DataFrame:
     out["backbone"] = frame["param.backbone"].fillna("?").astype(str)
     out["epochs"] = frame["param.epochs"].fillna(0).astype("int64")
     out["method_name"] = frame["method"].fillna("?").astype(str)
+    # Lists, not the columns: a column of strings yields its values one call at a time.
     recipe = [dict(zip(TUNED_RECIPE, values)) for values in zip(
         *(frame[f"param.{key}"].tolist() for key in TUNED_RECIPE))]
-    # Lists, not the columns: a column of strings yields its values one call at a time.
     out["method"] = [method_label(m, r, tags) for m, r, tags in zip(
         out["method_name"].tolist(), recipe, frame["tags"].tolist())]
     specs = [normalize_spec(p) for p in frame["param.projector"].tolist()]
